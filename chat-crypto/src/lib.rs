@@ -1,0 +1,2 @@
+//! Password hashing and end-to-end message encryption.
+#![deny(missing_docs)]

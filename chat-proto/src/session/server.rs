@@ -1,0 +1,510 @@
+//! The protocol's half of a server connection: allowed frames per state and request
+//! validation against the announced limits (PROTOCOL.md §9.2).
+
+use crate::body::Body;
+use crate::error::ErrorCode;
+use crate::frame::{ClientFrame, Error, Hello, Ping, Pong, ServerFrame, SetTyping};
+use crate::ids::{RequestId, UserId};
+use crate::limits::{MAX_CLIENT_NAME, MAX_RESUME_CURSORS, MAX_TOKEN, ServerLimits};
+use crate::version::ProtocolVersion;
+
+/// Where a server connection stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ServerState {
+    /// Waiting for `hello`.
+    AwaitingHello,
+    /// `hello` received; the server is checking the token.
+    Authenticating {
+        /// The version both sides will speak.
+        version: ProtocolVersion,
+    },
+    /// `welcome` sent; requests are served.
+    Established {
+        /// The authenticated user.
+        user: UserId,
+        /// The negotiated version.
+        version: ProtocolVersion,
+    },
+    /// A fatal error was sent; nothing more is read.
+    Closed,
+}
+
+/// A client frame the server should act on, already validated.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Inbound {
+    /// Check `hello.token`, then call [`ServerSession::established`] and send `welcome`.
+    Hello {
+        /// The client's handshake.
+        hello: Hello,
+        /// The version the server will answer with.
+        version: ProtocolVersion,
+    },
+    /// A request (`send`, `history`, `sync`, `mark_read`) to answer; call
+    /// [`ServerSession::finished`] once its answer is queued.
+    Request(ClientFrame),
+    /// A typing update to fan out.
+    Typing(SetTyping),
+    /// Answer with `pong`.
+    Ping(Ping),
+    /// The peer is alive.
+    Pong(Pong),
+}
+
+/// A client frame the server refuses.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Rejection {
+    /// The request refused, if the frame was one.
+    pub request_id: Option<RequestId>,
+    /// Why.
+    pub code: ErrorCode,
+    /// Explanation for the client's logs.
+    pub message: String,
+    /// Whether the server must close the connection after sending the error.
+    pub fatal: bool,
+}
+
+impl Rejection {
+    fn new(request_id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            request_id,
+            code,
+            message: message.into(),
+            fatal: code.is_fatal(),
+        }
+    }
+
+    /// The `error` frame to send.
+    pub fn to_frame(&self) -> ServerFrame {
+        ServerFrame::Error(Error {
+            request_id: self.request_id,
+            code: self.code,
+            message: self.message.clone(),
+            retry_after_ms: None,
+        })
+    }
+}
+
+/// Validates the frames of one server connection.
+#[derive(Debug)]
+pub struct ServerSession {
+    state: ServerState,
+    limits: ServerLimits,
+    server_version: ProtocolVersion,
+    in_flight: u32,
+}
+
+impl ServerSession {
+    /// A connection that has just opened, enforcing `limits`.
+    pub fn new(limits: ServerLimits) -> Self {
+        Self {
+            state: ServerState::AwaitingHello,
+            limits,
+            server_version: ProtocolVersion::CURRENT,
+            in_flight: 0,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ServerState {
+        self.state
+    }
+
+    /// The limits enforced (and announced in `welcome`).
+    pub fn limits(&self) -> &ServerLimits {
+        &self.limits
+    }
+
+    /// Requests accepted and not yet finished.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// Checks one decoded client frame against the state and limits.
+    ///
+    /// A fatal rejection moves the session to [`ServerState::Closed`]: the server sends
+    /// the error and closes.
+    pub fn receive(&mut self, frame: ClientFrame) -> Result<Inbound, Rejection> {
+        let established = matches!(self.state, ServerState::Established { .. });
+        self.check(frame).map_err(|mut rejection| {
+            // Before the handshake completes every error ends the connection.
+            if !established {
+                rejection.fatal = true;
+            }
+            if rejection.fatal {
+                self.state = ServerState::Closed;
+            }
+            rejection
+        })
+    }
+
+    /// Reports an undecodable frame; returns the rejection to send (fatal before the
+    /// handshake and for oversized frames).
+    pub fn undecodable(&mut self, error: &crate::error::DecodeError) -> Rejection {
+        let mut rejection = Rejection::new(None, error.code(), error.to_string());
+        if !matches!(self.state, ServerState::Established { .. }) {
+            rejection.fatal = true;
+        }
+        if rejection.fatal {
+            self.state = ServerState::Closed;
+        }
+        rejection
+    }
+
+    /// The token in `hello` was valid: the session is established for `user`.
+    pub fn established(&mut self, user: UserId) -> Result<ProtocolVersion, Rejection> {
+        match self.state {
+            ServerState::Authenticating { version } => {
+                self.state = ServerState::Established { user, version };
+                Ok(version)
+            }
+            _ => Err(Rejection::new(
+                None,
+                ErrorCode::ProtocolViolation,
+                "no handshake in progress",
+            )),
+        }
+    }
+
+    /// The token in `hello` was refused: returns the fatal rejection to send.
+    pub fn refused(&mut self, code: ErrorCode, message: impl Into<String>) -> Rejection {
+        self.state = ServerState::Closed;
+        let mut rejection = Rejection::new(None, code, message);
+        rejection.fatal = true;
+        rejection
+    }
+
+    /// A request accepted by [`ServerSession::receive`] has been answered.
+    pub fn finished(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    fn check(&mut self, frame: ClientFrame) -> Result<Inbound, Rejection> {
+        match self.state {
+            ServerState::AwaitingHello => match frame {
+                ClientFrame::Hello(hello) => self.check_hello(hello),
+                other => Err(Rejection::new(
+                    other.request_id(),
+                    ErrorCode::HandshakeRequired,
+                    format!("expected hello, got {}", other.kind()),
+                )),
+            },
+            ServerState::Authenticating { .. } => Err(Rejection::new(
+                frame.request_id(),
+                ErrorCode::ProtocolViolation,
+                format!("{} sent before welcome", frame.kind()),
+            )),
+            ServerState::Closed => Err(Rejection::new(
+                frame.request_id(),
+                ErrorCode::ProtocolViolation,
+                "connection is closing",
+            )),
+            ServerState::Established { .. } => self.check_established(frame),
+        }
+    }
+
+    fn check_hello(&mut self, hello: Hello) -> Result<Inbound, Rejection> {
+        let Some(version) = self.server_version.negotiate(hello.version) else {
+            return Err(Rejection::new(
+                None,
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol {} is not served here; this server speaks {}",
+                    hello.version, self.server_version
+                ),
+            ));
+        };
+        if hello.token.is_empty() || hello.token.len() > MAX_TOKEN {
+            return Err(Rejection::new(
+                None,
+                ErrorCode::InvalidToken,
+                "missing or oversized access token",
+            ));
+        }
+        if hello.client.len() > MAX_CLIENT_NAME {
+            return Err(Rejection::new(
+                None,
+                ErrorCode::InvalidRequest,
+                format!("client name longer than {MAX_CLIENT_NAME} bytes"),
+            ));
+        }
+        if hello.resume.len() > MAX_RESUME_CURSORS {
+            return Err(Rejection::new(
+                None,
+                ErrorCode::InvalidRequest,
+                format!("more than {MAX_RESUME_CURSORS} resume cursors"),
+            ));
+        }
+        self.state = ServerState::Authenticating { version };
+        Ok(Inbound::Hello { hello, version })
+    }
+
+    fn check_established(&mut self, frame: ClientFrame) -> Result<Inbound, Rejection> {
+        let request_id = frame.request_id();
+        match &frame {
+            ClientFrame::Hello(_) => {
+                return Err(Rejection::new(
+                    None,
+                    ErrorCode::ProtocolViolation,
+                    "hello sent twice",
+                ));
+            }
+            ClientFrame::Typing(t) => return Ok(Inbound::Typing(*t)),
+            ClientFrame::Ping(p) => return Ok(Inbound::Ping(*p)),
+            ClientFrame::Pong(p) => return Ok(Inbound::Pong(*p)),
+            ClientFrame::Send(send) => self.check_body(request_id, &send.body)?,
+            ClientFrame::History(h) => self.check_page_limit(request_id, h.limit)?,
+            ClientFrame::Sync(s) => self.check_page_limit(request_id, s.limit)?,
+            ClientFrame::MarkRead(_) => {}
+        }
+        if self.in_flight >= self.limits.max_in_flight {
+            return Err(Rejection::new(
+                request_id,
+                ErrorCode::TooManyRequests,
+                format!("more than {} requests in flight", self.limits.max_in_flight),
+            ));
+        }
+        self.in_flight += 1;
+        Ok(Inbound::Request(frame))
+    }
+
+    fn check_body(&self, request_id: Option<RequestId>, body: &Body) -> Result<(), Rejection> {
+        let (len, max, what) = match body {
+            Body::Text(t) => (t.len(), self.limits.max_text_body, "text body"),
+            Body::Encrypted(e) => (e.0.len(), self.limits.max_envelope, "encrypted envelope"),
+        };
+        if len == 0 {
+            return Err(Rejection::new(
+                request_id,
+                ErrorCode::InvalidRequest,
+                format!("empty {what}"),
+            ));
+        }
+        if len > max as usize {
+            return Err(Rejection::new(
+                request_id,
+                ErrorCode::BodyTooLarge,
+                format!("{what} of {len} bytes exceeds {max}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_page_limit(&self, request_id: Option<RequestId>, limit: u16) -> Result<(), Rejection> {
+        if limit == 0 || limit > self.limits.max_page {
+            return Err(Rejection::new(
+                request_id,
+                ErrorCode::InvalidRequest,
+                format!("limit must be within 1..={}", self.limits.max_page),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::Envelope;
+    use crate::frame::{History, MarkRead, Send, Sync};
+    use crate::ids::{ClientMsgId, ConversationId, Seq};
+
+    fn hello(token: &str) -> ClientFrame {
+        ClientFrame::Hello(Hello {
+            version: ProtocolVersion::CURRENT,
+            token: token.into(),
+            client: "test".into(),
+            resume: vec![],
+        })
+    }
+
+    fn send(id: u32, body: Body) -> ClientFrame {
+        ClientFrame::Send(Send {
+            request_id: RequestId(id),
+            conversation: ConversationId::new(1).unwrap_or_else(|_| unreachable!()),
+            client_msg_id: ClientMsgId::from_bytes([1; 16]),
+            body,
+        })
+    }
+
+    fn established() -> ServerSession {
+        let mut s = ServerSession::new(ServerLimits {
+            max_in_flight: 2,
+            ..ServerLimits::default()
+        });
+        assert!(matches!(s.receive(hello("t")), Ok(Inbound::Hello { .. })));
+        let user = UserId::new(1).unwrap_or_else(|_| unreachable!());
+        assert_eq!(s.established(user), Ok(ProtocolVersion::CURRENT));
+        s
+    }
+
+    #[test]
+    fn hello_must_come_first_and_only_once() {
+        let mut s = ServerSession::new(ServerLimits::default());
+        let r = s
+            .receive(send(1, Body::Text("x".into())))
+            .expect_err("refused");
+        assert_eq!(
+            (r.code, r.fatal, r.request_id),
+            (ErrorCode::HandshakeRequired, true, Some(RequestId(1)))
+        );
+        assert_eq!(s.state(), ServerState::Closed);
+
+        let mut s = established();
+        let r = s.receive(hello("t")).expect_err("refused");
+        assert_eq!((r.code, r.fatal), (ErrorCode::ProtocolViolation, true));
+        assert_eq!(s.state(), ServerState::Closed);
+    }
+
+    #[test]
+    fn frames_between_hello_and_welcome_are_violations() {
+        let mut s = ServerSession::new(ServerLimits::default());
+        assert!(s.receive(hello("t")).is_ok());
+        let r = s
+            .receive(ClientFrame::Ping(Ping { nonce: 1 }))
+            .expect_err("refused");
+        assert_eq!((r.code, r.fatal), (ErrorCode::ProtocolViolation, true));
+    }
+
+    #[test]
+    fn hello_fields_are_bounded() {
+        let mut s = ServerSession::new(ServerLimits::default());
+        let r = s.receive(hello("")).expect_err("refused");
+        assert_eq!((r.code, r.fatal), (ErrorCode::InvalidToken, true));
+
+        let mut s = ServerSession::new(ServerLimits::default());
+        let r = s
+            .receive(hello(&"t".repeat(MAX_TOKEN + 1)))
+            .expect_err("refused");
+        assert_eq!(r.code, ErrorCode::InvalidToken);
+
+        let mut s = ServerSession::new(ServerLimits::default());
+        let frame = ClientFrame::Hello(Hello {
+            version: ProtocolVersion::CURRENT,
+            token: "t".into(),
+            client: "c".repeat(MAX_CLIENT_NAME + 1),
+            resume: vec![],
+        });
+        let r = s.receive(frame).expect_err("refused");
+        assert_eq!((r.code, r.fatal), (ErrorCode::InvalidRequest, true));
+
+        let mut s = ServerSession::new(ServerLimits::default());
+        let cursor = crate::frame::Cursor {
+            conversation: ConversationId::new(1).unwrap_or_else(|_| unreachable!()),
+            seq: Seq::ZERO,
+        };
+        let frame = ClientFrame::Hello(Hello {
+            version: ProtocolVersion::CURRENT,
+            token: "t".into(),
+            client: String::new(),
+            resume: vec![cursor; MAX_RESUME_CURSORS + 1],
+        });
+        assert_eq!(
+            s.receive(frame).map_err(|r| r.code),
+            Err(ErrorCode::InvalidRequest)
+        );
+    }
+
+    #[test]
+    fn refused_token_closes() {
+        let mut s = ServerSession::new(ServerLimits::default());
+        assert!(s.receive(hello("t")).is_ok());
+        let r = s.refused(ErrorCode::InvalidToken, "expired");
+        assert!(r.fatal);
+        assert_eq!(s.state(), ServerState::Closed);
+        assert!(
+            s.established(UserId::new(1).unwrap_or_else(|_| unreachable!()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bodies_and_pages_are_checked_against_limits() {
+        let mut s = established();
+        let r = s
+            .receive(send(1, Body::Text(String::new())))
+            .expect_err("empty");
+        assert_eq!(
+            (r.code, r.fatal, r.request_id),
+            (ErrorCode::InvalidRequest, false, Some(RequestId(1)))
+        );
+        let big = "x".repeat(crate::limits::MAX_TEXT_BODY + 1);
+        assert_eq!(
+            s.receive(send(2, Body::Text(big))).map_err(|r| r.code),
+            Err(ErrorCode::BodyTooLarge)
+        );
+        let big = Envelope::from(vec![0u8; crate::limits::MAX_ENVELOPE + 1]);
+        assert_eq!(
+            s.receive(send(3, Body::Encrypted(big))).map_err(|r| r.code),
+            Err(ErrorCode::BodyTooLarge)
+        );
+        let conversation = ConversationId::new(1).unwrap_or_else(|_| unreachable!());
+        for limit in [0, crate::limits::MAX_PAGE + 1] {
+            let h = ClientFrame::History(History {
+                request_id: RequestId(4),
+                conversation,
+                before: None,
+                limit,
+            });
+            assert_eq!(
+                s.receive(h).map_err(|r| r.code),
+                Err(ErrorCode::InvalidRequest)
+            );
+            let y = ClientFrame::Sync(Sync {
+                request_id: RequestId(5),
+                conversation,
+                after: Seq::ZERO,
+                limit,
+            });
+            assert_eq!(
+                s.receive(y).map_err(|r| r.code),
+                Err(ErrorCode::InvalidRequest)
+            );
+        }
+        // Non-fatal errors leave the session usable.
+        assert!(matches!(s.state(), ServerState::Established { .. }));
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn in_flight_requests_are_capped() {
+        let mut s = established();
+        assert!(s.receive(send(1, Body::Text("a".into()))).is_ok());
+        let conversation = ConversationId::new(1).unwrap_or_else(|_| unreachable!());
+        let read = ClientFrame::MarkRead(MarkRead {
+            request_id: RequestId(2),
+            conversation,
+            seq: Seq::ZERO,
+        });
+        assert!(s.receive(read).is_ok());
+        let r = s
+            .receive(send(3, Body::Text("c".into())))
+            .expect_err("over the window");
+        assert_eq!((r.code, r.fatal), (ErrorCode::TooManyRequests, false));
+        // Typing and pings are not requests.
+        let typing = ClientFrame::Typing(SetTyping {
+            conversation,
+            active: true,
+        });
+        assert!(matches!(s.receive(typing), Ok(Inbound::Typing(_))));
+        s.finished();
+        assert!(s.receive(send(4, Body::Text("d".into()))).is_ok());
+        assert_eq!(s.in_flight(), 2);
+    }
+
+    #[test]
+    fn undecodable_frames_are_fatal_only_before_welcome_or_when_oversized() {
+        use crate::error::DecodeError;
+        let mut s = ServerSession::new(ServerLimits::default());
+        assert!(s.undecodable(&DecodeError::Truncated).fatal);
+        let mut s = established();
+        let r = s.undecodable(&DecodeError::Malformed("x".into()));
+        assert_eq!((r.code, r.fatal), (ErrorCode::BadFrame, false));
+        assert_eq!(r.to_frame().kind(), "error");
+        let r = s.undecodable(&DecodeError::TooLarge {
+            len: 1 << 20,
+            max: 1,
+        });
+        assert_eq!((r.code, r.fatal), (ErrorCode::FrameTooLarge, true));
+        assert_eq!(s.state(), ServerState::Closed);
+    }
+}

@@ -1,0 +1,2 @@
+//! Async client library.
+#![deny(missing_docs)]

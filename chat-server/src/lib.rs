@@ -1,0 +1,2 @@
+//! The chat server.
+#![deny(missing_docs)]
