@@ -1,0 +1,393 @@
+//! Storage: one [`Store`] trait, implemented for SQLite (the default, embedded) and
+//! PostgreSQL (production, several nodes), with migrations for both.
+//!
+//! Both implementations share their SQL (written to be portable) through one macro in
+//! `sql.rs`; what differs is the schema dialect in `migrations/` and the connection
+//! setup. Message appends go through [`append::Appender`], which group-commits
+//! concurrent sends.
+
+pub mod append;
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chat_proto::body::Body;
+use chat_proto::frame::Message;
+use chat_proto::ids::{ClientMsgId, ConversationId, Seq, Timestamp, UserId};
+use serde::Serialize;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// A boxed store future; one allocation per database call is noise next to the call.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness constraint refused the write (which one is named).
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value is outside what the protocol allows.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The store's background task is gone (shutting down).
+    #[error("store is shut down")]
+    Closed,
+}
+
+/// A registered user's public profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// Id.
+    pub id: UserId,
+    /// Unique login name, lower case.
+    pub username: String,
+    /// Name shown to others.
+    pub display_name: String,
+    /// Free text about the user.
+    pub bio: String,
+    /// Registration time.
+    pub created_at: Timestamp,
+    /// Last time a connection of theirs closed (presence).
+    pub last_seen: Option<Timestamp>,
+}
+
+/// What registration stores.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    /// Lower-cased, validated username.
+    pub username: String,
+    /// Display name.
+    pub display_name: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Now.
+    pub created_at: Timestamp,
+}
+
+/// A user with their password hash, for login.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// The user.
+    pub user: User,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// Direct (two people) or group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    /// Exactly two members, one conversation per pair.
+    Direct,
+    /// A titled conversation with an owner.
+    Group,
+}
+
+impl ConversationKind {
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "direct" => Ok(ConversationKind::Direct),
+            "group" => Ok(ConversationKind::Group),
+            other => Err(StoreError::Corrupt(format!("conversation kind {other:?}"))),
+        }
+    }
+}
+
+/// A member's role in a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// May add and remove members.
+    Owner,
+    /// May read, send and leave.
+    Member,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Member => "member",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "owner" => Ok(Role::Owner),
+            "member" => Ok(Role::Member),
+            other => Err(StoreError::Corrupt(format!("role {other:?}"))),
+        }
+    }
+}
+
+/// A member of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// Their profile.
+    pub user: User,
+    /// Owner or member.
+    pub role: Role,
+    /// Their read position.
+    pub last_read_seq: Seq,
+    /// When they joined.
+    pub joined_at: Timestamp,
+}
+
+/// A conversation with its members.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Conversation {
+    /// Id.
+    pub id: ConversationId,
+    /// Direct or group.
+    pub kind: ConversationKind,
+    /// Title (groups; empty for direct conversations).
+    pub title: String,
+    /// Whether bodies must be end-to-end encrypted.
+    pub encrypted: bool,
+    /// Creator.
+    pub created_by: UserId,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Newest message's seq (0 when empty).
+    pub last_seq: Seq,
+    /// Time of the newest message, or creation.
+    pub last_activity: Timestamp,
+    /// Members, oldest first.
+    pub members: Vec<Member>,
+}
+
+/// A conversation as listed for one user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConversationSummary {
+    /// The conversation.
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    /// The newest message, if any.
+    pub last_message: Option<Message>,
+    /// Messages after the user's read position.
+    pub unread: u64,
+}
+
+/// A send to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Target conversation.
+    pub conversation: ConversationId,
+    /// Author.
+    pub sender: UserId,
+    /// Author's idempotency key.
+    pub client_msg_id: ClientMsgId,
+    /// Content.
+    pub body: Body,
+    /// Commit time to record.
+    pub sent_at: Timestamp,
+}
+
+/// The outcome of one append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored now.
+    New(Message),
+    /// Stored before under the same idempotency key: the original message.
+    Duplicate(Message),
+    /// The idempotency key was used before for a different message.
+    Conflict,
+    /// No such conversation.
+    NoConversation,
+}
+
+/// Refresh-token rotation outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was valid and is now used; a new one was stored.
+    Rotated {
+        /// The session (token family).
+        session_id: i64,
+        /// Its user.
+        user_id: UserId,
+    },
+    /// The token had been used before: the whole session is now revoked.
+    Reused,
+    /// Unknown, expired, or its session is revoked.
+    Invalid,
+}
+
+/// Everything the server stores. Implemented for SQLite and PostgreSQL.
+pub trait Store: std::fmt::Debug + Send + Sync + 'static {
+    /// Which backend, for logs.
+    fn backend(&self) -> &'static str;
+    /// Whether the database answers.
+    fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// Registers a user; [`StoreError::Conflict`] if the username is taken.
+    fn create_user(&self, user: NewUser) -> StoreFuture<'_, User>;
+    /// A live (not deleted) user.
+    fn user(&self, id: UserId) -> StoreFuture<'_, Option<User>>;
+    /// A live user and their password hash, by lower-cased username.
+    fn credentials(&self, username: &str) -> StoreFuture<'_, Option<Credentials>>;
+    /// Live users whose username starts with `prefix`, after `after`, by username.
+    fn search_users(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<User>>;
+    /// Changes the profile fields given.
+    fn update_profile(
+        &self,
+        id: UserId,
+        display_name: Option<String>,
+        bio: Option<String>,
+    ) -> StoreFuture<'_, Option<User>>;
+    /// Replaces the password hash.
+    fn set_password(&self, id: UserId, password_hash: String) -> StoreFuture<'_, ()>;
+    /// Marks a user deleted, frees the username and revokes every session.
+    fn delete_user(&self, id: UserId, now: Timestamp) -> StoreFuture<'_, ()>;
+    /// Records when a user was last connected.
+    fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreFuture<'_, ()>;
+
+    /// Opens a session with its first refresh token; returns the session id.
+    fn create_session(
+        &self,
+        user: UserId,
+        token_hash: [u8; 32],
+        now: Timestamp,
+        expires_at: Timestamp,
+        user_agent: &str,
+    ) -> StoreFuture<'_, i64>;
+    /// Swaps a refresh token for a new one in the same session; a reused token revokes
+    /// the session.
+    fn rotate_refresh(
+        &self,
+        old_hash: [u8; 32],
+        new_hash: [u8; 32],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreFuture<'_, Rotation>;
+    /// The session a refresh token belongs to, without using it.
+    fn refresh_session(&self, token_hash: [u8; 32]) -> StoreFuture<'_, Option<i64>>;
+    /// The user of an active session (not revoked, user not deleted).
+    fn session_user(&self, session_id: i64, user: UserId) -> StoreFuture<'_, Option<User>>;
+    /// Revokes one session.
+    fn revoke_session(&self, session_id: i64, now: Timestamp) -> StoreFuture<'_, ()>;
+    /// Revokes every session of a user except `keep`.
+    fn revoke_other_sessions(&self, user: UserId, keep: i64, now: Timestamp)
+    -> StoreFuture<'_, ()>;
+
+    /// The direct conversation of a pair, created if needed; `true` if created now.
+    fn direct_conversation(
+        &self,
+        a: UserId,
+        b: UserId,
+        now: Timestamp,
+    ) -> StoreFuture<'_, (Conversation, bool)>;
+    /// Creates a group owned by `owner` with the given other members.
+    fn create_group(
+        &self,
+        owner: UserId,
+        title: String,
+        members: Vec<UserId>,
+        encrypted: bool,
+        now: Timestamp,
+    ) -> StoreFuture<'_, Conversation>;
+    /// A conversation, if `user` is a member.
+    fn conversation(
+        &self,
+        id: ConversationId,
+        user: UserId,
+    ) -> StoreFuture<'_, Option<Conversation>>;
+    /// Every conversation of a user, most recent activity first.
+    fn conversations(&self, user: UserId) -> StoreFuture<'_, Vec<ConversationSummary>>;
+    /// Ids of a conversation's members.
+    fn member_ids(&self, id: ConversationId) -> StoreFuture<'_, Vec<UserId>>;
+    /// Adds a member; `false` if already one.
+    fn add_member(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        role: Role,
+        now: Timestamp,
+    ) -> StoreFuture<'_, bool>;
+    /// Removes a member; `false` if not one. An owner who leaves hands ownership to
+    /// the longest-standing member.
+    fn remove_member(&self, id: ConversationId, user: UserId) -> StoreFuture<'_, bool>;
+    /// Messages before `before` (or the newest), newest first, and whether older exist.
+    fn history(
+        &self,
+        id: ConversationId,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> StoreFuture<'_, (Vec<Message>, bool)>;
+    /// Messages after `after`, oldest first, and whether newer exist.
+    fn messages_after(
+        &self,
+        id: ConversationId,
+        after: Seq,
+        limit: u32,
+    ) -> StoreFuture<'_, (Vec<Message>, bool)>;
+    /// Moves a member's read position forward; returns it if it moved.
+    fn mark_read(&self, id: ConversationId, user: UserId, seq: Seq)
+    -> StoreFuture<'_, Option<Seq>>;
+    /// Stores a batch of sends in one transaction, assigning per-conversation seqs.
+    fn append_batch(&self, batch: Vec<NewMessage>) -> StoreFuture<'_, Vec<Appended>>;
+}
+
+/// Opens the store a database URL names (`sqlite://…` or `postgres://…`) and runs its
+/// migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    }
+}
+
+fn user_id(raw: i64) -> Result<UserId, StoreError> {
+    UserId::try_from(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn conversation_id(raw: i64) -> Result<ConversationId, StoreError> {
+    ConversationId::try_from(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn seq(raw: i64) -> Result<Seq, StoreError> {
+    Seq::try_from(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn body_parts(body: &Body) -> (i16, Vec<u8>) {
+    match body {
+        Body::Text(t) => (0, t.as_bytes().to_vec()),
+        Body::Encrypted(e) => (1, e.0.to_vec()),
+    }
+}
+
+fn body_from(kind: i16, bytes: Vec<u8>) -> Result<Body, StoreError> {
+    match kind {
+        0 => String::from_utf8(bytes)
+            .map(Body::Text)
+            .map_err(|_| StoreError::Corrupt("text body is not UTF-8".into())),
+        1 => Ok(Body::Encrypted(bytes.into())),
+        other => Err(StoreError::Corrupt(format!("body kind {other}"))),
+    }
+}
+
+fn client_msg_id(bytes: &[u8]) -> Result<ClientMsgId, StoreError> {
+    <[u8; 16]>::try_from(bytes)
+        .map(ClientMsgId::from_bytes)
+        .map_err(|_| StoreError::Corrupt("client_msg_id is not 16 bytes".into()))
+}
+
+#[cfg(test)]
+mod tests;

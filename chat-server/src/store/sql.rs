@@ -1,0 +1,862 @@
+//! The SQL both backends share. Every statement is portable between SQLite and
+//! PostgreSQL; placeholders are `$1, $2, …` in order of first appearance, which both
+//! drivers bind positionally.
+
+/// Implements [`Store`](super::Store) for a type with a `pool: sqlx::Pool<$db>` field.
+macro_rules! impl_store {
+    ($ty:ty, $db:ty, $name:literal) => {
+        impl $ty {
+            fn user_from_row(row: &<$db as sqlx::Database>::Row) -> Result<$crate::store::User, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                Ok($crate::store::User {
+                    id: $crate::store::user_id(row.try_get("id")?)?,
+                    username: row.try_get("username")?,
+                    display_name: row.try_get("display_name")?,
+                    bio: row.try_get("bio")?,
+                    created_at: chat_proto::ids::Timestamp(row.try_get("created_at")?),
+                    last_seen: row.try_get::<Option<i64>, _>("last_seen")?.map(chat_proto::ids::Timestamp),
+                })
+            }
+
+            fn message_from_row(row: &<$db as sqlx::Database>::Row) -> Result<chat_proto::frame::Message, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                Ok(chat_proto::frame::Message {
+                    conversation: $crate::store::conversation_id(row.try_get("conversation_id")?)?,
+                    seq: $crate::store::seq(row.try_get("seq")?)?,
+                    id: chat_proto::ids::MessageId::try_from(row.try_get::<i64, _>("id")?)
+                        .map_err(|e| $crate::store::StoreError::Corrupt(e.to_string()))?,
+                    sender: $crate::store::user_id(row.try_get("sender_id")?)?,
+                    client_msg_id: $crate::store::client_msg_id(row.try_get::<&[u8], _>("client_msg_id")?)?,
+                    sent_at: chat_proto::ids::Timestamp(row.try_get("created_at")?),
+                    body: $crate::store::body_from(row.try_get("body_kind")?, row.try_get("body")?)?,
+                })
+            }
+
+            async fn load_conversation(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: i64,
+            ) -> Result<Option<$crate::store::Conversation>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let Some(row) = sqlx::query(
+                    "SELECT id, kind, title, encrypted, created_by, created_at, last_seq, last_activity \
+                     FROM conversations WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let rows = sqlx::query(
+                    "SELECT u.id, u.username, u.display_name, u.bio, u.created_at, u.last_seen, \
+                            m.role, m.last_read_seq, m.joined_at \
+                     FROM members m JOIN users u ON u.id = m.user_id \
+                     WHERE m.conversation_id = $1 ORDER BY m.joined_at, u.id",
+                )
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut members = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    members.push($crate::store::Member {
+                        user: Self::user_from_row(r)?,
+                        role: $crate::store::Role::parse(r.try_get("role")?)?,
+                        last_read_seq: $crate::store::seq(r.try_get("last_read_seq")?)?,
+                        joined_at: chat_proto::ids::Timestamp(r.try_get("joined_at")?),
+                    });
+                }
+                Ok(Some($crate::store::Conversation {
+                    id: $crate::store::conversation_id(row.try_get("id")?)?,
+                    kind: $crate::store::ConversationKind::parse(row.try_get("kind")?)?,
+                    title: row.try_get("title")?,
+                    encrypted: row.try_get("encrypted")?,
+                    created_by: $crate::store::user_id(row.try_get("created_by")?)?,
+                    created_at: chat_proto::ids::Timestamp(row.try_get("created_at")?),
+                    last_seq: $crate::store::seq(row.try_get("last_seq")?)?,
+                    last_activity: chat_proto::ids::Timestamp(row.try_get("last_activity")?),
+                    members,
+                }))
+            }
+
+            async fn insert_member(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                conversation: i64,
+                user: i64,
+                role: $crate::store::Role,
+                now: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query(
+                    "INSERT INTO members (conversation_id, user_id, role, joined_at, last_read_seq) \
+                     SELECT $1, $2, $3, $4, 0 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND deleted_at IS NULL) \
+                     ON CONFLICT (conversation_id, user_id) DO NOTHING",
+                )
+                .bind(conversation)
+                .bind(user)
+                .bind(role.as_str())
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+
+        impl $crate::store::Store for $ty {
+            fn backend(&self) -> &'static str {
+                $name
+            }
+
+            fn ping(&self) -> $crate::store::StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    sqlx::query("SELECT 1").execute(&self.pool).await?;
+                    Ok(())
+                })
+            }
+
+            fn create_user(&self, user: $crate::store::NewUser) -> $crate::store::StoreFuture<'_, $crate::store::User> {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "INSERT INTO users (username, display_name, bio, password_hash, created_at) \
+                         VALUES ($1, $2, '', $3, $4) ON CONFLICT (username) DO NOTHING \
+                         RETURNING id, username, display_name, bio, created_at, last_seen",
+                    )
+                    .bind(&user.username)
+                    .bind(&user.display_name)
+                    .bind(&user.password_hash)
+                    .bind(user.created_at.0)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    match row {
+                        Some(row) => Self::user_from_row(&row),
+                        None => Err($crate::store::StoreError::Conflict("username")),
+                    }
+                })
+            }
+
+            fn user(&self, id: chat_proto::ids::UserId) -> $crate::store::StoreFuture<'_, Option<$crate::store::User>> {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "SELECT id, username, display_name, bio, created_at, last_seen FROM users \
+                         WHERE id = $1 AND deleted_at IS NULL",
+                    )
+                    .bind(i64::from(id))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    row.as_ref().map(Self::user_from_row).transpose()
+                })
+            }
+
+            fn credentials(&self, username: &str) -> $crate::store::StoreFuture<'_, Option<$crate::store::Credentials>> {
+                let username = username.to_owned();
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let row = sqlx::query(
+                        "SELECT id, username, display_name, bio, created_at, last_seen, password_hash FROM users \
+                         WHERE username = $1 AND deleted_at IS NULL",
+                    )
+                    .bind(&username)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    match row {
+                        Some(row) => Ok(Some($crate::store::Credentials {
+                            user: Self::user_from_row(&row)?,
+                            password_hash: row.try_get("password_hash")?,
+                        })),
+                        None => Ok(None),
+                    }
+                })
+            }
+
+            fn search_users(
+                &self,
+                prefix: &str,
+                after: Option<&str>,
+                limit: u32,
+            ) -> $crate::store::StoreFuture<'_, Vec<$crate::store::User>> {
+                // LIKE metacharacters in the prefix are escaped, so `_` and `%` match
+                // themselves.
+                let mut pattern = String::with_capacity(prefix.len() + 1);
+                for c in prefix.chars() {
+                    if matches!(c, '%' | '_' | '\\') {
+                        pattern.push('\\');
+                    }
+                    pattern.push(c);
+                }
+                pattern.push('%');
+                let after = after.unwrap_or("").to_owned();
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT id, username, display_name, bio, created_at, last_seen FROM users \
+                         WHERE username LIKE $1 ESCAPE '\\' AND username > $2 AND deleted_at IS NULL \
+                         ORDER BY username LIMIT $3",
+                    )
+                    .bind(&pattern)
+                    .bind(&after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter().map(Self::user_from_row).collect()
+                })
+            }
+
+            fn update_profile(
+                &self,
+                id: chat_proto::ids::UserId,
+                display_name: Option<String>,
+                bio: Option<String>,
+            ) -> $crate::store::StoreFuture<'_, Option<$crate::store::User>> {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "UPDATE users SET display_name = COALESCE($1, display_name), bio = COALESCE($2, bio) \
+                         WHERE id = $3 AND deleted_at IS NULL \
+                         RETURNING id, username, display_name, bio, created_at, last_seen",
+                    )
+                    .bind(display_name)
+                    .bind(bio)
+                    .bind(i64::from(id))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    row.as_ref().map(Self::user_from_row).transpose()
+                })
+            }
+
+            fn set_password(&self, id: chat_proto::ids::UserId, password_hash: String) -> $crate::store::StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                        .bind(password_hash)
+                        .bind(i64::from(id))
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn delete_user(&self, id: chat_proto::ids::UserId, now: chat_proto::ids::Timestamp) -> $crate::store::StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin().await?;
+                    // The username is freed (an impossible name takes its place) and the
+                    // profile emptied; messages stay, attributed to a deleted account.
+                    sqlx::query(
+                        "UPDATE users SET deleted_at = $1, username = '#deleted-' || id, \
+                         display_name = 'Deleted account', bio = '', password_hash = '' WHERE id = $2",
+                    )
+                    .bind(now.0)
+                    .bind(i64::from(id))
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                        .bind(now.0)
+                        .bind(i64::from(id))
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM members WHERE user_id = $1")
+                        .bind(i64::from(id))
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
+            fn set_last_seen(&self, id: chat_proto::ids::UserId, at: chat_proto::ids::Timestamp) -> $crate::store::StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    sqlx::query("UPDATE users SET last_seen = $1 WHERE id = $2")
+                        .bind(at.0)
+                        .bind(i64::from(id))
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn create_session(
+                &self,
+                user: chat_proto::ids::UserId,
+                token_hash: [u8; 32],
+                now: chat_proto::ids::Timestamp,
+                expires_at: chat_proto::ids::Timestamp,
+                user_agent: &str,
+            ) -> $crate::store::StoreFuture<'_, i64> {
+                let user_agent: String = user_agent.chars().take(200).collect();
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let mut tx = self.pool.begin().await?;
+                    let row = sqlx::query(
+                        "INSERT INTO sessions (user_id, created_at, user_agent) VALUES ($1, $2, $3) RETURNING id",
+                    )
+                    .bind(i64::from(user))
+                    .bind(now.0)
+                    .bind(&user_agent)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let session: i64 = row.try_get("id")?;
+                    sqlx::query(
+                        "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&token_hash[..])
+                    .bind(session)
+                    .bind(now.0)
+                    .bind(expires_at.0)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(session)
+                })
+            }
+
+            fn rotate_refresh(
+                &self,
+                old_hash: [u8; 32],
+                new_hash: [u8; 32],
+                now: chat_proto::ids::Timestamp,
+                expires_at: chat_proto::ids::Timestamp,
+            ) -> $crate::store::StoreFuture<'_, $crate::store::Rotation> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let mut tx = self.pool.begin().await?;
+                    // Claim the token: only one concurrent refresh can win.
+                    let claimed = sqlx::query(
+                        "UPDATE refresh_tokens SET used_at = $1 \
+                         WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 \
+                         RETURNING session_id",
+                    )
+                    .bind(now.0)
+                    .bind(&old_hash[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(claimed) = claimed else {
+                        // Used before (reuse: revoke the family) or unknown/expired.
+                        let used = sqlx::query(
+                            "SELECT session_id FROM refresh_tokens WHERE token_hash = $1 AND used_at IS NOT NULL",
+                        )
+                        .bind(&old_hash[..])
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        let outcome = match used {
+                            Some(row) => {
+                                let session: i64 = row.try_get("session_id")?;
+                                sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                                    .bind(now.0)
+                                    .bind(session)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                $crate::store::Rotation::Reused
+                            }
+                            None => $crate::store::Rotation::Invalid,
+                        };
+                        tx.commit().await?;
+                        return Ok(outcome);
+                    };
+                    let session: i64 = claimed.try_get("session_id")?;
+                    let owner = sqlx::query(
+                        "SELECT s.user_id FROM sessions s JOIN users u ON u.id = s.user_id \
+                         WHERE s.id = $1 AND s.revoked_at IS NULL AND u.deleted_at IS NULL",
+                    )
+                    .bind(session)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(owner) = owner else {
+                        tx.rollback().await?;
+                        return Ok($crate::store::Rotation::Invalid);
+                    };
+                    sqlx::query(
+                        "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&new_hash[..])
+                    .bind(session)
+                    .bind(now.0)
+                    .bind(expires_at.0)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok($crate::store::Rotation::Rotated {
+                        session_id: session,
+                        user_id: $crate::store::user_id(owner.try_get("user_id")?)?,
+                    })
+                })
+            }
+
+            fn refresh_session(&self, token_hash: [u8; 32]) -> $crate::store::StoreFuture<'_, Option<i64>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let row = sqlx::query("SELECT session_id FROM refresh_tokens WHERE token_hash = $1")
+                        .bind(&token_hash[..])
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    Ok(match row {
+                        Some(r) => Some(r.try_get("session_id")?),
+                        None => None,
+                    })
+                })
+            }
+
+            fn session_user(&self, session_id: i64, user: chat_proto::ids::UserId) -> $crate::store::StoreFuture<'_, Option<$crate::store::User>> {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "SELECT u.id, u.username, u.display_name, u.bio, u.created_at, u.last_seen \
+                         FROM sessions s JOIN users u ON u.id = s.user_id \
+                         WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND u.deleted_at IS NULL",
+                    )
+                    .bind(session_id)
+                    .bind(i64::from(user))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    row.as_ref().map(Self::user_from_row).transpose()
+                })
+            }
+
+            fn revoke_session(&self, session_id: i64, now: chat_proto::ids::Timestamp) -> $crate::store::StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                        .bind(now.0)
+                        .bind(session_id)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn revoke_other_sessions(
+                &self,
+                user: chat_proto::ids::UserId,
+                keep: i64,
+                now: chat_proto::ids::Timestamp,
+            ) -> $crate::store::StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL",
+                    )
+                    .bind(now.0)
+                    .bind(i64::from(user))
+                    .bind(keep)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                })
+            }
+
+            fn direct_conversation(
+                &self,
+                a: chat_proto::ids::UserId,
+                b: chat_proto::ids::UserId,
+                now: chat_proto::ids::Timestamp,
+            ) -> $crate::store::StoreFuture<'_, ($crate::store::Conversation, bool)> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let (low, high) = if a < b { (a, b) } else { (b, a) };
+                    let key = format!("{low}:{high}");
+                    let mut tx = self.pool.begin().await?;
+                    let created = sqlx::query(
+                        "INSERT INTO conversations (kind, title, direct_key, created_by, created_at, last_activity) \
+                         VALUES ('direct', '', $1, $2, $3, $3) ON CONFLICT (direct_key) DO NOTHING RETURNING id",
+                    )
+                    .bind(&key)
+                    .bind(i64::from(a))
+                    .bind(now.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let (id, is_new) = match created {
+                        Some(row) => {
+                            let id: i64 = row.try_get("id")?;
+                            for user in [low, high] {
+                                Self::insert_member(&mut tx, id, i64::from(user), $crate::store::Role::Member, now.0).await?;
+                            }
+                            (id, true)
+                        }
+                        None => {
+                            let row = sqlx::query("SELECT id FROM conversations WHERE direct_key = $1")
+                                .bind(&key)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            (row.try_get("id")?, false)
+                        }
+                    };
+                    let conversation = Self::load_conversation(&mut tx, id)
+                        .await?
+                        .ok_or_else(|| $crate::store::StoreError::Corrupt("direct conversation vanished".into()))?;
+                    tx.commit().await?;
+                    Ok((conversation, is_new))
+                })
+            }
+
+            fn create_group(
+                &self,
+                owner: chat_proto::ids::UserId,
+                title: String,
+                members: Vec<chat_proto::ids::UserId>,
+                encrypted: bool,
+                now: chat_proto::ids::Timestamp,
+            ) -> $crate::store::StoreFuture<'_, $crate::store::Conversation> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let mut tx = self.pool.begin().await?;
+                    let row = sqlx::query(
+                        "INSERT INTO conversations (kind, title, encrypted, created_by, created_at, last_activity) \
+                         VALUES ('group', $1, $2, $3, $4, $4) RETURNING id",
+                    )
+                    .bind(&title)
+                    .bind(encrypted)
+                    .bind(i64::from(owner))
+                    .bind(now.0)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let id: i64 = row.try_get("id")?;
+                    Self::insert_member(&mut tx, id, i64::from(owner), $crate::store::Role::Owner, now.0).await?;
+                    for user in members {
+                        if user != owner {
+                            Self::insert_member(&mut tx, id, i64::from(user), $crate::store::Role::Member, now.0).await?;
+                        }
+                    }
+                    let conversation = Self::load_conversation(&mut tx, id)
+                        .await?
+                        .ok_or_else(|| $crate::store::StoreError::Corrupt("group vanished".into()))?;
+                    tx.commit().await?;
+                    Ok(conversation)
+                })
+            }
+
+            fn conversation(
+                &self,
+                id: chat_proto::ids::ConversationId,
+                user: chat_proto::ids::UserId,
+            ) -> $crate::store::StoreFuture<'_, Option<$crate::store::Conversation>> {
+                Box::pin(async move {
+                    let mut conn = self.pool.acquire().await?;
+                    let conversation = Self::load_conversation(&mut conn, i64::from(id)).await?;
+                    Ok(conversation.filter(|c| c.members.iter().any(|m| m.user.id == user)))
+                })
+            }
+
+            fn conversations(&self, user: chat_proto::ids::UserId) -> $crate::store::StoreFuture<'_, Vec<$crate::store::ConversationSummary>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let mut conn = self.pool.acquire().await?;
+                    let rows = sqlx::query(
+                        "SELECT c.id, c.last_seq, m.last_read_seq FROM members m \
+                         JOIN conversations c ON c.id = m.conversation_id \
+                         WHERE m.user_id = $1 ORDER BY c.last_activity DESC, c.id DESC",
+                    )
+                    .bind(i64::from(user))
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    let mut out = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        let id: i64 = row.try_get("id")?;
+                        let last_seq: i64 = row.try_get("last_seq")?;
+                        let last_read: i64 = row.try_get("last_read_seq")?;
+                        let Some(conversation) = Self::load_conversation(&mut conn, id).await? else {
+                            continue;
+                        };
+                        let last_message = sqlx::query(
+                            "SELECT id, conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at \
+                             FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT 1",
+                        )
+                        .bind(id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        out.push($crate::store::ConversationSummary {
+                            conversation,
+                            last_message: last_message.as_ref().map(Self::message_from_row).transpose()?,
+                            unread: u64::try_from(last_seq.saturating_sub(last_read)).unwrap_or(0),
+                        });
+                    }
+                    Ok(out)
+                })
+            }
+
+            fn member_ids(&self, id: chat_proto::ids::ConversationId) -> $crate::store::StoreFuture<'_, Vec<chat_proto::ids::UserId>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let rows = sqlx::query("SELECT user_id FROM members WHERE conversation_id = $1 ORDER BY user_id")
+                        .bind(i64::from(id))
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.iter().map(|r| $crate::store::user_id(r.try_get("user_id")?)).collect()
+                })
+            }
+
+            fn add_member(
+                &self,
+                id: chat_proto::ids::ConversationId,
+                user: chat_proto::ids::UserId,
+                role: $crate::store::Role,
+                now: chat_proto::ids::Timestamp,
+            ) -> $crate::store::StoreFuture<'_, bool> {
+                Box::pin(async move {
+                    let mut conn = self.pool.acquire().await?;
+                    Self::insert_member(&mut conn, i64::from(id), i64::from(user), role, now.0).await
+                })
+            }
+
+            fn remove_member(&self, id: chat_proto::ids::ConversationId, user: chat_proto::ids::UserId) -> $crate::store::StoreFuture<'_, bool> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let mut tx = self.pool.begin().await?;
+                    let removed = sqlx::query(
+                        "DELETE FROM members WHERE conversation_id = $1 AND user_id = $2 RETURNING role",
+                    )
+                    .bind(i64::from(id))
+                    .bind(i64::from(user))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(removed) = removed else {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    };
+                    if removed.try_get::<&str, _>("role")? == "owner" {
+                        let owners = sqlx::query(
+                            "SELECT COUNT(*) AS n FROM members WHERE conversation_id = $1 AND role = 'owner'",
+                        )
+                        .bind(i64::from(id))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        if owners.try_get::<i64, _>("n")? == 0 {
+                            sqlx::query(
+                                "UPDATE members SET role = 'owner' WHERE conversation_id = $1 AND user_id = \
+                                 (SELECT user_id FROM members WHERE conversation_id = $1 ORDER BY joined_at, user_id LIMIT 1)",
+                            )
+                            .bind(i64::from(id))
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(true)
+                })
+            }
+
+            fn history(
+                &self,
+                id: chat_proto::ids::ConversationId,
+                before: Option<chat_proto::ids::Seq>,
+                limit: u32,
+            ) -> $crate::store::StoreFuture<'_, (Vec<chat_proto::frame::Message>, bool)> {
+                Box::pin(async move {
+                    let before = before.map_or(i64::MAX, i64::from);
+                    let rows = sqlx::query(
+                        "SELECT id, conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at \
+                         FROM messages WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+                    )
+                    .bind(i64::from(id))
+                    .bind(before)
+                    .bind(i64::from(limit) + 1)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let has_more = rows.len() > limit as usize;
+                    let messages = rows
+                        .iter()
+                        .take(limit as usize)
+                        .map(Self::message_from_row)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((messages, has_more))
+                })
+            }
+
+            fn messages_after(
+                &self,
+                id: chat_proto::ids::ConversationId,
+                after: chat_proto::ids::Seq,
+                limit: u32,
+            ) -> $crate::store::StoreFuture<'_, (Vec<chat_proto::frame::Message>, bool)> {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT id, conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at \
+                         FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    )
+                    .bind(i64::from(id))
+                    .bind(i64::from(after))
+                    .bind(i64::from(limit) + 1)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let has_more = rows.len() > limit as usize;
+                    let messages = rows
+                        .iter()
+                        .take(limit as usize)
+                        .map(Self::message_from_row)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((messages, has_more))
+                })
+            }
+
+            fn mark_read(
+                &self,
+                id: chat_proto::ids::ConversationId,
+                user: chat_proto::ids::UserId,
+                seq: chat_proto::ids::Seq,
+            ) -> $crate::store::StoreFuture<'_, Option<chat_proto::ids::Seq>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    // Never past the newest message, never backwards.
+                    let row = sqlx::query(
+                        "UPDATE members SET last_read_seq = \
+                           (SELECT CASE WHEN $1 < c.last_seq THEN $1 ELSE c.last_seq END FROM conversations c WHERE c.id = $2) \
+                         WHERE conversation_id = $2 AND user_id = $3 AND last_read_seq < $1 \
+                           AND last_read_seq < (SELECT c.last_seq FROM conversations c WHERE c.id = $2) \
+                         RETURNING last_read_seq",
+                    )
+                    .bind(i64::from(seq))
+                    .bind(i64::from(id))
+                    .bind(i64::from(user))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    match row {
+                        Some(r) => Ok(Some($crate::store::seq(r.try_get("last_read_seq")?)?)),
+                        None => Ok(None),
+                    }
+                })
+            }
+
+            fn append_batch(&self, batch: Vec<$crate::store::NewMessage>) -> $crate::store::StoreFuture<'_, Vec<$crate::store::Appended>> {
+                Box::pin(async move {
+                    use std::collections::HashMap;
+                    use sqlx::Row as _;
+                    use $crate::store::Appended;
+                    if batch.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let mut tx = self.begin_write().await?;
+
+                    // 1. Idempotency: which (sender, key) pairs are stored already?
+                    let mut existing: HashMap<(i64, [u8; 16]), chat_proto::frame::Message> = HashMap::new();
+                    for chunk in batch.chunks(200) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT id, conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at \
+                             FROM messages WHERE (sender_id, client_msg_id) IN (",
+                        );
+                        let mut sep = q.separated(", ");
+                        for m in chunk {
+                            sep.push("(");
+                            sep.push_bind_unseparated(i64::from(m.sender));
+                            sep.push_unseparated(", ");
+                            sep.push_bind_unseparated(m.client_msg_id.as_bytes().to_vec());
+                            sep.push_unseparated(")");
+                        }
+                        q.push(")");
+                        for row in q.build().fetch_all(&mut *tx).await? {
+                            let m = Self::message_from_row(&row)?;
+                            existing.insert((i64::from(m.sender), *m.client_msg_id.as_bytes()), m);
+                        }
+                    }
+
+                    // 2. New sends, first occurrence of each key, grouped by conversation.
+                    let mut outcome: Vec<Option<Appended>> = vec![None; batch.len()];
+                    let mut first: HashMap<(i64, [u8; 16]), usize> = HashMap::new();
+                    let mut per_conversation: Vec<(i64, Vec<usize>)> = Vec::new();
+                    for (i, m) in batch.iter().enumerate() {
+                        let key = (i64::from(m.sender), *m.client_msg_id.as_bytes());
+                        if let Some(stored) = existing.get(&key) {
+                            outcome[i] = Some(if stored.conversation == m.conversation && stored.body == m.body {
+                                Appended::Duplicate(stored.clone())
+                            } else {
+                                Appended::Conflict
+                            });
+                            continue;
+                        }
+                        if first.contains_key(&key) {
+                            continue; // resolved after insertion
+                        }
+                        first.insert(key, i);
+                        let conv = i64::from(m.conversation);
+                        match per_conversation.iter_mut().find(|(c, _)| *c == conv) {
+                            Some((_, list)) => list.push(i),
+                            None => per_conversation.push((conv, vec![i])),
+                        }
+                    }
+
+                    // 3. Reserve seqs per conversation (the row update serializes writers
+                    //    of one conversation across nodes), then insert.
+                    let mut rows_to_insert: Vec<(usize, i64)> = Vec::new();
+                    for (conv, indices) in &per_conversation {
+                        let n = indices.len() as i64;
+                        let now = indices.iter().map(|&i| batch[i].sent_at.0).max().unwrap_or(0);
+                        let row = sqlx::query(
+                            "UPDATE conversations SET last_seq = last_seq + $1, \
+                             last_activity = CASE WHEN last_activity > $2 THEN last_activity ELSE $2 END \
+                             WHERE id = $3 RETURNING last_seq",
+                        )
+                        .bind(n)
+                        .bind(now)
+                        .bind(*conv)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        let Some(row) = row else {
+                            for &i in indices {
+                                outcome[i] = Some(Appended::NoConversation);
+                            }
+                            continue;
+                        };
+                        let last: i64 = row.try_get("last_seq")?;
+                        for (k, &i) in indices.iter().enumerate() {
+                            rows_to_insert.push((i, last - n + 1 + k as i64));
+                        }
+                    }
+                    for chunk in rows_to_insert.chunks(100) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at) ",
+                        );
+                        q.push_values(chunk, |mut b, &(i, seq)| {
+                            let m = &batch[i];
+                            let (kind, body) = $crate::store::body_parts(&m.body);
+                            b.push_bind(i64::from(m.conversation))
+                                .push_bind(seq)
+                                .push_bind(i64::from(m.sender))
+                                .push_bind(m.client_msg_id.as_bytes().to_vec())
+                                .push_bind(kind)
+                                .push_bind(body)
+                                .push_bind(m.sent_at.0);
+                        });
+                        q.push(" RETURNING id, conversation_id, seq");
+                        let inserted = q.build().fetch_all(&mut *tx).await?;
+                        let mut ids: HashMap<(i64, i64), i64> = HashMap::with_capacity(inserted.len());
+                        for row in inserted {
+                            ids.insert((row.try_get("conversation_id")?, row.try_get("seq")?), row.try_get("id")?);
+                        }
+                        for &(i, seq) in chunk {
+                            let m = &batch[i];
+                            let id = ids.get(&(i64::from(m.conversation), seq)).copied().ok_or_else(|| {
+                                $crate::store::StoreError::Corrupt("inserted row not returned".into())
+                            })?;
+                            outcome[i] = Some(Appended::New(chat_proto::frame::Message {
+                                conversation: m.conversation,
+                                seq: $crate::store::seq(seq)?,
+                                id: chat_proto::ids::MessageId::try_from(id)
+                                    .map_err(|e| $crate::store::StoreError::Corrupt(e.to_string()))?,
+                                sender: m.sender,
+                                client_msg_id: m.client_msg_id,
+                                sent_at: m.sent_at,
+                                body: m.body.clone(),
+                            }));
+                        }
+                    }
+                    tx.commit().await?;
+
+                    // 4. Repeats of a key within the batch get the first one's outcome.
+                    let mut result = Vec::with_capacity(batch.len());
+                    for (i, m) in batch.iter().enumerate() {
+                        let resolved = match outcome[i].take() {
+                            Some(o) => o,
+                            None => {
+                                let key = (i64::from(m.sender), *m.client_msg_id.as_bytes());
+                                let j = first[&key];
+                                match result.get(j) {
+                                    Some(Appended::New(stored)) | Some(Appended::Duplicate(stored))
+                                        if stored.conversation == m.conversation && stored.body == m.body =>
+                                    {
+                                        Appended::Duplicate(stored.clone())
+                                    }
+                                    Some(Appended::NoConversation) if batch[j].conversation == m.conversation => {
+                                        Appended::NoConversation
+                                    }
+                                    _ => Appended::Conflict,
+                                }
+                            }
+                        };
+                        result.push(resolved);
+                    }
+                    Ok(result)
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;

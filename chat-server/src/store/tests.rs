@@ -1,0 +1,470 @@
+//! One test suite, run against both backends: SQLite in a temporary directory and
+//! PostgreSQL in a fresh schema (dropped afterwards).
+
+use std::sync::Arc;
+
+use chat_proto::body::Body;
+use chat_proto::ids::{ClientMsgId, ConversationId, Seq, Timestamp, UserId};
+
+use super::append::Appender;
+use super::*;
+use crate::testing::{TestDb, TestDbKind};
+
+fn new_user(name: &str) -> NewUser {
+    NewUser {
+        username: name.to_owned(),
+        display_name: name.to_uppercase(),
+        password_hash: "$argon2id$test".to_owned(),
+        created_at: Timestamp(1_000),
+    }
+}
+
+fn send(conversation: ConversationId, sender: UserId, key: u8, text: &str) -> NewMessage {
+    NewMessage {
+        conversation,
+        sender,
+        client_msg_id: ClientMsgId::from_bytes([key; 16]),
+        body: Body::Text(text.to_owned()),
+        sent_at: Timestamp(2_000 + i64::from(key)),
+    }
+}
+
+async fn users(store: &Arc<dyn Store>, names: &[&str]) -> Vec<User> {
+    let mut out = Vec::new();
+    for n in names {
+        out.push(store.create_user(new_user(n)).await.expect("created"));
+    }
+    out
+}
+
+async fn accounts_and_sessions(store: &Arc<dyn Store>) {
+    let alice = store.create_user(new_user("alice")).await.expect("created");
+    assert_eq!(alice.username, "alice");
+    assert!(matches!(
+        store.create_user(new_user("alice")).await,
+        Err(StoreError::Conflict("username"))
+    ));
+    let creds = store
+        .credentials("alice")
+        .await
+        .expect("query")
+        .expect("found");
+    assert_eq!(creds.user, alice);
+    assert_eq!(creds.password_hash, "$argon2id$test");
+    assert!(store.credentials("bob").await.expect("query").is_none());
+
+    // Search escapes LIKE metacharacters.
+    users(store, &["al_x", "alfa", "bob"]).await;
+    let found = store.search_users("al", None, 10).await.expect("query");
+    let names: Vec<_> = found.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["al_x", "alfa", "alice"]);
+    let page = store
+        .search_users("al", Some("al_x"), 1)
+        .await
+        .expect("query");
+    assert_eq!(page[0].username, "alfa");
+    let literal = store.search_users("al_", None, 10).await.expect("query");
+    assert_eq!(literal.len(), 1, "underscore matches itself only");
+    assert!(
+        store
+            .search_users("%", None, 10)
+            .await
+            .expect("query")
+            .is_empty()
+    );
+
+    let updated = store
+        .update_profile(alice.id, Some("Alice A.".into()), None)
+        .await
+        .expect("query")
+        .expect("found");
+    assert_eq!(
+        (updated.display_name.as_str(), updated.bio.as_str()),
+        ("Alice A.", "")
+    );
+
+    // Sessions and refresh rotation.
+    let t = Timestamp(10_000);
+    let far = Timestamp(1_000_000);
+    let session = store
+        .create_session(alice.id, [1; 32], t, far, "test agent")
+        .await
+        .expect("session");
+    assert_eq!(
+        store
+            .session_user(session, alice.id)
+            .await
+            .expect("q")
+            .map(|u| u.id),
+        Some(alice.id)
+    );
+    assert_eq!(
+        store.refresh_session([1; 32]).await.expect("q"),
+        Some(session)
+    );
+    assert_eq!(
+        store
+            .rotate_refresh([1; 32], [2; 32], t, far)
+            .await
+            .expect("rotate"),
+        Rotation::Rotated {
+            session_id: session,
+            user_id: alice.id
+        }
+    );
+    assert_eq!(
+        store
+            .rotate_refresh([9; 32], [3; 32], t, far)
+            .await
+            .expect("rotate"),
+        Rotation::Invalid
+    );
+    // Reusing the rotated token revokes the whole family, including the new token.
+    assert_eq!(
+        store
+            .rotate_refresh([1; 32], [4; 32], t, far)
+            .await
+            .expect("rotate"),
+        Rotation::Reused
+    );
+    assert!(
+        store
+            .session_user(session, alice.id)
+            .await
+            .expect("q")
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .rotate_refresh([2; 32], [5; 32], t, far)
+            .await
+            .expect("rotate"),
+        Rotation::Invalid
+    );
+
+    // Expired tokens do not rotate.
+    let s2 = store
+        .create_session(alice.id, [6; 32], t, Timestamp(t.0 + 1), "")
+        .await
+        .expect("session");
+    assert_eq!(
+        store
+            .rotate_refresh([6; 32], [7; 32], Timestamp(t.0 + 2), far)
+            .await
+            .expect("r"),
+        Rotation::Invalid
+    );
+    let s3 = store
+        .create_session(alice.id, [8; 32], t, far, "")
+        .await
+        .expect("session");
+    store
+        .revoke_other_sessions(alice.id, s3, t)
+        .await
+        .expect("revoke");
+    assert!(store.session_user(s2, alice.id).await.expect("q").is_none());
+    assert!(store.session_user(s3, alice.id).await.expect("q").is_some());
+
+    // Deleting frees the username and kills the sessions.
+    store.delete_user(alice.id, t).await.expect("delete");
+    assert!(store.user(alice.id).await.expect("q").is_none());
+    assert!(store.session_user(s3, alice.id).await.expect("q").is_none());
+    assert!(store.credentials("alice").await.expect("q").is_none());
+    let again = store
+        .create_user(new_user("alice"))
+        .await
+        .expect("name is free again");
+    assert_ne!(again.id, alice.id);
+}
+
+async fn conversations_and_members(store: &Arc<dyn Store>) {
+    let u = users(store, &["ann", "ben", "cat", "dan"]).await;
+    let (ann, ben, cat, dan) = (u[0].id, u[1].id, u[2].id, u[3].id);
+    let now = Timestamp(5_000);
+
+    let (dm, created) = store.direct_conversation(ann, ben, now).await.expect("dm");
+    assert!(created);
+    assert_eq!(dm.kind, ConversationKind::Direct);
+    assert_eq!(dm.members.len(), 2);
+    let (again, created) = store.direct_conversation(ben, ann, now).await.expect("dm");
+    assert!(!created, "one conversation per pair, either order");
+    assert_eq!(again.id, dm.id);
+
+    let group = store
+        .create_group(ann, "Team".into(), vec![ben, cat, ann], false, now)
+        .await
+        .expect("group");
+    assert_eq!(group.members.len(), 3);
+    assert_eq!(
+        group
+            .members
+            .iter()
+            .filter(|m| m.role == Role::Owner)
+            .count(),
+        1
+    );
+    assert!(
+        store
+            .conversation(group.id, dan)
+            .await
+            .expect("q")
+            .is_none(),
+        "not a member"
+    );
+    assert!(
+        store
+            .conversation(group.id, cat)
+            .await
+            .expect("q")
+            .is_some()
+    );
+
+    assert!(
+        store
+            .add_member(group.id, dan, Role::Member, now)
+            .await
+            .expect("add")
+    );
+    assert!(
+        !store
+            .add_member(group.id, dan, Role::Member, now)
+            .await
+            .expect("add"),
+        "already"
+    );
+    let ghost = UserId::new(999_999).expect("id");
+    assert!(
+        !store
+            .add_member(group.id, ghost, Role::Member, now)
+            .await
+            .expect("add"),
+        "no such user"
+    );
+    assert_eq!(
+        store.member_ids(group.id).await.expect("q"),
+        vec![ann, ben, cat, dan]
+    );
+
+    // The owner leaves: the longest-standing member becomes owner.
+    assert!(store.remove_member(group.id, ann).await.expect("remove"));
+    assert!(!store.remove_member(group.id, ann).await.expect("remove"));
+    let g = store
+        .conversation(group.id, ben)
+        .await
+        .expect("q")
+        .expect("member");
+    let owners: Vec<_> = g
+        .members
+        .iter()
+        .filter(|m| m.role == Role::Owner)
+        .map(|m| m.user.id)
+        .collect();
+    assert_eq!(owners.len(), 1);
+
+    // Listing with last message and unread counts, most recent first.
+    let r = store
+        .append_batch(vec![
+            send(dm.id, ben, 1, "hi ann"),
+            send(dm.id, ben, 2, "are you there?"),
+        ])
+        .await
+        .expect("append");
+    assert!(matches!(&r[1], Appended::New(m) if m.seq == Seq::new(2).expect("seq")));
+    let list = store.conversations(ann).await.expect("list");
+    assert_eq!(
+        list[0].conversation.id, dm.id,
+        "the active conversation first"
+    );
+    assert_eq!(list[0].unread, 2);
+    assert_eq!(
+        list[0].last_message.as_ref().and_then(|m| m.body.as_text()),
+        Some("are you there?")
+    );
+    assert_eq!(
+        store
+            .mark_read(dm.id, ann, Seq::new(1).expect("seq"))
+            .await
+            .expect("read"),
+        Some(Seq::new(1).expect("seq"))
+    );
+    assert_eq!(
+        store
+            .mark_read(dm.id, ann, Seq::new(1).expect("seq"))
+            .await
+            .expect("read"),
+        None,
+        "no move"
+    );
+    assert_eq!(
+        store
+            .mark_read(dm.id, ann, Seq::new(50).expect("seq"))
+            .await
+            .expect("read"),
+        Some(Seq::new(2).expect("seq")),
+        "capped at the newest message"
+    );
+    assert_eq!(store.conversations(ann).await.expect("list")[0].unread, 0);
+}
+
+async fn appends(store: &Arc<dyn Store>) {
+    let u = users(store, &["eve", "fay"]).await;
+    let (eve, fay) = (u[0].id, u[1].id);
+    let now = Timestamp(7_000);
+    let (a, _) = store.direct_conversation(eve, fay, now).await.expect("dm");
+    let b = store
+        .create_group(eve, "B".into(), vec![fay], false, now)
+        .await
+        .expect("group");
+    let seq = |n: u64| Seq::new(n).expect("seq");
+
+    // One batch across two conversations, with a repeat and a conflict inside it.
+    let results = store
+        .append_batch(vec![
+            send(a.id, eve, 1, "a1"),
+            send(b.id, eve, 2, "b1"),
+            send(a.id, fay, 3, "a2"),
+            send(a.id, eve, 1, "a1"),
+            send(b.id, eve, 1, "different"),
+            send(ConversationId::new(987_654).expect("id"), eve, 4, "nowhere"),
+        ])
+        .await
+        .expect("append");
+    let seqs: Vec<_> = results
+        .iter()
+        .map(|r| match r {
+            Appended::New(m) => format!("new {}:{}", m.conversation, m.seq),
+            Appended::Duplicate(m) => format!("dup {}:{}", m.conversation, m.seq),
+            Appended::Conflict => "conflict".into(),
+            Appended::NoConversation => "missing".into(),
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        [
+            format!("new {}:1", a.id),
+            format!("new {}:1", b.id),
+            format!("new {}:2", a.id),
+            format!("dup {}:1", a.id),
+            "conflict".to_owned(),
+            "missing".to_owned(),
+        ]
+    );
+
+    // A later retry of a stored send returns the original message.
+    let again = store
+        .append_batch(vec![send(a.id, eve, 1, "a1")])
+        .await
+        .expect("append");
+    let Appended::Duplicate(original) = &again[0] else {
+        panic!("duplicate expected")
+    };
+    let Appended::New(first) = &results[0] else {
+        panic!("new expected")
+    };
+    assert_eq!(original, first);
+
+    // Concurrent senders through the appender: gap-free seqs, every send stored once.
+    let appender = Appender::spawn(store.clone(), 64);
+    let mut tasks = Vec::new();
+    for writer in 0..16u8 {
+        let appender = appender.clone();
+        let sender = if writer % 2 == 0 { eve } else { fay };
+        let conversation = b.id;
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..20u8 {
+                let mut key = [writer; 16];
+                key[15] = i;
+                key[14] = 0xee;
+                let m = NewMessage {
+                    conversation,
+                    sender,
+                    client_msg_id: ClientMsgId::from_bytes(key),
+                    body: Body::Text(format!("{writer}/{i}")),
+                    sent_at: Timestamp(8_000),
+                };
+                match appender.append(m).await.expect("committed") {
+                    Appended::New(m) => seqs.push(m.seq.get()),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let seqs = t.await.expect("task");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "a writer's sends keep their order"
+        );
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (2..=321).collect::<Vec<u64>>(),
+        "seqs 2..=321 without gaps"
+    );
+
+    // History pages, newest first, and sync pages, oldest first.
+    let (page, more) = store.history(b.id, None, 5).await.expect("history");
+    assert_eq!(
+        page.iter().map(|m| m.seq.get()).collect::<Vec<_>>(),
+        [321, 320, 319, 318, 317]
+    );
+    assert!(more);
+    let (page, more) = store.history(b.id, Some(seq(3)), 5).await.expect("history");
+    assert_eq!(page.iter().map(|m| m.seq.get()).collect::<Vec<_>>(), [2, 1]);
+    assert!(!more);
+    let (page, more) = store
+        .messages_after(b.id, seq(318), 10)
+        .await
+        .expect("after");
+    assert_eq!(
+        page.iter().map(|m| m.seq.get()).collect::<Vec<_>>(),
+        [319, 320, 321]
+    );
+    assert!(!more);
+
+    // Bodies come back exactly, including encrypted bytes and awkward text.
+    let weird = "'; DROP TABLE messages; -- \u{0} \u{202e}evil 👩‍👩‍👧 \0";
+    let enc = Body::Encrypted(vec![0u8, 255, 1, 2].into());
+    let r = store
+        .append_batch(vec![
+            NewMessage {
+                body: Body::Text(weird.into()),
+                ..send(a.id, fay, 9, "")
+            },
+            NewMessage {
+                body: enc.clone(),
+                ..send(a.id, fay, 10, "")
+            },
+        ])
+        .await
+        .expect("append");
+    assert!(r.iter().all(|x| matches!(x, Appended::New(_))));
+    let (page, _) = store.history(a.id, None, 2).await.expect("history");
+    assert_eq!(page[0].body, enc);
+    assert_eq!(page[1].body.as_text(), Some(weird));
+}
+
+async fn suite(kind: TestDbKind) {
+    let db = TestDb::new(kind).await;
+    let store = db.store.clone();
+    store.ping().await.expect("ping");
+    accounts_and_sessions(&store).await;
+    conversations_and_members(&store).await;
+    appends(&store).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    suite(TestDbKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    suite(TestDbKind::Postgres).await;
+}
