@@ -1,6 +1,24 @@
-//! The chat server.
+//! The chat server as a library: the `chat-server` binary is a thin main over
+//! [`Server`], and integration tests start the same server in-process.
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use clap::Parser as _;
+//! let config = chat_server::config::Config::parse();
+//! let server = chat_server::Server::bind(config).await?;
+//! println!("listening on {}", server.http_addr());
+//! server.run(chat_server::server::shutdown_signal()).await
+//! # }
+//! ```
 #![deny(missing_docs)]
 
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod server;
 pub mod store;
 #[doc(hidden)]
 pub mod testing;
+
+pub use server::{RunningServer, Server};

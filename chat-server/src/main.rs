@@ -1,1 +1,26 @@
-fn main() {}
+//! `chat-server`: see `chat-server --help`.
+
+use anyhow::Context as _;
+use chat_server::config::{Config, LogFormat};
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Human => logs.with_ansi(ansi).init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    let server = chat_server::Server::bind(config)
+        .await
+        .context("starting chat-server")?;
+    let addr = server.http_addr();
+    eprintln!("chat-server ready: http://{addr}/ (API at http://{addr}/api, health at /healthz)");
+    server.run(chat_server::server::shutdown_signal()).await
+}

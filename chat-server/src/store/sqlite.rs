@@ -27,6 +27,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
+        create_private(options.get_filename());
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -43,3 +44,18 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, Sqlite, "sqlite");
+
+/// Creates the database file readable by its owner only (it holds password hashes);
+/// SQLite gives its -wal and -shm files the same permissions.
+fn create_private(path: &std::path::Path) {
+    if path.as_os_str().is_empty() || path == std::path::Path::new(":memory:") || path.exists() {
+        return;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    if let Err(e) = options.open(path) {
+        tracing::debug!(path = %path.display(), error = %e, "could not pre-create the database file");
+    }
+}

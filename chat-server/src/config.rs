@@ -1,0 +1,128 @@
+//! The server's one configuration struct: every setting by flag or environment
+//! variable, with the defaults a newcomer needs (no set-up at all).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// chat-server: accounts, conversations and real-time chat over HTTP, WebSocket and
+/// QUIC. With no flags it serves http://127.0.0.1:8080/ with an SQLite database in the
+/// current directory.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "chat-server", version, about, long_about = None)]
+pub struct Config {
+    /// Address of the HTTP listener (API, WebSocket, web UI, health and metrics).
+    #[arg(long, env = "CHAT_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Directory for the default database, the token signing key and certificates.
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = ".")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: SQLite at
+    /// DATA_DIR/chat.db.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Directory of the built web UI to serve at `/`.
+    #[arg(long, env = "CHAT_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+
+    /// Log format.
+    #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "CHAT_ACCESS_TOKEN_TTL", default_value_t = 900)]
+    pub access_token_ttl: u64,
+
+    /// Lifetime of refresh tokens, in seconds.
+    #[arg(long, env = "CHAT_REFRESH_TOKEN_TTL", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl: u64,
+
+    /// Mark the refresh cookie `Secure` (set this when clients reach the server over
+    /// HTTPS, for example behind a TLS-terminating proxy).
+    #[arg(long, env = "CHAT_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+
+    /// Password hashes computed at once (each takes ~19 MiB and tens of ms of CPU).
+    #[arg(long, env = "CHAT_HASHING_CONCURRENCY", default_value_t = default_hashing_concurrency())]
+    pub hashing_concurrency: usize,
+
+    /// Seconds allowed for in-flight work to finish on shutdown.
+    #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+}
+
+fn default_hashing_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+impl Config {
+    /// The database URL to open.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("chat.db").display()))
+    }
+
+    /// Access token lifetime.
+    pub fn access_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl)
+    }
+
+    /// Refresh token lifetime.
+    pub fn refresh_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_token_ttl)
+    }
+
+    /// A configuration for tests: ephemeral port, the given data directory.
+    pub fn for_tests(data_dir: &std::path::Path) -> Self {
+        let mut config = Config::parse_from(["chat-server"]);
+        config.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.data_dir = data_dir.to_path_buf();
+        config.shutdown_timeout = 5;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_set_up() {
+        let c = Config::parse_from(["chat-server"]);
+        assert_eq!(c.http_addr, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(c.database_url(), "sqlite://./chat.db");
+        assert_eq!(c.access_ttl(), Duration::from_secs(900));
+        assert_eq!(c.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let c = Config::parse_from([
+            "chat-server",
+            "--http-addr",
+            "0.0.0.0:9000",
+            "--data-dir",
+            "/var/lib/chat",
+            "--log-format",
+            "json",
+        ]);
+        assert_eq!(c.http_addr.port(), 9000);
+        assert_eq!(c.database_url(), "sqlite:///var/lib/chat/chat.db");
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+}

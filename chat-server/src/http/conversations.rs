@@ -1,0 +1,249 @@
+//! Conversations: create direct or group, list, details, members, history.
+
+use chat_proto::ids::{ConversationId, Seq, Timestamp, UserId};
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::request::{self, query_param};
+use super::{HandlerResult, Params, empty, json_response, path_id, validate};
+use crate::app::App;
+use crate::store::{Conversation, ConversationKind, Role};
+
+/// Most members a group may have.
+pub const MAX_GROUP_MEMBERS: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+enum CreateRequest {
+    Direct {
+        members: Vec<UserId>,
+    },
+    Group {
+        title: String,
+        #[serde(default)]
+        members: Vec<UserId>,
+        #[serde(default)]
+        encrypted: bool,
+    },
+}
+
+#[derive(Deserialize)]
+struct AddMember {
+    user_id: UserId,
+}
+
+/// `POST /api/conversations`: a direct conversation with one other user (idempotent:
+/// the same pair always gets the same conversation, 201 when created, 200 after), or a
+/// group owned by the caller.
+pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
+    let caller = request::authenticate(&app, &req).await?;
+    let me = caller.user.id;
+    let body: CreateRequest = request::json(req).await?;
+    let now = Timestamp::now();
+    match body {
+        CreateRequest::Direct { members } => {
+            let others: Vec<UserId> = members.into_iter().filter(|&m| m != me).collect();
+            let [other] = others.as_slice() else {
+                return Err(ApiError::invalid(
+                    "invalid_members",
+                    "a direct conversation has exactly one other member",
+                ));
+            };
+            if app.store().user(*other).await?.is_none() {
+                return Err(ApiError::invalid(
+                    "unknown_user",
+                    format!("user {other} does not exist"),
+                ));
+            }
+            let (conversation, created) = app.store().direct_conversation(me, *other, now).await?;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(json_response(status, &conversation))
+        }
+        CreateRequest::Group {
+            title,
+            mut members,
+            encrypted,
+        } => {
+            let title = validate::title(&title)?;
+            members.retain(|&m| m != me);
+            members.sort_unstable();
+            members.dedup();
+            if members.len() + 1 > MAX_GROUP_MEMBERS {
+                return Err(ApiError::invalid(
+                    "too_many_members",
+                    format!("a group has at most {MAX_GROUP_MEMBERS} members"),
+                ));
+            }
+            for &m in &members {
+                if app.store().user(m).await?.is_none() {
+                    return Err(ApiError::invalid(
+                        "unknown_user",
+                        format!("user {m} does not exist"),
+                    ));
+                }
+            }
+            let conversation = app
+                .store()
+                .create_group(me, title, members, encrypted, now)
+                .await?;
+            Ok(json_response(StatusCode::CREATED, &conversation))
+        }
+    }
+}
+
+/// `GET /api/conversations`: the caller's conversations, most recently active first,
+/// each with its last message and unread count.
+pub async fn list(app: App, req: Request<Incoming>) -> HandlerResult {
+    let caller = request::authenticate(&app, &req).await?;
+    let conversations = app.store().conversations(caller.user.id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"conversations": conversations}),
+    ))
+}
+
+/// The conversation if the caller is a member; 404 otherwise (ids do not leak).
+async fn member_view(
+    app: &App,
+    id: ConversationId,
+    user: UserId,
+) -> Result<Conversation, ApiError> {
+    app.store()
+        .conversation(id, user)
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation"))
+}
+
+/// `GET /api/conversations/{id}`
+pub async fn get(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
+    let caller = request::authenticate(&app, &req).await?;
+    let id = path_id(&params, 0, "conversation")?;
+    Ok(json_response(
+        StatusCode::OK,
+        &member_view(&app, id, caller.user.id).await?,
+    ))
+}
+
+fn require_owner(conversation: &Conversation, user: UserId) -> Result<(), ApiError> {
+    if conversation.kind == ConversationKind::Direct {
+        return Err(ApiError::invalid(
+            "direct_conversation",
+            "direct conversations have exactly two members",
+        ));
+    }
+    let is_owner = conversation
+        .members
+        .iter()
+        .any(|m| m.user.id == user && m.role == Role::Owner);
+    if !is_owner {
+        return Err(ApiError::forbidden(
+            "only the group's owner can change its members",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /api/conversations/{id}/members`: the owner adds a user (idempotent).
+pub async fn add_member(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
+    let caller = request::authenticate(&app, &req).await?;
+    let id = path_id(&params, 0, "conversation")?;
+    let body: AddMember = request::json(req).await?;
+    let conversation = member_view(&app, id, caller.user.id).await?;
+    require_owner(&conversation, caller.user.id)?;
+    if conversation
+        .members
+        .iter()
+        .any(|m| m.user.id == body.user_id)
+    {
+        return Ok(json_response(StatusCode::OK, &conversation));
+    }
+    if conversation.members.len() >= MAX_GROUP_MEMBERS {
+        return Err(ApiError::invalid(
+            "too_many_members",
+            format!("a group has at most {MAX_GROUP_MEMBERS} members"),
+        ));
+    }
+    if !app
+        .store()
+        .add_member(id, body.user_id, Role::Member, Timestamp::now())
+        .await?
+    {
+        return Err(ApiError::invalid(
+            "unknown_user",
+            format!("user {} does not exist", body.user_id),
+        ));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &member_view(&app, id, caller.user.id).await?,
+    ))
+}
+
+/// `DELETE /api/conversations/{id}/members/{user_id}`: the owner removes a member (a
+/// member may remove themself, which is leaving).
+pub async fn remove_member(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
+    let caller = request::authenticate(&app, &req).await?;
+    let id = path_id(&params, 0, "conversation")?;
+    let target: UserId = path_id(&params, 1, "member")?;
+    let conversation = member_view(&app, id, caller.user.id).await?;
+    if target != caller.user.id {
+        require_owner(&conversation, caller.user.id)?;
+    } else if conversation.kind == ConversationKind::Direct {
+        return Err(ApiError::invalid(
+            "direct_conversation",
+            "direct conversations cannot be left",
+        ));
+    }
+    if !app.store().remove_member(id, target).await? {
+        return Err(ApiError::not_found("member"));
+    }
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `POST /api/conversations/{id}/leave`
+pub async fn leave(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
+    let caller = request::authenticate(&app, &req).await?;
+    let id = path_id(&params, 0, "conversation")?;
+    let conversation = member_view(&app, id, caller.user.id).await?;
+    if conversation.kind == ConversationKind::Direct {
+        return Err(ApiError::invalid(
+            "direct_conversation",
+            "direct conversations cannot be left",
+        ));
+    }
+    app.store().remove_member(id, caller.user.id).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET /api/conversations/{id}/messages?before=SEQ&limit=N`: newest first, at most
+/// 200; members only.
+pub async fn history(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
+    let caller = request::authenticate(&app, &req).await?;
+    let id: ConversationId = path_id(&params, 0, "conversation")?;
+    let pairs = request::query(&req);
+    let before = query_param::<u64>(&pairs, "before")?
+        .map(|b| {
+            Seq::new(b)
+                .map_err(|_| ApiError::bad_request("invalid_query", "before is out of range"))
+        })
+        .transpose()?;
+    let limit = query_param::<u32>(&pairs, "limit")?.unwrap_or(50);
+    if !(1..=u32::from(chat_proto::limits::MAX_PAGE)).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be within 1..={}", chat_proto::limits::MAX_PAGE),
+        ));
+    }
+    member_view(&app, id, caller.user.id).await?;
+    let (messages, has_more) = app.store().history(id, before, limit).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"messages": messages, "has_more": has_more}),
+    ))
+}

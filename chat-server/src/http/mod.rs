@@ -1,0 +1,331 @@
+//! The HTTP listener: a small router of our own over hyper, JSON in and out.
+//!
+//! Routes are one table ([`ROUTES`]) so that the API description can be checked
+//! against them: a test fails when a route exists here but not in `openapi.yaml`.
+
+pub mod accounts;
+pub mod conversations;
+pub mod error;
+pub mod request;
+pub mod users;
+pub mod validate;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use self::error::ApiError;
+use crate::app::App;
+
+/// Response body type of every route.
+pub type Body = Full<Bytes>;
+
+/// What a handler returns.
+pub type HandlerResult = Result<Response<Body>, ApiError>;
+
+/// Longest a request may take before the server answers 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /healthz`
+    Health,
+    /// `GET /readyz`
+    Ready,
+    /// `GET /api/openapi.yaml`
+    OpenApi,
+    /// `POST /api/register`
+    Register,
+    /// `POST /api/login`
+    Login,
+    /// `POST /api/refresh`
+    Refresh,
+    /// `POST /api/logout`
+    Logout,
+    /// `GET /api/me`
+    Me,
+    /// `PATCH /api/me`
+    UpdateMe,
+    /// `DELETE /api/me`
+    DeleteMe,
+    /// `PUT /api/me/password`
+    ChangePassword,
+    /// `GET /api/users`
+    SearchUsers,
+    /// `GET /api/users/{id}`
+    GetUser,
+    /// `GET /api/conversations`
+    ListConversations,
+    /// `POST /api/conversations`
+    CreateConversation,
+    /// `GET /api/conversations/{id}`
+    GetConversation,
+    /// `POST /api/conversations/{id}/members`
+    AddMember,
+    /// `DELETE /api/conversations/{id}/members/{user_id}`
+    RemoveMember,
+    /// `POST /api/conversations/{id}/leave`
+    Leave,
+    /// `GET /api/conversations/{id}/messages`
+    History,
+}
+
+/// The route table: method, path pattern (`{name}` matches one segment), route.
+pub const ROUTES: &[(Method, &str, Route)] = &[
+    (Method::GET, "/healthz", Route::Health),
+    (Method::GET, "/readyz", Route::Ready),
+    (Method::GET, "/api/openapi.yaml", Route::OpenApi),
+    (Method::POST, "/api/register", Route::Register),
+    (Method::POST, "/api/login", Route::Login),
+    (Method::POST, "/api/refresh", Route::Refresh),
+    (Method::POST, "/api/logout", Route::Logout),
+    (Method::GET, "/api/me", Route::Me),
+    (Method::PATCH, "/api/me", Route::UpdateMe),
+    (Method::DELETE, "/api/me", Route::DeleteMe),
+    (Method::PUT, "/api/me/password", Route::ChangePassword),
+    (Method::GET, "/api/users", Route::SearchUsers),
+    (Method::GET, "/api/users/{id}", Route::GetUser),
+    (Method::GET, "/api/conversations", Route::ListConversations),
+    (
+        Method::POST,
+        "/api/conversations",
+        Route::CreateConversation,
+    ),
+    (
+        Method::GET,
+        "/api/conversations/{id}",
+        Route::GetConversation,
+    ),
+    (
+        Method::POST,
+        "/api/conversations/{id}/members",
+        Route::AddMember,
+    ),
+    (
+        Method::DELETE,
+        "/api/conversations/{id}/members/{user_id}",
+        Route::RemoveMember,
+    ),
+    (Method::POST, "/api/conversations/{id}/leave", Route::Leave),
+    (
+        Method::GET,
+        "/api/conversations/{id}/messages",
+        Route::History,
+    ),
+];
+
+/// The API description served at `/api/openapi.yaml`.
+pub const OPENAPI: &str = include_str!("../../../openapi.yaml");
+
+/// Path parameters captured by a pattern, in order.
+pub type Params = Vec<String>;
+
+enum Matched {
+    Route(Route, Params),
+    WrongMethod(Vec<Method>),
+    None,
+}
+
+fn match_path(pattern: &str, path: &str) -> Option<Params> {
+    let mut params = Vec::new();
+    let mut p = pattern.split('/');
+    let mut s = path.split('/');
+    loop {
+        match (p.next(), s.next()) {
+            (None, None) => return Some(params),
+            (Some(pat), Some(seg)) if pat.starts_with('{') => {
+                if seg.is_empty() {
+                    return None;
+                }
+                params.push(seg.to_owned());
+            }
+            (Some(pat), Some(seg)) if pat == seg => {}
+            _ => return None,
+        }
+    }
+}
+
+fn route(method: &Method, path: &str) -> Matched {
+    let mut allowed = Vec::new();
+    for (m, pattern, route) in ROUTES {
+        if let Some(params) = match_path(pattern, path) {
+            if m == method || (*m == Method::GET && method == Method::HEAD) {
+                return Matched::Route(*route, params);
+            }
+            allowed.push(m.clone());
+        }
+    }
+    if allowed.is_empty() {
+        Matched::None
+    } else {
+        Matched::WrongMethod(allowed)
+    }
+}
+
+/// A JSON response with the API's headers.
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// An empty response.
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+/// Parses a numeric path parameter into a typed id; unparsable ids are 404 (an id that
+/// cannot exist is not found).
+pub fn path_id<T: std::str::FromStr>(
+    params: &Params,
+    index: usize,
+    what: &str,
+) -> Result<T, ApiError> {
+    params
+        .get(index)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ApiError::not_found(what))
+}
+
+/// Answers one request. Never fails: every error becomes a JSON error response.
+pub async fn handle(
+    app: App,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let result = match tokio::time::timeout(REQUEST_TIMEOUT, dispatch(app, peer, req)).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long",
+        )),
+    };
+    let mut response = result.unwrap_or_else(ApiError::into_response);
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    if method == Method::HEAD {
+        *response.body_mut() = Full::new(Bytes::new());
+    }
+    tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    Ok(response)
+}
+
+async fn dispatch(app: App, peer: SocketAddr, req: Request<Incoming>) -> HandlerResult {
+    let path = req.uri().path().to_owned();
+    let (route, params) = match route(req.method(), &path) {
+        Matched::Route(route, params) => (route, params),
+        Matched::WrongMethod(allowed) => {
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed on {path}", req.method()),
+            )
+            .into_response();
+            let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+            if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+                response.headers_mut().insert(header::ALLOW, v);
+            }
+            return Ok(response);
+        }
+        Matched::None => return Err(ApiError::not_found(&format!("route {path}"))),
+    };
+    match route {
+        Route::Health => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+        )),
+        Route::Ready => match app.store().ping().await {
+            Ok(()) => Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ready"}),
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness check failed");
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unreachable",
+                ))
+            }
+        },
+        Route::OpenApi => {
+            let mut response = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/yaml"),
+            );
+            Ok(response)
+        }
+        Route::Register => accounts::register(app, peer, req).await,
+        Route::Login => accounts::login(app, peer, req).await,
+        Route::Refresh => accounts::refresh(app, req).await,
+        Route::Logout => accounts::logout(app, req).await,
+        Route::Me => users::me(app, req).await,
+        Route::UpdateMe => users::update_me(app, req).await,
+        Route::DeleteMe => accounts::delete_me(app, req).await,
+        Route::ChangePassword => accounts::change_password(app, req).await,
+        Route::SearchUsers => users::search(app, req).await,
+        Route::GetUser => users::get(app, req, params).await,
+        Route::ListConversations => conversations::list(app, req).await,
+        Route::CreateConversation => conversations::create(app, req).await,
+        Route::GetConversation => conversations::get(app, req, params).await,
+        Route::AddMember => conversations::add_member(app, req, params).await,
+        Route::RemoveMember => conversations::remove_member(app, req, params).await,
+        Route::Leave => conversations::leave(app, req, params).await,
+        Route::History => conversations::history(app, req, params).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_capture_segments() {
+        assert_eq!(
+            match_path("/api/users/{id}", "/api/users/42"),
+            Some(vec!["42".to_owned()])
+        );
+        assert_eq!(match_path("/api/users/{id}", "/api/users/"), None);
+        assert_eq!(match_path("/api/users/{id}", "/api/users/42/x"), None);
+        assert_eq!(
+            match_path(
+                "/api/conversations/{id}/members/{user_id}",
+                "/api/conversations/7/members/9"
+            ),
+            Some(vec!["7".to_owned(), "9".to_owned()])
+        );
+        assert!(
+            matches!(route(&Method::DELETE, "/api/login"), Matched::WrongMethod(m) if m == [Method::POST])
+        );
+        assert!(matches!(route(&Method::GET, "/nope"), Matched::None));
+        assert!(matches!(
+            route(&Method::HEAD, "/healthz"),
+            Matched::Route(Route::Health, _)
+        ));
+    }
+}

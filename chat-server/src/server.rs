@@ -1,0 +1,213 @@
+//! Binding the listeners and running until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+use crate::app::App;
+use crate::auth::Tokens;
+use crate::config::Config;
+
+/// A server whose listeners are bound, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    app: App,
+    listener: TcpListener,
+    http_addr: SocketAddr,
+}
+
+impl Server {
+    /// Opens the database (migrating it), loads or creates the signing key, and binds
+    /// the HTTP listener.
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let url = config.database_url();
+        let store = crate::store::open(&url)
+            .await
+            .with_context(|| format!("opening database {}", redact(&url)))?;
+        let tokens =
+            Tokens::load_or_create(&config.data_dir, config.access_ttl(), config.refresh_ttl())?;
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP listener on {}", config.http_addr))?;
+        let http_addr = listener.local_addr()?;
+        tracing::info!(backend = store.backend(), database = %redact(&url), "storage ready");
+        Ok(Self {
+            app: App::new(config, store, tokens),
+            listener,
+            http_addr,
+        })
+    }
+
+    /// The shared state (tests use it to reach the store directly).
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// The bound HTTP address (useful with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
+    /// finish (within the configured timeout) and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Server {
+            app,
+            listener,
+            http_addr,
+        } = self;
+        let connections = TaskTracker::new();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::pin!(shutdown);
+        tracing::info!("listening on http://{http_addr}");
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off briefly.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let app = app.clone();
+                    let service = service_fn(move |req| crate::http::handle(app.clone(), peer, req));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(10))
+                        .max_buf_size(64 * 1024)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    let mut stop = stop_rx.clone();
+                    connections.spawn(async move {
+                        tokio::pin!(conn);
+                        let result = tokio::select! {
+                            result = conn.as_mut() => result,
+                            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                                // Finish the request in progress, then close.
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        };
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        let timeout = Duration::from_secs(app.config().shutdown_timeout);
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+        connections.close();
+        if tokio::time::timeout(timeout, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight requests did not finish within {timeout:?}");
+        }
+        Ok(())
+    }
+
+    /// Runs in a background task; the handle stops it.
+    pub fn spawn(self) -> RunningServer {
+        let http_addr = self.http_addr;
+        let app = self.app.clone();
+        let (tx, mut rx) = watch::channel(false);
+        let task = tokio::spawn(self.run(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }));
+        RunningServer {
+            http_addr,
+            app,
+            stop: tx,
+            task,
+        }
+    }
+}
+
+/// A server running in the background.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Its HTTP address.
+    pub http_addr: SocketAddr,
+    /// Its shared state.
+    pub app: App,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Shuts it down gracefully and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// Hides the password of a database URL for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            super::redact("postgres://chat:s3cret@db/chat"),
+            "postgres://chat:***@db/chat"
+        );
+        assert_eq!(
+            super::redact("postgres://chat@db/chat"),
+            "postgres://chat@db/chat"
+        );
+        assert_eq!(super::redact("sqlite://./chat.db"), "sqlite://./chat.db");
+    }
+}
