@@ -2,10 +2,15 @@
 
 use std::sync::Arc;
 
+use chat_proto::limits::ServerLimits;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
 use crate::auth::{LoginThrottle, Passwords, Tokens};
 use crate::config::Config;
 use crate::http::error::ApiError;
 use crate::http::request::Caller;
+use crate::hub::{Hub, QueueLimits};
 use crate::store::Store;
 use crate::store::append::Appender;
 
@@ -23,13 +28,25 @@ struct Inner {
     tokens: Tokens,
     passwords: Passwords,
     throttle: LoginThrottle,
+    hub: Arc<Hub>,
+    limits: ServerLimits,
+    shutdown: watch::Sender<bool>,
+    sessions: TaskTracker,
 }
 
 impl App {
     /// Assembles the state.
     pub fn new(config: Config, store: Arc<dyn Store>, tokens: Tokens) -> Self {
-        let appender = Appender::spawn(store.clone(), 256);
+        let hub = Arc::new(Hub::new(store.clone(), QueueLimits::default()));
+        let (committed_tx, committed_rx) = tokio::sync::mpsc::channel(1024);
+        let appender = Appender::spawn(store.clone(), 256, Some(committed_tx));
+        hub.spawn_delivery(committed_rx);
         let passwords = Passwords::new(config.hashing_concurrency);
+        let limits = ServerLimits {
+            send_rate: config.send_rate,
+            send_burst: config.send_burst,
+            ..ServerLimits::default()
+        };
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -38,6 +55,10 @@ impl App {
                 tokens,
                 passwords,
                 throttle: LoginThrottle::default(),
+                hub,
+                limits,
+                shutdown: watch::channel(false).0,
+                sessions: TaskTracker::new(),
             }),
         }
     }
@@ -70,6 +91,32 @@ impl App {
     /// Failed-login throttling.
     pub fn throttle(&self) -> &LoginThrottle {
         &self.inner.throttle
+    }
+
+    /// The real-time hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
+    /// The limits announced to real-time clients.
+    pub fn limits(&self) -> ServerLimits {
+        self.inner.limits
+    }
+
+    /// Becomes `true` when the server starts shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Tells every session to drain (go away) and close.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        self.inner.sessions.close();
+    }
+
+    /// Tracks real-time session tasks, so shutdown can wait for them.
+    pub fn sessions(&self) -> &TaskTracker {
+        &self.inner.sessions
     }
 
     /// Verifies an access token and its session.

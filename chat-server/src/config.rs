@@ -60,6 +60,19 @@ pub struct Config {
     #[arg(long, env = "CHAT_HASHING_CONCURRENCY", default_value_t = default_hashing_concurrency())]
     pub hashing_concurrency: usize,
 
+    /// Origins (`scheme://host[:port]`) allowed to open WebSocket connections besides the
+    /// server's own; comma-separated.
+    #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Messages a user may send per second, sustained.
+    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 20)]
+    pub send_rate: u32,
+
+    /// Messages a user may send in a burst above the sustained rate.
+    #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 100)]
+    pub send_burst: u32,
+
     /// Seconds allowed for in-flight work to finish on shutdown.
     #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,

@@ -16,9 +16,12 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod hub;
 pub mod server;
+pub mod session;
 pub mod store;
 #[doc(hidden)]
 pub mod testing;
+pub mod ws;
 
 pub use server::{RunningServer, Server};

@@ -112,14 +112,16 @@ impl Server {
         }
         drop(listener);
         let timeout = Duration::from_secs(app.config().shutdown_timeout);
-        tracing::info!("shutting down: finishing in-flight requests");
+        tracing::info!("shutting down: draining sessions and finishing in-flight requests");
+        app.begin_shutdown();
         let _ = stop_tx.send(true);
         connections.close();
-        if tokio::time::timeout(timeout, connections.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("in-flight requests did not finish within {timeout:?}");
+        let drained = async {
+            connections.wait().await;
+            app.sessions().wait().await;
+        };
+        if tokio::time::timeout(timeout, drained).await.is_err() {
+            tracing::warn!("in-flight work did not finish within {timeout:?}");
         }
         Ok(())
     }

@@ -350,7 +350,11 @@ pub async fn delete_me(app: App, req: Request<Incoming>) -> HandlerResult {
     let Caller { user, .. } = request::authenticate(&app, &req).await?;
     let body: DeleteRequest = request::json(req).await?;
     check_password(&app, user.id, &user.username, body.password).await?;
+    let heads = app.store().heads(user.id).await?;
     app.store().delete_user(user.id, Timestamp::now()).await?;
+    for head in heads {
+        app.hub().invalidate(head.conversation);
+    }
     tracing::info!(user = %user.id, "account deleted");
     Ok(clear_cookie(&app, empty(StatusCode::NO_CONTENT)))
 }

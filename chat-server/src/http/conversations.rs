@@ -1,5 +1,6 @@
 //! Conversations: create direct or group, list, details, members, history.
 
+use chat_proto::frame::MembershipChange;
 use chat_proto::ids::{ConversationId, Seq, Timestamp, UserId};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
@@ -58,6 +59,9 @@ pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
                 ));
             }
             let (conversation, created) = app.store().direct_conversation(me, *other, now).await?;
+            if created {
+                announce_new(&app, &conversation, me);
+            }
             let status = if created {
                 StatusCode::CREATED
             } else {
@@ -92,9 +96,27 @@ pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
                 .store()
                 .create_group(me, title, members, encrypted, now)
                 .await?;
+            announce_new(&app, &conversation, me);
             Ok(json_response(StatusCode::CREATED, &conversation))
         }
     }
+}
+
+/// Tells every member's live sessions that they are in a new conversation.
+fn announce_new(app: &App, conversation: &Conversation, by: UserId) {
+    for member in &conversation.members {
+        app.hub().membership_changed(
+            conversation.id,
+            member.user.id,
+            MembershipChange::Added,
+            by,
+            &[member.user.id],
+        );
+    }
+}
+
+fn member_ids(conversation: &Conversation) -> Vec<UserId> {
+    conversation.members.iter().map(|m| m.user.id).collect()
 }
 
 /// `GET /api/conversations`: the caller's conversations, most recently active first,
@@ -179,10 +201,15 @@ pub async fn add_member(app: App, req: Request<Incoming>, params: Params) -> Han
             format!("user {} does not exist", body.user_id),
         ));
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &member_view(&app, id, caller.user.id).await?,
-    ))
+    let updated = member_view(&app, id, caller.user.id).await?;
+    app.hub().membership_changed(
+        id,
+        body.user_id,
+        MembershipChange::Added,
+        caller.user.id,
+        &member_ids(&updated),
+    );
+    Ok(json_response(StatusCode::OK, &updated))
 }
 
 /// `DELETE /api/conversations/{id}/members/{user_id}`: the owner removes a member (a
@@ -203,6 +230,13 @@ pub async fn remove_member(app: App, req: Request<Incoming>, params: Params) -> 
     if !app.store().remove_member(id, target).await? {
         return Err(ApiError::not_found("member"));
     }
+    app.hub().membership_changed(
+        id,
+        target,
+        MembershipChange::Removed,
+        caller.user.id,
+        &member_ids(&conversation),
+    );
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -218,6 +252,14 @@ pub async fn leave(app: App, req: Request<Incoming>, params: Params) -> HandlerR
         ));
     }
     app.store().remove_member(id, caller.user.id).await?;
+    let me = caller.user.id;
+    app.hub().membership_changed(
+        id,
+        me,
+        MembershipChange::Removed,
+        me,
+        &member_ids(&conversation),
+    );
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

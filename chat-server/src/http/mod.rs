@@ -75,6 +75,8 @@ pub enum Route {
     Leave,
     /// `GET /api/conversations/{id}/messages`
     History,
+    /// `GET /ws`
+    WebSocket,
 }
 
 /// The route table: method, path pattern (`{name}` matches one segment), route.
@@ -119,6 +121,7 @@ pub const ROUTES: &[(Method, &str, Route)] = &[
         "/api/conversations/{id}/messages",
         Route::History,
     ),
+    (Method::GET, "/ws", Route::WebSocket),
 ];
 
 /// The API description served at `/api/openapi.yaml`.
@@ -297,6 +300,7 @@ async fn dispatch(app: App, peer: SocketAddr, req: Request<Incoming>) -> Handler
         Route::RemoveMember => conversations::remove_member(app, req, params).await,
         Route::Leave => conversations::leave(app, req, params).await,
         Route::History => conversations::history(app, req, params).await,
+        Route::WebSocket => crate::ws::upgrade(app, peer, req).await,
     }
 }
 

@@ -3,15 +3,19 @@
 //! Every send goes to one task through a channel. The task takes whatever has queued
 //! up (at most `max_batch`), stores it in one transaction, and answers each sender
 //! after the commit. Under load batches grow by themselves, so throughput rises with
-//! concurrency while a lone send still commits at once.
+//! concurrency while a lone send still commits at once. Newly stored messages are then
+//! handed, in commit order, to whoever delivers them (the real-time hub).
 
 use std::sync::Arc;
 
+use chat_proto::frame::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Appended, NewMessage, Store, StoreError};
 
-type Reply = oneshot::Sender<Result<Appended, Arc<StoreError>>>;
+/// The answer to one send.
+pub type AppendResult = Result<Appended, Arc<StoreError>>;
+type Reply = oneshot::Sender<AppendResult>;
 
 /// Handle to the group-commit task; cheap to clone.
 #[derive(Clone, Debug)]
@@ -20,32 +24,66 @@ pub struct Appender {
 }
 
 impl Appender {
-    /// Starts the task over `store`. It ends when every handle is dropped, after
-    /// committing what was queued.
-    pub fn spawn(store: Arc<dyn Store>, max_batch: usize) -> Self {
-        let (tx, rx) = mpsc::channel(max_batch * 4);
-        tokio::spawn(run(store, rx, max_batch.max(1)));
+    /// Starts the task over `store`. Committed new messages go to `committed`, one
+    /// batch at a time in commit order (pass `None` to drop them). The task ends when
+    /// every handle is dropped, after committing what was queued.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        max_batch: usize,
+        committed: Option<mpsc::Sender<Vec<Message>>>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(max_batch.max(1) * 4);
+        tokio::spawn(run(store, rx, max_batch.max(1), committed));
         Self { tx }
     }
 
-    /// Stores one send; resolves after its transaction committed.
-    pub async fn append(&self, message: NewMessage) -> Result<Appended, Arc<StoreError>> {
+    /// Queues one send; the receiver resolves after its transaction committed. Sends
+    /// queued by one caller are committed in the order they were queued.
+    pub async fn enqueue(
+        &self,
+        message: NewMessage,
+    ) -> Result<oneshot::Receiver<AppendResult>, Arc<StoreError>> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((message, reply))
             .await
             .map_err(|_| Arc::new(StoreError::Closed))?;
+        Ok(answer)
+    }
+
+    /// Stores one send; resolves after its transaction committed.
+    pub async fn append(&self, message: NewMessage) -> AppendResult {
+        let answer = self.enqueue(message).await?;
         answer.await.map_err(|_| Arc::new(StoreError::Closed))?
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(NewMessage, Reply)>, max_batch: usize) {
+async fn run(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<(NewMessage, Reply)>,
+    max_batch: usize,
+    committed: Option<mpsc::Sender<Vec<Message>>>,
+) {
     let mut pending: Vec<(NewMessage, Reply)> = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut pending, max_batch).await > 0 {
         let (batch, replies): (Vec<NewMessage>, Vec<Reply>) = pending.drain(..).unzip();
         let size = batch.len();
         match store.append_batch(batch).await {
             Ok(results) => {
+                let fresh: Vec<Message> = results
+                    .iter()
+                    .filter_map(|r| match r {
+                        Appended::New(m) => Some(m.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                // Deliver before acknowledging, so a sender never sees its ack before
+                // its other devices could have seen the message.
+                if let Some(sink) = &committed
+                    && !fresh.is_empty()
+                {
+                    let _ = sink.send(fresh).await;
+                }
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
                 }

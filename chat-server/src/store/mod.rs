@@ -180,6 +180,15 @@ pub struct ConversationSummary {
     pub unread: u64,
 }
 
+/// What the real-time hub needs to know about a conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversationMeta {
+    /// Whether bodies must be end-to-end encrypted.
+    pub encrypted: bool,
+    /// Member ids, ascending.
+    pub members: Vec<UserId>,
+}
+
 /// A send to store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewMessage {
@@ -310,6 +319,11 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     ) -> StoreFuture<'_, Option<Conversation>>;
     /// Every conversation of a user, most recent activity first.
     fn conversations(&self, user: UserId) -> StoreFuture<'_, Vec<ConversationSummary>>;
+    /// The newest seq of every conversation `user` belongs to.
+    fn heads(&self, user: UserId) -> StoreFuture<'_, Vec<chat_proto::frame::Cursor>>;
+    /// Whether a conversation is end-to-end encrypted, and its members; `None` if it
+    /// does not exist.
+    fn conversation_meta(&self, id: ConversationId) -> StoreFuture<'_, Option<ConversationMeta>>;
     /// Ids of a conversation's members.
     fn member_ids(&self, id: ConversationId) -> StoreFuture<'_, Vec<UserId>>;
     /// Adds a member; `false` if already one.

@@ -563,6 +563,48 @@ macro_rules! impl_store {
                 })
             }
 
+            fn heads(&self, user: chat_proto::ids::UserId) -> $crate::store::StoreFuture<'_, Vec<chat_proto::frame::Cursor>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let rows = sqlx::query(
+                        "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id \
+                         WHERE m.user_id = $1 ORDER BY c.id",
+                    )
+                    .bind(i64::from(user))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter()
+                        .map(|r| {
+                            Ok(chat_proto::frame::Cursor {
+                                conversation: $crate::store::conversation_id(r.try_get("id")?)?,
+                                seq: $crate::store::seq(r.try_get("last_seq")?)?,
+                            })
+                        })
+                        .collect()
+                })
+            }
+
+            fn conversation_meta(
+                &self,
+                id: chat_proto::ids::ConversationId,
+            ) -> $crate::store::StoreFuture<'_, Option<$crate::store::ConversationMeta>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let Some(row) = sqlx::query("SELECT encrypted FROM conversations WHERE id = $1")
+                        .bind(i64::from(id))
+                        .fetch_optional(&self.pool)
+                        .await?
+                    else {
+                        return Ok(None);
+                    };
+                    let members = <Self as $crate::store::Store>::member_ids(self, id).await?;
+                    Ok(Some($crate::store::ConversationMeta {
+                        encrypted: row.try_get("encrypted")?,
+                        members,
+                    }))
+                })
+            }
+
             fn member_ids(&self, id: chat_proto::ids::ConversationId) -> $crate::store::StoreFuture<'_, Vec<chat_proto::ids::UserId>> {
                 Box::pin(async move {
                     use sqlx::Row as _;

@@ -364,7 +364,7 @@ async fn appends(store: &Arc<dyn Store>) {
     assert_eq!(original, first);
 
     // Concurrent senders through the appender: gap-free seqs, every send stored once.
-    let appender = Appender::spawn(store.clone(), 64);
+    let appender = Appender::spawn(store.clone(), 64, None);
     let mut tasks = Vec::new();
     for writer in 0..16u8 {
         let appender = appender.clone();

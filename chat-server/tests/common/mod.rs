@@ -1,6 +1,8 @@
 //! Starts a real server on an ephemeral port and talks HTTP to it.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod ws;
+
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -36,10 +38,15 @@ impl Reply {
 
 impl TestServer {
     pub async fn start(kind: TestDbKind) -> Self {
+        Self::start_with(kind, |_| {}).await
+    }
+
+    pub async fn start_with(kind: TestDbKind, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let db = TestDb::new(kind).await;
         let mut config = Config::for_tests(dir.path());
         config.database_url = Some(db.url.clone());
+        tweak(&mut config);
         let server = chat_server::Server::bind(config)
             .await
             .expect("server starts")

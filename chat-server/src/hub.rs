@@ -1,0 +1,595 @@
+//! The hub: who is connected, who belongs where, and fan-out.
+//!
+//! Every live session registers a [`SessionHandle`]. A delivered frame is encoded at
+//! most once per wire encoding (postcard, JSON) and the same reference-counted buffer
+//! is queued on every recipient session: no per-recipient serialization or copy.
+//! Queues are bounded in frames and bytes; a session that cannot keep up is marked a
+//! slow consumer and closed by its own task, so it never delays anyone else.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chat_proto::codec;
+use chat_proto::frame::{Message, ServerFrame};
+use chat_proto::ids::{ConversationId, UserId};
+use tokio::sync::{Notify, mpsc};
+
+use crate::store::{ConversationMeta, Store, StoreError};
+
+/// How a session's frames travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// WebSocket `chat.v1.postcard`: one binary message per postcard frame.
+    WsPostcard,
+    /// WebSocket `chat.v1.json`: one text message per JSON frame.
+    WsJson,
+    /// A byte stream (QUIC): length-delimited postcard frames.
+    Stream,
+}
+
+/// One frame ready for a session's transport.
+#[derive(Clone, Debug)]
+pub enum Outbound {
+    /// An encoded frame (binary or text according to the session's [`Wire`]).
+    Frame(Bytes),
+    /// A WebSocket pong answering a ping.
+    Pong(Bytes),
+}
+
+/// A frame encoded lazily, at most once per encoding, shared by every recipient.
+#[derive(Debug)]
+pub struct SharedFrame {
+    frame: ServerFrame,
+    postcard: std::sync::OnceLock<Option<codec::EncodedFrame>>,
+    json: std::sync::OnceLock<Option<Bytes>>,
+}
+
+impl SharedFrame {
+    /// Wraps a frame; nothing is encoded yet.
+    pub fn new(frame: ServerFrame) -> Self {
+        Self {
+            frame,
+            postcard: std::sync::OnceLock::new(),
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The bytes for a wire, encoding on first use. `None` if the frame cannot be
+    /// encoded within the limits (never the case for frames the hub builds).
+    pub fn bytes(&self, wire: Wire) -> Option<Bytes> {
+        match wire {
+            Wire::WsJson => self
+                .json
+                .get_or_init(|| codec::encode_json(&self.frame).ok().map(Bytes::from))
+                .clone(),
+            Wire::WsPostcard | Wire::Stream => {
+                let encoded = self
+                    .postcard
+                    .get_or_init(|| codec::encode_postcard(&self.frame).ok())
+                    .as_ref()?;
+                Some(if wire == Wire::Stream {
+                    encoded.length_delimited()
+                } else {
+                    encoded.payload()
+                })
+            }
+        }
+    }
+}
+
+/// Queue bounds of one session.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    /// Frames queued at most.
+    pub frames: usize,
+    /// Bytes queued at most.
+    pub bytes: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self {
+            frames: 4096,
+            bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// The hub's view of one live session.
+#[derive(Clone, Debug)]
+pub struct SessionHandle {
+    /// Unique per process.
+    pub id: u64,
+    /// Its user.
+    pub user: UserId,
+    /// Its wire encoding.
+    pub wire: Wire,
+    tx: mpsc::Sender<Outbound>,
+    queued: Arc<AtomicUsize>,
+    slow: Arc<SlowFlag>,
+    max_bytes: usize,
+}
+
+/// Raised when a session's queue overflows.
+#[derive(Debug, Default)]
+pub struct SlowFlag {
+    raised: AtomicBool,
+    notify: Notify,
+}
+
+impl SlowFlag {
+    /// Whether the session fell behind.
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the session fell behind.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_raised() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn raise(&self) {
+        if !self.raised.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+}
+
+/// The receiving end of a session's queue, for its writer.
+#[derive(Debug)]
+pub struct SessionQueue {
+    /// Frames to write.
+    pub rx: mpsc::Receiver<Outbound>,
+    /// Bytes currently queued (the writer subtracts what it wrote).
+    pub queued: Arc<AtomicUsize>,
+    /// Raised on overflow.
+    pub slow: Arc<SlowFlag>,
+}
+
+impl SessionHandle {
+    /// A handle and the queue its writer drains.
+    pub fn new(id: u64, user: UserId, wire: Wire, limits: QueueLimits) -> (Self, SessionQueue) {
+        let (tx, rx) = mpsc::channel(limits.frames.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let slow = Arc::new(SlowFlag::default());
+        (
+            Self {
+                id,
+                user,
+                wire,
+                tx,
+                queued: queued.clone(),
+                slow: slow.clone(),
+                max_bytes: limits.bytes,
+            },
+            SessionQueue { rx, queued, slow },
+        )
+    }
+
+    /// Queues encoded bytes without waiting; on overflow marks the session slow and
+    /// returns `false`.
+    pub fn push(&self, item: Outbound) -> bool {
+        if self.slow.is_raised() {
+            return false;
+        }
+        let len = match &item {
+            Outbound::Frame(b) | Outbound::Pong(b) => b.len(),
+        };
+        if self.queued.fetch_add(len, Ordering::AcqRel) + len > self.max_bytes {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.slow.raise();
+            return false;
+        }
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.queued.fetch_sub(len, Ordering::AcqRel);
+                self.slow.raise();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queued.fetch_sub(len, Ordering::AcqRel);
+                false
+            }
+        }
+    }
+
+    /// Queues a frame shared with other sessions.
+    pub fn push_shared(&self, frame: &SharedFrame) -> bool {
+        match frame.bytes(self.wire) {
+            Some(bytes) => self.push(Outbound::Frame(bytes)),
+            None => false,
+        }
+    }
+
+    /// Queues a frame for this session alone.
+    pub fn push_frame(&self, frame: &ServerFrame) -> bool {
+        self.push_shared(&SharedFrame::new(frame.clone()))
+    }
+}
+
+/// Cached membership; refreshed from the store when missing or invalidated.
+#[derive(Clone, Debug)]
+pub struct CachedConversation {
+    /// Whether bodies must be encrypted.
+    pub encrypted: bool,
+    /// Member ids, ascending.
+    pub members: Arc<[UserId]>,
+}
+
+impl CachedConversation {
+    /// Whether `user` is a member.
+    pub fn has(&self, user: UserId) -> bool {
+        self.members.binary_search(&user).is_ok()
+    }
+}
+
+const MEMBERSHIP_CACHE: usize = 100_000;
+
+/// Sessions, membership cache and rate limits.
+#[derive(Debug)]
+pub struct Hub {
+    store: Arc<dyn Store>,
+    sessions: RwLock<HashMap<UserId, Vec<SessionHandle>>>,
+    conversations: RwLock<HashMap<ConversationId, CachedConversation>>,
+    next_id: AtomicU64,
+    send_limits: Mutex<HashMap<UserId, Bucket>>,
+    queue_limits: QueueLimits,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Hub {
+    /// A hub over `store`.
+    pub fn new(store: Arc<dyn Store>, queue_limits: QueueLimits) -> Self {
+        Self {
+            store,
+            sessions: RwLock::new(HashMap::new()),
+            conversations: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            send_limits: Mutex::new(HashMap::new()),
+            queue_limits,
+        }
+    }
+
+    /// A new session's handle and queue; not yet registered.
+    pub fn new_session(&self, user: UserId, wire: Wire) -> (SessionHandle, SessionQueue) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        SessionHandle::new(id, user, wire, self.queue_limits)
+    }
+
+    /// Makes a session reachable; returns `true` if it is its user's first.
+    pub fn register(&self, handle: SessionHandle) -> bool {
+        let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+        let list = sessions.entry(handle.user).or_default();
+        list.push(handle);
+        list.len() == 1
+    }
+
+    /// Removes a session; returns `true` if it was its user's last.
+    pub fn unregister(&self, user: UserId, id: u64) -> bool {
+        let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+        let Some(list) = sessions.get_mut(&user) else {
+            return false;
+        };
+        list.retain(|h| h.id != id);
+        if list.is_empty() {
+            sessions.remove(&user);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether a user has a live session here.
+    pub fn is_online(&self, user: UserId) -> bool {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&user)
+    }
+
+    /// Live sessions in total.
+    pub fn session_count(&self) -> usize {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// A conversation's membership, from the cache or the store; `None` if it does not
+    /// exist.
+    pub async fn conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<CachedConversation>, StoreError> {
+        if let Some(c) = self
+            .conversations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            return Ok(Some(c.clone()));
+        }
+        let Some(ConversationMeta { encrypted, members }) =
+            self.store.conversation_meta(id).await?
+        else {
+            return Ok(None);
+        };
+        let cached = CachedConversation {
+            encrypted,
+            members: members.into(),
+        };
+        let mut map = self
+            .conversations
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MEMBERSHIP_CACHE {
+            map.clear();
+        }
+        map.insert(id, cached.clone());
+        Ok(Some(cached))
+    }
+
+    /// Forgets cached membership of a conversation (after it changed).
+    pub fn invalidate(&self, id: ConversationId) {
+        self.conversations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Queues a frame on every session of the given users, except one session.
+    pub fn send_to_users(
+        &self,
+        users: &[UserId],
+        frame: &SharedFrame,
+        except_session: Option<u64>,
+    ) {
+        let sessions = self.sessions.read().unwrap_or_else(|p| p.into_inner());
+        for user in users {
+            if let Some(list) = sessions.get(user) {
+                for handle in list {
+                    if Some(handle.id) != except_session {
+                        handle.push_shared(frame);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A conversation's membership changed: forget the cached members and tell
+    /// `recipients` (every session of each).
+    pub fn membership_changed(
+        &self,
+        conversation: ConversationId,
+        subject: UserId,
+        change: chat_proto::frame::MembershipChange,
+        by: UserId,
+        recipients: &[UserId],
+    ) {
+        self.invalidate(conversation);
+        let frame = SharedFrame::new(ServerFrame::Membership(chat_proto::frame::Membership {
+            conversation,
+            user: subject,
+            change,
+            by,
+        }));
+        self.send_to_users(recipients, &frame, None);
+    }
+
+    /// Delivers newly committed messages to every session of every member (the
+    /// sender's included), each encoded once per wire.
+    pub async fn deliver(&self, messages: Vec<Message>) {
+        for message in messages {
+            let members = match self.conversation(message.conversation).await {
+                Ok(Some(c)) => c.members,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, conversation = %message.conversation, "membership lookup failed; message reaches clients by resume");
+                    continue;
+                }
+            };
+            let frame = SharedFrame::new(ServerFrame::Message(message));
+            self.send_to_users(&members, &frame, None);
+        }
+    }
+
+    /// Takes one send from the user's budget (`rate` per second, `burst` at once);
+    /// `Err(wait)` when it is exhausted.
+    pub fn take_send_token(
+        &self,
+        user: UserId,
+        rate: u32,
+        burst: u32,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let mut map = self.send_limits.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(60));
+        }
+        let rate = f64::from(rate.max(1));
+        let burst = f64::from(burst.max(1));
+        let bucket = map.entry(user).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let elapsed = now.duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+        }
+    }
+
+    /// Runs the fan-out of committed messages until the appender ends.
+    pub fn spawn_delivery(self: &Arc<Self>, mut committed: mpsc::Receiver<Vec<Message>>) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = committed.recv().await {
+                hub.deliver(batch).await;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(n: u64) -> UserId {
+        UserId::new(n).unwrap_or_else(|_| unreachable!())
+    }
+
+    #[test]
+    fn shared_frames_encode_once_per_wire_and_share_the_buffer() {
+        let frame = SharedFrame::new(ServerFrame::Ping(chat_proto::frame::Ping { nonce: 3 }));
+        let a = frame.bytes(Wire::WsPostcard).unwrap_or_default();
+        let b = frame.bytes(Wire::WsPostcard).unwrap_or_default();
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "same allocation for every recipient"
+        );
+        let s = frame.bytes(Wire::Stream).unwrap_or_default();
+        assert_eq!(&s[4..], &a[..]);
+        assert_eq!(
+            s[4..].as_ptr(),
+            a.as_ptr(),
+            "stream framing is a view of the same buffer"
+        );
+        assert_eq!(
+            frame.bytes(Wire::WsJson).as_deref(),
+            Some(&br#"{"ping":{"nonce":3}}"#[..])
+        );
+    }
+
+    #[test]
+    fn overflowing_queues_mark_the_session_slow() {
+        let limits = QueueLimits {
+            frames: 4,
+            bytes: 1000,
+        };
+        let (handle, queue) = SessionHandle::new(1, user(1), Wire::WsPostcard, limits);
+        for _ in 0..4 {
+            assert!(handle.push(Outbound::Frame(Bytes::from_static(b"x"))));
+        }
+        assert!(!queue.slow.is_raised());
+        assert!(
+            !handle.push(Outbound::Frame(Bytes::from_static(b"x"))),
+            "frame bound"
+        );
+        assert!(queue.slow.is_raised());
+        assert!(
+            !handle.push(Outbound::Frame(Bytes::from_static(b"x"))),
+            "stays slow"
+        );
+
+        let (handle, queue) = SessionHandle::new(2, user(1), Wire::WsPostcard, limits);
+        assert!(handle.push(Outbound::Frame(Bytes::from(vec![0u8; 600]))));
+        assert!(
+            !handle.push(Outbound::Frame(Bytes::from(vec![0u8; 600]))),
+            "byte bound"
+        );
+        assert!(queue.slow.is_raised());
+        assert_eq!(queue.queued.load(Ordering::Acquire), 600);
+    }
+
+    #[test]
+    fn send_budget_refills_at_the_rate() {
+        let store: Arc<dyn Store> = Arc::new(NoStore);
+        let hub = Hub::new(store, QueueLimits::default());
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert!(hub.take_send_token(user(1), 10, 5, t0).is_ok());
+        }
+        let wait = hub
+            .take_send_token(user(1), 10, 5, t0)
+            .expect_err("burst spent");
+        assert!(wait <= Duration::from_millis(100));
+        assert!(hub.take_send_token(user(2), 10, 5, t0).is_ok(), "per user");
+        assert!(
+            hub.take_send_token(user(1), 10, 5, t0 + Duration::from_millis(100))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn registration_tracks_first_and_last_session() {
+        let hub = Hub::new(Arc::new(NoStore), QueueLimits::default());
+        let (a, _qa) = hub.new_session(user(1), Wire::WsJson);
+        let (b, _qb) = hub.new_session(user(1), Wire::Stream);
+        assert!(hub.register(a.clone()));
+        assert!(!hub.register(b.clone()));
+        assert!(hub.is_online(user(1)));
+        assert!(!hub.unregister(user(1), a.id));
+        assert!(hub.unregister(user(1), b.id));
+        assert!(!hub.is_online(user(1)));
+    }
+
+    /// A store for tests that never touch it.
+    #[derive(Debug)]
+    struct NoStore;
+
+    macro_rules! unused {
+        ($($name:ident($($arg:ty),*) -> $ret:ty;)*) => {
+            $(fn $name(&self, $(_: $arg),*) -> crate::store::StoreFuture<'_, $ret> {
+                Box::pin(async { Err(StoreError::Closed) })
+            })*
+        };
+    }
+
+    impl Store for NoStore {
+        fn backend(&self) -> &'static str {
+            "none"
+        }
+        unused! {
+            ping() -> ();
+            create_user(crate::store::NewUser) -> crate::store::User;
+            user(UserId) -> Option<crate::store::User>;
+            credentials(&str) -> Option<crate::store::Credentials>;
+            search_users(&str, Option<&str>, u32) -> Vec<crate::store::User>;
+            update_profile(UserId, Option<String>, Option<String>) -> Option<crate::store::User>;
+            set_password(UserId, String) -> ();
+            delete_user(UserId, chat_proto::ids::Timestamp) -> ();
+            set_last_seen(UserId, chat_proto::ids::Timestamp) -> ();
+            create_session(UserId, [u8; 32], chat_proto::ids::Timestamp, chat_proto::ids::Timestamp, &str) -> i64;
+            rotate_refresh([u8; 32], [u8; 32], chat_proto::ids::Timestamp, chat_proto::ids::Timestamp) -> crate::store::Rotation;
+            refresh_session([u8; 32]) -> Option<i64>;
+            session_user(i64, UserId) -> Option<crate::store::User>;
+            revoke_session(i64, chat_proto::ids::Timestamp) -> ();
+            revoke_other_sessions(UserId, i64, chat_proto::ids::Timestamp) -> ();
+            direct_conversation(UserId, UserId, chat_proto::ids::Timestamp) -> (crate::store::Conversation, bool);
+            create_group(UserId, String, Vec<UserId>, bool, chat_proto::ids::Timestamp) -> crate::store::Conversation;
+            conversation(ConversationId, UserId) -> Option<crate::store::Conversation>;
+            conversations(UserId) -> Vec<crate::store::ConversationSummary>;
+            heads(UserId) -> Vec<chat_proto::frame::Cursor>;
+            conversation_meta(ConversationId) -> Option<ConversationMeta>;
+            member_ids(ConversationId) -> Vec<UserId>;
+            add_member(ConversationId, UserId, crate::store::Role, chat_proto::ids::Timestamp) -> bool;
+            remove_member(ConversationId, UserId) -> bool;
+            history(ConversationId, Option<chat_proto::ids::Seq>, u32) -> (Vec<Message>, bool);
+            messages_after(ConversationId, chat_proto::ids::Seq, u32) -> (Vec<Message>, bool);
+            mark_read(ConversationId, UserId, chat_proto::ids::Seq) -> Option<chat_proto::ids::Seq>;
+            append_batch(Vec<crate::store::NewMessage>) -> Vec<crate::store::Appended>;
+        }
+    }
+}

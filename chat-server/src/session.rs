@@ -1,0 +1,830 @@
+//! One session per connection, written once for every transport.
+//!
+//! A transport supplies a [`FrameReader`] (complete frame payloads in) and a
+//! [`FrameWriter`] (queued frames out); everything else is here: the handshake within
+//! its deadline, request validation (chat-proto's `ServerSession`), sends through the
+//! group-commit appender with acks in request order, history and sync pages cut to the
+//! frame limit, receipts, typing, presence, heartbeats, slow-consumer handling and
+//! draining on shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chat_proto::body::Body;
+use chat_proto::codec;
+use chat_proto::error::{DecodeError, ErrorCode};
+use chat_proto::frame::{
+    Ack, ClientFrame, Cursor, Done, Error, GoAway, GoAwayReason, Hello, Page, Ping, Pong, Presence,
+    PresenceStatus, Receipt, ReplayDone, ServerFrame, Typing, Welcome,
+};
+use chat_proto::ids::{ConversationId, RequestId, Seq, Timestamp, UserId};
+use chat_proto::limits::{HANDSHAKE_TIMEOUT, MAX_REPLAY, MAX_SERVER_FRAME, MAX_SERVER_FRAME_JSON};
+use chat_proto::session::{Inbound, Rejection, ServerSession};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
+
+use crate::app::App;
+use crate::hub::{Outbound, SessionHandle, SessionQueue, SharedFrame, Wire};
+use crate::store::append::AppendResult;
+use crate::store::{Appended, NewMessage};
+
+/// What a transport read.
+#[derive(Debug)]
+pub enum ReadEvent {
+    /// One complete frame payload.
+    Frame(Bytes),
+    /// A transport-level ping to answer (WebSocket).
+    Ping(Bytes),
+    /// The peer closed the connection.
+    Closed,
+}
+
+/// A transport failure while reading.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A message exceeded the frame limit.
+    #[error("message too large")]
+    TooLarge,
+    /// The peer broke the transport's rules (wrong message type, bad fragmentation).
+    #[error("transport protocol error: {0}")]
+    Protocol(String),
+    /// A text message that is not UTF-8.
+    #[error("text message is not valid UTF-8")]
+    InvalidUtf8,
+    /// The connection failed.
+    #[error("connection error: {0}")]
+    Io(String),
+}
+
+/// Why the server closes a connection, for the transport's close signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Normal end.
+    Normal,
+    /// Server shutting down (WebSocket 1001).
+    GoingAway,
+    /// A fatal protocol error was sent (WebSocket 1008).
+    Policy,
+    /// A frame was too large (WebSocket 1009).
+    TooLarge,
+    /// Transport rules broken (WebSocket 1002).
+    Protocol,
+    /// A text message that is not UTF-8 (WebSocket 1007).
+    InvalidData,
+}
+
+/// Reads complete frames from a transport.
+pub trait FrameReader: Send + 'static {
+    /// The next event. Need not be cancel-safe: the session reads in a task of its own
+    /// and never drops this future midway.
+    fn next(&mut self) -> impl Future<Output = Result<ReadEvent, ReadError>> + Send;
+}
+
+/// Events read ahead of the session at most; past this the reader stops reading and
+/// the transport's own flow control pushes back on the peer.
+const READ_AHEAD: usize = 16;
+
+/// Reads in a task of its own, so that the session's `select!` only ever waits on a
+/// cancel-safe channel.
+fn spawn_reader<R: FrameReader>(
+    mut reader: R,
+) -> (
+    tokio::sync::mpsc::Receiver<Result<ReadEvent, ReadError>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let task = tokio::spawn(async move {
+        loop {
+            let event = reader.next().await;
+            let end = !matches!(event, Ok(ReadEvent::Frame(_) | ReadEvent::Ping(_)));
+            if tx.send(event).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    (rx, task)
+}
+
+/// Writes queued frames to a transport.
+pub trait FrameWriter: Send + 'static {
+    /// Writes a batch and flushes once.
+    fn write_batch(
+        &mut self,
+        batch: &[Outbound],
+    ) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// Ends the connection, with a reason where the transport has a way to say it.
+    fn close(&mut self, reason: CloseReason) -> impl Future<Output = ()> + Send;
+}
+
+type PendingAck = Pin<Box<dyn Future<Output = (RequestId, Option<AppendResult>)> + Send + Sync>>;
+
+/// Most frames the writer takes from the queue per write.
+const WRITE_BATCH: usize = 256;
+/// Minimum interval between typing updates relayed per conversation and session.
+const TYPING_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Drains a session's queue into the transport, batching writes.
+pub async fn write_loop<W: FrameWriter>(
+    mut writer: W,
+    mut queue: SessionQueue,
+    mut close: tokio::sync::oneshot::Receiver<CloseReason>,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let reason = loop {
+        tokio::select! {
+            biased;
+            n = queue.rx.recv_many(&mut batch, WRITE_BATCH) => {
+                if n == 0 {
+                    break CloseReason::Normal;
+                }
+                let bytes: usize = batch.iter().map(|o| match o { Outbound::Frame(b) | Outbound::Pong(b) => b.len() }).sum();
+                let result = writer.write_batch(&batch).await;
+                queue.queued.fetch_sub(bytes, Ordering::AcqRel);
+                batch.clear();
+                if result.is_err() {
+                    return;
+                }
+            }
+            reason = &mut close => {
+                // Flush what is already queued, then close.
+                while let Ok(item) = queue.rx.try_recv() {
+                    batch.push(item);
+                }
+                if !batch.is_empty() {
+                    let _ = writer.write_batch(&batch).await;
+                }
+                break reason.unwrap_or(CloseReason::Normal);
+            }
+        }
+    };
+    writer.close(reason).await;
+}
+
+/// Runs one connection's session to its end.
+pub async fn run<R: FrameReader, W: FrameWriter>(
+    app: App,
+    wire: Wire,
+    reader: R,
+    writer: W,
+    peer: String,
+) {
+    let (mut events, reader_task) = spawn_reader(reader);
+    let user_placeholder = UserId::new(1).unwrap_or_else(|_| unreachable!("1 is a valid id"));
+    // The handle exists before authentication so errors can be queued; it is only
+    // registered with the hub once the user is known.
+    let (handle, queue) = app.hub().new_session(user_placeholder, wire);
+    let (close_tx, close_rx) = tokio::sync::oneshot::channel();
+    let slow = queue.slow.clone();
+    let mut writer_task = tokio::spawn(write_loop(writer, queue, close_rx));
+    let span = tracing::info_span!("session", id = handle.id, %peer, wire = ?wire, user = tracing::field::Empty);
+    let mut driver = Driver::new(app.clone(), wire, handle);
+    let reason = tracing::Instrument::instrument(
+        async {
+            let reason = driver.run(&mut events, &slow).await;
+            driver.finish().await;
+            reason
+        },
+        span,
+    )
+    .await;
+    let _ = close_tx.send(reason);
+    // Read (and discard) until the peer answers the close or a second passes, so the
+    // connection is not reset under a close frame the peer has not read yet.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(ReadEvent::Frame(_) | ReadEvent::Ping(_))) = events.recv().await {}
+    })
+    .await;
+    reader_task.abort();
+    // A writer stuck on a peer that stopped reading is abandoned after a grace period.
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer_task)
+        .await
+        .is_err()
+    {
+        writer_task.abort();
+    }
+}
+
+/// Which page a request asks for.
+#[derive(Clone, Copy, Debug)]
+enum PageKind {
+    /// Older than a seq (or the newest), newest first.
+    History(Option<Seq>),
+    /// Newer than a seq, oldest first.
+    Sync(Seq),
+}
+
+struct Driver {
+    app: App,
+    wire: Wire,
+    proto: ServerSession,
+    handle: SessionHandle,
+    user: Option<UserId>,
+    registered: bool,
+    pending: FuturesOrdered<PendingAck>,
+    typing: HashMap<ConversationId, Instant>,
+    last_heard: Instant,
+    ping_sent: bool,
+    draining: bool,
+}
+
+impl Driver {
+    fn new(app: App, wire: Wire, handle: SessionHandle) -> Self {
+        let limits = app.limits();
+        Self {
+            app,
+            wire,
+            proto: ServerSession::new(limits),
+            handle,
+            user: None,
+            registered: false,
+            pending: FuturesOrdered::new(),
+            typing: HashMap::new(),
+            last_heard: Instant::now(),
+            ping_sent: false,
+            draining: false,
+        }
+    }
+
+    fn push(&self, frame: ServerFrame) {
+        self.handle.push_shared(&SharedFrame::new(frame));
+    }
+
+    fn reject(&self, rejection: &Rejection) {
+        tracing::debug!(code = %rejection.code, message = %rejection.message, "frame rejected");
+        self.push(rejection.to_frame());
+    }
+
+    fn error(&self, request_id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) {
+        self.push(ServerFrame::error(request_id, code, message));
+    }
+
+    fn decode(&self, payload: &[u8]) -> Result<ClientFrame, DecodeError> {
+        match self.wire {
+            Wire::WsJson => codec::decode_json(payload),
+            Wire::WsPostcard | Wire::Stream => codec::decode_postcard(payload),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        events: &mut tokio::sync::mpsc::Receiver<Result<ReadEvent, ReadError>>,
+        slow: &crate::hub::SlowFlag,
+    ) -> CloseReason {
+        let mut shutdown = self.app.shutdown_signal();
+        let handshake_deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let limits = self.app.limits();
+        let heartbeat = Duration::from_millis(u64::from(limits.heartbeat_ms));
+        let idle = Duration::from_millis(u64::from(limits.idle_timeout_ms));
+        loop {
+            let deadline = if self.user.is_none() {
+                handshake_deadline
+            } else if self.ping_sent {
+                tokio::time::Instant::from_std(self.last_heard + idle)
+            } else {
+                tokio::time::Instant::from_std(self.last_heard + heartbeat)
+            };
+            tokio::select! {
+                biased;
+                () = slow.wait() => {
+                    tracing::info!("slow consumer: closing");
+                    // Best effort: the queue may have no room for it.
+                    self.error(None, ErrorCode::SlowConsumer, "the connection fell too far behind; reconnect and resume");
+                    return CloseReason::Policy;
+                }
+                () = async { let _ = shutdown.wait_for(|s| *s).await; }, if !self.draining => {
+                    self.draining = true;
+                    let jitter = rand::random::<u32>() % 2000;
+                    self.push(ServerFrame::GoAway(GoAway {
+                        reason: GoAwayReason::Shutdown,
+                        reconnect_after_ms: 500 + jitter,
+                        message: "server shutting down".into(),
+                    }));
+                    if self.pending.is_empty() {
+                        return CloseReason::GoingAway;
+                    }
+                }
+                Some((request_id, result)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.answer_send(request_id, result);
+                    if self.draining && self.pending.is_empty() {
+                        return CloseReason::GoingAway;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if self.user.is_none() {
+                        self.error(None, ErrorCode::HandshakeTimeout, "no hello within the handshake deadline");
+                        return CloseReason::Policy;
+                    }
+                    if self.ping_sent {
+                        self.error(None, ErrorCode::IdleTimeout, "no frame within the idle timeout");
+                        return CloseReason::Policy;
+                    }
+                    self.ping_sent = true;
+                    self.push(ServerFrame::Ping(Ping { nonce: rand::random() }));
+                }
+                event = events.recv() => {
+                    let Some(event) = event else { return CloseReason::Normal };
+                    self.last_heard = Instant::now();
+                    self.ping_sent = false;
+                    match event {
+                        Ok(ReadEvent::Frame(payload)) => {
+                            if let Some(reason) = self.on_payload(&payload).await {
+                                return reason;
+                            }
+                        }
+                        Ok(ReadEvent::Ping(data)) => {
+                            self.handle.push(Outbound::Pong(data));
+                        }
+                        Ok(ReadEvent::Closed) => return CloseReason::Normal,
+                        Err(ReadError::TooLarge) => {
+                            let r = self.proto.undecodable(&DecodeError::TooLarge { len: 0, max: 0 });
+                            self.error(None, r.code, "frame exceeds the size limit");
+                            return CloseReason::TooLarge;
+                        }
+                        Err(ReadError::InvalidUtf8) => {
+                            self.error(None, ErrorCode::BadFrame, "text message is not valid UTF-8");
+                            return CloseReason::InvalidData;
+                        }
+                        Err(ReadError::Protocol(what)) => {
+                            self.error(None, ErrorCode::BadFrame, what);
+                            return CloseReason::Protocol;
+                        }
+                        Err(ReadError::Io(e)) => {
+                            tracing::debug!(error = %e, "connection lost");
+                            return CloseReason::Normal;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one frame; `Some` ends the session.
+    async fn on_payload(&mut self, payload: &[u8]) -> Option<CloseReason> {
+        let frame = match self.decode(payload) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let rejection = self.proto.undecodable(&e);
+                self.reject(&rejection);
+                return rejection.fatal.then_some(CloseReason::Policy);
+            }
+        };
+        let inbound = match self.proto.receive(frame) {
+            Ok(inbound) => inbound,
+            Err(rejection) => {
+                self.reject(&rejection);
+                return rejection.fatal.then_some(CloseReason::Policy);
+            }
+        };
+        match inbound {
+            Inbound::Hello { hello, version } => return self.on_hello(hello, version).await,
+            Inbound::Ping(Ping { nonce }) => self.push(ServerFrame::Pong(Pong { nonce })),
+            Inbound::Pong(_) => {}
+            Inbound::Typing(t) => self.on_typing(t.conversation, t.active).await,
+            Inbound::Request(request) => {
+                if self.draining {
+                    let id = request.request_id();
+                    self.push(ServerFrame::Error(Error {
+                        request_id: id,
+                        code: ErrorCode::Unavailable,
+                        message: "server shutting down; retry on a new connection".into(),
+                        retry_after_ms: Some(1000),
+                    }));
+                    self.proto.finished();
+                } else {
+                    self.on_request(request).await;
+                }
+            }
+        }
+        None
+    }
+
+    async fn on_hello(
+        &mut self,
+        hello: Hello,
+        version: chat_proto::version::ProtocolVersion,
+    ) -> Option<CloseReason> {
+        let caller = match self.app.authenticate_token(&hello.token).await {
+            Ok(caller) => caller,
+            Err(e) => {
+                let code = if e.code == "invalid_token" {
+                    ErrorCode::InvalidToken
+                } else {
+                    ErrorCode::Unavailable
+                };
+                let r = self.proto.refused(code, e.message);
+                self.reject(&r);
+                return Some(CloseReason::Policy);
+            }
+        };
+        let user = caller.user.id;
+        tracing::Span::current().record("user", tracing::field::display(user));
+        if self.proto.established(user).is_err() {
+            return Some(CloseReason::Policy);
+        }
+        // `welcome` must be the first frame this session sends, so it is queued before
+        // the session becomes reachable through the hub. Anything committed between
+        // reading the heads and registering is replayed below.
+        let heads = match self.app.store().heads(user).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "loading heads failed");
+                self.error(None, ErrorCode::Unavailable, "storage is unavailable");
+                return Some(CloseReason::Policy);
+            }
+        };
+        self.push(ServerFrame::Welcome(Welcome {
+            version,
+            user,
+            server_time: Timestamp::now(),
+            limits: self.app.limits(),
+            heads: heads.clone(),
+        }));
+        self.handle.user = user;
+        let first = self.app.hub().register(self.handle.clone());
+        self.registered = true;
+        self.user = Some(user);
+        let now_heads = self
+            .app
+            .store()
+            .heads(user)
+            .await
+            .unwrap_or_else(|_| heads.clone());
+        self.replay(&hello.resume, &heads, &now_heads).await;
+        self.presence_on_connect(user, first, &heads).await;
+        tracing::info!(client = %hello.client, "session established");
+        None
+    }
+
+    /// Replays what each resume cursor missed, and what was committed while the
+    /// session was being registered, then sends `replay_done`.
+    async fn replay(&mut self, resume: &[Cursor], welcome_heads: &[Cursor], now_heads: &[Cursor]) {
+        let at_welcome: HashMap<ConversationId, Seq> = welcome_heads
+            .iter()
+            .map(|c| (c.conversation, c.seq))
+            .collect();
+        let mut from: Vec<(ConversationId, Seq)> = Vec::new();
+        for head in now_heads {
+            let cursor = resume
+                .iter()
+                .find(|c| c.conversation == head.conversation)
+                .map(|c| c.seq);
+            // Tracked: from the client's cursor. Untracked: from the head the client was
+            // told (or from the start, for a conversation it has not heard of yet).
+            let start = cursor.unwrap_or_else(|| {
+                at_welcome
+                    .get(&head.conversation)
+                    .copied()
+                    .unwrap_or(Seq::ZERO)
+            });
+            if start < head.seq {
+                from.push((head.conversation, start));
+            }
+        }
+        let mut truncated = Vec::new();
+        for (conversation, start) in from {
+            match self
+                .app
+                .store()
+                .messages_after(conversation, start, u32::from(MAX_REPLAY))
+                .await
+            {
+                Ok((messages, more)) => {
+                    if more {
+                        truncated.push(conversation);
+                    }
+                    for m in messages {
+                        self.push(ServerFrame::Message(m));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "replay failed; the client will sync");
+                    truncated.push(conversation);
+                }
+            }
+        }
+        self.push(ServerFrame::ReplayDone(ReplayDone { truncated }));
+    }
+
+    /// Tells contacts that `user` came online (first session), and tells this session
+    /// which contacts are online now.
+    async fn presence_on_connect(&self, user: UserId, first: bool, heads: &[Cursor]) {
+        let contacts = self.contacts(heads).await;
+        if first {
+            let frame = SharedFrame::new(ServerFrame::Presence(Presence {
+                user,
+                status: PresenceStatus::Online,
+                last_seen: None,
+            }));
+            let others: Vec<UserId> = contacts.iter().copied().filter(|&c| c != user).collect();
+            self.app.hub().send_to_users(&others, &frame, None);
+        }
+        for contact in contacts {
+            if contact != user && self.app.hub().is_online(contact) {
+                self.push(ServerFrame::Presence(Presence {
+                    user: contact,
+                    status: PresenceStatus::Online,
+                    last_seen: None,
+                }));
+            }
+        }
+    }
+
+    async fn contacts(&self, heads: &[Cursor]) -> Vec<UserId> {
+        let mut contacts = Vec::new();
+        for head in heads {
+            if let Ok(Some(c)) = self.app.hub().conversation(head.conversation).await {
+                contacts.extend(c.members.iter().copied());
+            }
+        }
+        contacts.sort_unstable();
+        contacts.dedup();
+        contacts
+    }
+
+    /// The conversation if this session's user is a member.
+    async fn membership(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<crate::hub::CachedConversation, (ErrorCode, &'static str)> {
+        let user = self
+            .user
+            .ok_or((ErrorCode::HandshakeRequired, "no session"))?;
+        match self.app.hub().conversation(conversation).await {
+            Ok(Some(c)) if c.has(user) => Ok(c),
+            Ok(_) => Err((ErrorCode::NotFound, "no such conversation")),
+            Err(e) => {
+                tracing::error!(error = %e, "membership lookup failed");
+                Err((ErrorCode::Unavailable, "storage is unavailable"))
+            }
+        }
+    }
+
+    async fn on_typing(&mut self, conversation: ConversationId, active: bool) {
+        let Some(user) = self.user else { return };
+        let Ok(c) = self.membership(conversation).await else {
+            return;
+        };
+        let now = Instant::now();
+        if active
+            && let Some(last) = self.typing.get(&conversation)
+            && now.duration_since(*last) < TYPING_INTERVAL
+        {
+            return;
+        }
+        self.typing.insert(conversation, now);
+        let others: Vec<UserId> = c.members.iter().copied().filter(|&m| m != user).collect();
+        let frame = SharedFrame::new(ServerFrame::Typing(Typing {
+            conversation,
+            user,
+            active,
+        }));
+        self.app.hub().send_to_users(&others, &frame, None);
+    }
+
+    async fn on_request(&mut self, request: ClientFrame) {
+        let request_id = request.request_id();
+        match request {
+            ClientFrame::Send(send) => {
+                let c = match self.membership(send.conversation).await {
+                    Ok(c) => c,
+                    Err((code, message)) => return self.fail(request_id, code, message),
+                };
+                if c.encrypted && matches!(send.body, Body::Text(_)) {
+                    return self.fail(
+                        request_id,
+                        ErrorCode::EncryptionRequired,
+                        "this conversation is end-to-end encrypted",
+                    );
+                }
+                let Some(user) = self.user else { return };
+                let limits = self.app.limits();
+                if let Err(wait) = self.app.hub().take_send_token(
+                    user,
+                    limits.send_rate,
+                    limits.send_burst,
+                    Instant::now(),
+                ) {
+                    self.proto.finished();
+                    self.push(ServerFrame::Error(Error {
+                        request_id,
+                        code: ErrorCode::RateLimited,
+                        message: "sending too fast".into(),
+                        retry_after_ms: Some(
+                            u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1),
+                        ),
+                    }));
+                    return;
+                }
+                let message = NewMessage {
+                    conversation: send.conversation,
+                    sender: user,
+                    client_msg_id: send.client_msg_id,
+                    body: send.body,
+                    sent_at: Timestamp::now(),
+                };
+                let rid = send.request_id;
+                match self.app.appender().enqueue(message).await {
+                    Ok(answer) => self
+                        .pending
+                        .push_back(Box::pin(async move { (rid, answer.await.ok()) })),
+                    Err(_) => {
+                        self.fail(request_id, ErrorCode::Unavailable, "storage is unavailable")
+                    }
+                }
+            }
+            ClientFrame::History(h) => {
+                let kind = PageKind::History(h.before);
+                self.serve_page(h.request_id, h.conversation, kind, h.limit)
+                    .await;
+            }
+            ClientFrame::Sync(s) => {
+                let kind = PageKind::Sync(s.after);
+                self.serve_page(s.request_id, s.conversation, kind, s.limit)
+                    .await;
+            }
+            ClientFrame::MarkRead(m) => {
+                let c = match self.membership(m.conversation).await {
+                    Ok(c) => c,
+                    Err((code, message)) => return self.fail(request_id, code, message),
+                };
+                let Some(user) = self.user else { return };
+                match self
+                    .app
+                    .store()
+                    .mark_read(m.conversation, user, m.seq)
+                    .await
+                {
+                    Ok(moved) => {
+                        self.push(ServerFrame::Done(Done {
+                            request_id: m.request_id,
+                        }));
+                        self.proto.finished();
+                        if let Some(seq) = moved {
+                            let frame = SharedFrame::new(ServerFrame::Receipt(Receipt {
+                                conversation: m.conversation,
+                                user,
+                                seq,
+                            }));
+                            self.app.hub().send_to_users(&c.members, &frame, None);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "mark_read failed");
+                        self.fail(request_id, ErrorCode::Unavailable, "storage is unavailable");
+                    }
+                }
+            }
+            ClientFrame::Hello(_)
+            | ClientFrame::Typing(_)
+            | ClientFrame::Ping(_)
+            | ClientFrame::Pong(_) => {}
+        }
+    }
+
+    /// Answers `history` (newest first, before a seq) or `sync` (oldest first, after a
+    /// seq) for members.
+    async fn serve_page(
+        &mut self,
+        request_id: RequestId,
+        conversation: ConversationId,
+        kind: PageKind,
+        limit: u16,
+    ) {
+        if let Err((code, message)) = self.membership(conversation).await {
+            return self.fail(Some(request_id), code, message);
+        }
+        let store = self.app.store();
+        let limit = u32::from(limit);
+        let result = match kind {
+            PageKind::History(before) => store.history(conversation, before, limit).await,
+            PageKind::Sync(after) => store.messages_after(conversation, after, limit).await,
+        };
+        match result {
+            Ok((messages, more)) => {
+                let page = self.fit_page(request_id, conversation, messages, more);
+                self.push(match kind {
+                    PageKind::History(_) => ServerFrame::HistoryPage(page),
+                    PageKind::Sync(_) => ServerFrame::SyncPage(page),
+                });
+                self.proto.finished();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading a page failed");
+                self.fail(
+                    Some(request_id),
+                    ErrorCode::Unavailable,
+                    "storage is unavailable",
+                );
+            }
+        }
+    }
+
+    fn fail(&mut self, request_id: Option<RequestId>, code: ErrorCode, message: &str) {
+        self.proto.finished();
+        self.error(request_id, code, message);
+    }
+
+    /// Cuts a page until its encoding fits the client's frame limit.
+    fn fit_page(
+        &self,
+        request_id: RequestId,
+        conversation: ConversationId,
+        mut messages: Vec<chat_proto::frame::Message>,
+        mut more: bool,
+    ) -> Page {
+        let max = match self.wire {
+            Wire::WsJson => MAX_SERVER_FRAME_JSON,
+            Wire::WsPostcard | Wire::Stream => MAX_SERVER_FRAME,
+        };
+        loop {
+            let page = Page {
+                request_id,
+                conversation,
+                messages,
+                has_more: more,
+            };
+            let size = match self.wire {
+                Wire::WsJson => codec::encode_json(&ServerFrame::SyncPage(page.clone()))
+                    .map(|s| s.len())
+                    .unwrap_or(usize::MAX),
+                _ => codec::encode_postcard(&ServerFrame::SyncPage(page.clone()))
+                    .map(|e| e.payload_len())
+                    .unwrap_or(usize::MAX),
+            };
+            if size <= max || page.messages.len() <= 1 {
+                return page;
+            }
+            messages = page.messages;
+            let keep = messages.len() / 2;
+            messages.truncate(keep);
+            more = true;
+        }
+    }
+
+    fn answer_send(&mut self, request_id: RequestId, result: Option<AppendResult>) {
+        self.proto.finished();
+        let rid = Some(request_id);
+        match result {
+            Some(Ok(Appended::New(m) | Appended::Duplicate(m))) => {
+                self.push(ServerFrame::Ack(Ack {
+                    request_id,
+                    conversation: m.conversation,
+                    id: m.id,
+                    seq: m.seq,
+                    sent_at: m.sent_at,
+                }))
+            }
+            Some(Ok(Appended::Conflict)) => self.error(
+                rid,
+                ErrorCode::IdempotencyConflict,
+                "client_msg_id was used for a different message",
+            ),
+            Some(Ok(Appended::NoConversation)) => {
+                self.error(rid, ErrorCode::NotFound, "no such conversation")
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "send failed to commit");
+                self.push(ServerFrame::Error(Error {
+                    request_id: rid,
+                    code: ErrorCode::Unavailable,
+                    message: "storage is unavailable".into(),
+                    retry_after_ms: Some(1000),
+                }));
+            }
+            None => self.error(rid, ErrorCode::Unavailable, "server shutting down"),
+        }
+    }
+
+    /// Unregisters and announces offline when the last session of the user ends.
+    async fn finish(&mut self) {
+        let Some(user) = self.user else { return };
+        if !self.registered {
+            return;
+        }
+        self.registered = false;
+        let last = self.app.hub().unregister(user, self.handle.id);
+        if last {
+            let now = Timestamp::now();
+            if let Err(e) = self.app.store().set_last_seen(user, now).await {
+                tracing::warn!(error = %e, "recording last seen failed");
+            }
+            let heads = self.app.store().heads(user).await.unwrap_or_default();
+            let contacts: Vec<UserId> = self
+                .contacts(&heads)
+                .await
+                .into_iter()
+                .filter(|&c| c != user)
+                .collect();
+            let frame = SharedFrame::new(ServerFrame::Presence(Presence {
+                user,
+                status: PresenceStatus::Offline,
+                last_seen: Some(now),
+            }));
+            self.app.hub().send_to_users(&contacts, &frame, None);
+        }
+    }
+}

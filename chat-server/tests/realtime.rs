@@ -1,0 +1,865 @@
+//! The real-time core over real WebSocket connections: delivery, devices, resume,
+//! idempotency, typing/presence/receipts, hostile input and slow consumers.
+
+mod common;
+
+use std::time::Duration;
+
+use chat_proto::body::Body;
+use chat_proto::error::ErrorCode;
+use chat_proto::frame::{
+    ClientFrame, Cursor, History, MarkRead, PresenceStatus, Send, ServerFrame, SetTyping, Sync,
+};
+use chat_proto::ids::{ClientMsgId, ConversationId, RequestId, Seq, UserId};
+use chat_server::testing::TestDbKind;
+use common::ws::{End, Sub, WsClient, connect_raw};
+use common::{Account, TestServer};
+use fastwebsockets::OpCode;
+use http::StatusCode;
+use serde_json::json;
+
+fn cid(n: u64) -> ConversationId {
+    ConversationId::new(n).expect("id")
+}
+
+/// A send whose idempotency key is derived from `key` alone.
+fn send(request: u32, conversation: u64, key: u8, text: &str) -> ClientFrame {
+    ClientFrame::Send(Send {
+        request_id: RequestId(request),
+        conversation: cid(conversation),
+        client_msg_id: ClientMsgId::from_bytes([key; 16]),
+        body: Body::Text(text.to_owned()),
+    })
+}
+
+async fn dm(s: &TestServer, a: &Account, b: &Account) -> u64 {
+    let r = s
+        .post(
+            "/api/conversations",
+            Some(&a.token),
+            json!({"kind": "direct", "members": [b.id]}),
+        )
+        .await;
+    r.body["id"].as_u64().expect("conversation id")
+}
+
+/// Reads until the replay is over.
+async fn live(c: &mut WsClient) {
+    c.until(|f| matches!(f, ServerFrame::ReplayDone(_)).then_some(()))
+        .await;
+}
+
+async fn next_message(c: &mut WsClient) -> chat_proto::frame::Message {
+    c.until(|f| match f {
+        ServerFrame::Message(m) => Some(m),
+        _ => None,
+    })
+    .await
+}
+
+async fn chat_both_ways(sender_sub: Sub, receiver_sub: Sub) {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let conv = dm(&s, &alice, &bob).await;
+    let (mut a, welcome) = WsClient::login(s.addr(), sender_sub, &alice.token, vec![]).await;
+    assert_eq!(welcome.user, UserId::new(alice.id).expect("id"));
+    assert_eq!(
+        welcome.heads,
+        vec![Cursor {
+            conversation: cid(conv),
+            seq: Seq::ZERO
+        }]
+    );
+    live(&mut a).await;
+    let (mut b, _) = WsClient::login(s.addr(), receiver_sub, &bob.token, vec![]).await;
+    live(&mut b).await;
+
+    a.send(&send(1, conv, 1, "hello bob")).await;
+    let ack = a
+        .until(|f| match f {
+            ServerFrame::Ack(ack) => Some(ack),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (ack.request_id, ack.seq),
+        (RequestId(1), Seq::new(1).expect("seq"))
+    );
+    let m = next_message(&mut b).await;
+    assert_eq!(
+        (m.seq, m.id, m.body.as_text()),
+        (ack.seq, ack.id, Some("hello bob"))
+    );
+    assert_eq!(m.sender, UserId::new(alice.id).expect("id"));
+
+    b.send(&send(7, conv, 2, "hi alice")).await;
+    let m = next_message(&mut a).await;
+    // Alice sees her own message too (every session of every member), then Bob's.
+    let m = if m.body.as_text() == Some("hello bob") {
+        next_message(&mut a).await
+    } else {
+        m
+    };
+    assert_eq!((m.seq.get(), m.body.as_text()), (2, Some("hi alice")));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn two_users_chat_over_json() {
+    chat_both_ways(Sub::Json, Sub::Json).await;
+}
+
+#[tokio::test]
+async fn two_users_chat_over_postcard() {
+    chat_both_ways(Sub::Postcard, Sub::Postcard).await;
+}
+
+#[tokio::test]
+async fn postcard_sender_reaches_json_receiver() {
+    chat_both_ways(Sub::Postcard, Sub::Json).await;
+}
+
+#[tokio::test]
+async fn a_second_device_sees_its_users_sends_and_retries_are_idempotent() {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let conv = dm(&s, &alice, &bob).await;
+    let (mut phone, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
+    live(&mut phone).await;
+    let (mut laptop, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
+    live(&mut laptop).await;
+
+    phone.send(&send(1, conv, 9, "from my phone")).await;
+    let first = phone
+        .until(|f| {
+            if let ServerFrame::Ack(a) = f {
+                Some(a)
+            } else {
+                None
+            }
+        })
+        .await;
+    let m = next_message(&mut laptop).await;
+    assert_eq!(m.body.as_text(), Some("from my phone"));
+
+    // The same client_msg_id again (a retry after a lost ack): same ack, no new message.
+    phone.send(&send(2, conv, 9, "from my phone")).await;
+    let phone_ack = |f| {
+        if let ServerFrame::Ack(a) = f {
+            Some(a)
+        } else {
+            None
+        }
+    };
+    let retry = phone.until(phone_ack).await;
+    assert_eq!(
+        (retry.id, retry.seq, retry.sent_at),
+        (first.id, first.seq, first.sent_at)
+    );
+    assert_eq!(retry.request_id, RequestId(2));
+    laptop
+        .expect_silence(Duration::from_millis(300), |f| {
+            matches!(f, ServerFrame::Presence(_))
+        })
+        .await;
+    let history = s
+        .get(&format!("/api/conversations/{conv}/messages"), &alice.token)
+        .await;
+    assert_eq!(history.body["messages"].as_array().map(Vec::len), Some(1));
+
+    // Reusing the key for different content is a conflict.
+    phone.send(&send(2, conv, 9, "something else")).await;
+    let err = phone
+        .until(|f| {
+            if let ServerFrame::Error(e) = f {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(err.code, ErrorCode::IdempotencyConflict);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn reconnecting_client_gets_exactly_what_it_missed() {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let conv = dm(&s, &alice, &bob).await;
+    let (mut a, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
+    live(&mut a).await;
+    let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
+    live(&mut b).await;
+    a.send(&send(1, conv, 1, "one")).await;
+    let m = next_message(&mut b).await;
+    assert_eq!(m.seq.get(), 1);
+    drop(b); // Bob's client dies mid-conversation.
+
+    for (i, text) in ["two", "three", "four"].iter().enumerate() {
+        let id = 2 + i as u32;
+        a.send(&send(id, conv, id as u8, text)).await;
+        a.until(|f| {
+            matches!(f, ServerFrame::Ack(ack) if ack.request_id == RequestId(id)).then_some(())
+        })
+        .await;
+    }
+    let cursor = Cursor {
+        conversation: cid(conv),
+        seq: Seq::new(1).expect("seq"),
+    };
+    let (mut b, welcome) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![cursor]).await;
+    assert_eq!(welcome.heads[0].seq.get(), 4);
+    let mut replayed = Vec::new();
+    loop {
+        match b.recv().await.expect("frame") {
+            ServerFrame::Message(m) => {
+                replayed.push((m.seq.get(), m.body.as_text().map(str::to_owned)))
+            }
+            ServerFrame::ReplayDone(done) => {
+                assert!(done.truncated.is_empty());
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        replayed,
+        vec![
+            (2, Some("two".to_owned())),
+            (3, Some("three".to_owned())),
+            (4, Some("four".to_owned()))
+        ]
+    );
+
+    // Sync and history over the socket.
+    b.send(&ClientFrame::Sync(Sync {
+        request_id: RequestId(5),
+        conversation: cid(conv),
+        after: Seq::new(2).expect("seq"),
+        limit: 1,
+    }))
+    .await;
+    let page = b
+        .until(|f| {
+            if let ServerFrame::SyncPage(p) = f {
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(
+        (
+            page.messages.len(),
+            page.messages[0].seq.get(),
+            page.has_more
+        ),
+        (1, 3, true)
+    );
+    b.send(&ClientFrame::History(History {
+        request_id: RequestId(6),
+        conversation: cid(conv),
+        before: None,
+        limit: 2,
+    }))
+    .await;
+    let page = b
+        .until(|f| {
+            if let ServerFrame::HistoryPage(p) = f {
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .await;
+    let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq.get()).collect();
+    assert_eq!((seqs, page.has_more), (vec![4, 3], true));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn typing_presence_and_receipts_reach_the_right_people() {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let conv = dm(&s, &alice, &bob).await;
+    let (mut c, _) = WsClient::login(s.addr(), Sub::Json, &carol.token, vec![]).await;
+    live(&mut c).await;
+    let (mut a, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
+    live(&mut a).await;
+    let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
+    // Bob learns Alice is online as he connects; Alice learns Bob came online.
+    let p = b
+        .until(|f| {
+            if let ServerFrame::Presence(p) = f {
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!((p.user.get(), p.status), (alice.id, PresenceStatus::Online));
+    let p = a
+        .until(|f| {
+            if let ServerFrame::Presence(p) = f {
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!((p.user.get(), p.status), (bob.id, PresenceStatus::Online));
+
+    a.send(&ClientFrame::Typing(SetTyping {
+        conversation: cid(conv),
+        active: true,
+    }))
+    .await;
+    let t = b
+        .until(|f| {
+            if let ServerFrame::Typing(t) = f {
+                Some(t)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!((t.user.get(), t.active), (alice.id, true));
+
+    a.send(&send(1, conv, 1, "read me")).await;
+    let m = next_message(&mut b).await;
+    b.send(&ClientFrame::MarkRead(MarkRead {
+        request_id: RequestId(3),
+        conversation: cid(conv),
+        seq: m.seq,
+    }))
+    .await;
+    b.until(|f| matches!(f, ServerFrame::Done(d) if d.request_id == RequestId(3)).then_some(()))
+        .await;
+    let r = a
+        .until(|f| {
+            if let ServerFrame::Receipt(r) = f {
+                Some(r)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!((r.user.get(), r.seq), (bob.id, m.seq));
+    let listed = s.get("/api/conversations", &bob.token).await;
+    assert_eq!(listed.body["conversations"][0]["unread"], 0);
+
+    // Bob leaves: Alice sees him go offline with a last-seen time.
+    drop(b);
+    let p = a
+        .until(|f| {
+            if let ServerFrame::Presence(p) = f {
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!((p.user.get(), p.status), (bob.id, PresenceStatus::Offline));
+    assert!(p.last_seen.is_some());
+
+    // Carol shares no conversation: she got none of it.
+    c.expect_silence(Duration::from_millis(300), |_| false)
+        .await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let mallory = s.register("mallory").await;
+    let conv = dm(&s, &alice, &bob).await;
+    let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
+    live(&mut b).await;
+
+    // A request before hello: handshake_required, then the server closes (1008).
+    let mut x = WsClient::connect(s.addr(), Sub::Json).await;
+    x.send(&send(1, conv, 1, "sneaky")).await;
+    let e = x
+        .until(|f| {
+            if let ServerFrame::Error(e) = f {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::HandshakeRequired);
+    assert_eq!(x.recv().await.err(), Some(End::Closed(1008)));
+
+    // A forged token.
+    let mut x = WsClient::connect(s.addr(), Sub::Postcard).await;
+    x.send(&ClientFrame::Hello(chat_proto::frame::Hello {
+        version: chat_proto::version::ProtocolVersion::CURRENT,
+        token: format!("{}x", alice.token),
+        client: String::new(),
+        resume: vec![],
+    }))
+    .await;
+    let e = x
+        .until(|f| {
+            if let ServerFrame::Error(e) = f {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::InvalidToken);
+    assert_eq!(x.recv().await.err(), Some(End::Closed(1008)));
+
+    // After the handshake: garbage and unknown kinds are answered and survived...
+    let (mut m, _) = WsClient::login(s.addr(), Sub::Json, &mallory.token, vec![]).await;
+    live(&mut m).await;
+    m.send_raw(OpCode::Text, b"{not json".to_vec()).await;
+    let e = m
+        .until(|f| {
+            if let ServerFrame::Error(e) = f {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::BadFrame);
+    m.send_raw(OpCode::Text, br#"{"reaction":{"emoji":"+1"}}"#.to_vec())
+        .await;
+    let e = m
+        .until(|f| {
+            if let ServerFrame::Error(e) = f {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::UnsupportedFrame);
+    // Invalid UTF-8 in a text message fails the WebSocket connection (RFC 6455: 1007),
+    // after a bad_frame error saying why.
+    m.send_raw(OpCode::Text, b"\xff\xfe".to_vec()).await;
+    let e = m
+        .until(|f| {
+            if let ServerFrame::Error(e) = f {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::BadFrame);
+    assert_eq!(m.recv().await.err(), Some(End::Closed(1007)));
+
+    // ...a non-member send is not_found, and an empty body invalid_request.
+    let (mut m, _) = WsClient::login(s.addr(), Sub::Json, &mallory.token, vec![]).await;
+    live(&mut m).await;
+    m.send(&send(4, conv, 4, "let me in")).await;
+    let e = m
+        .until(|f| {
+            if let ServerFrame::Error(e) = f {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(
+        (e.code, e.request_id),
+        (ErrorCode::NotFound, Some(RequestId(4)))
+    );
+    m.send(&send(5, 999_999, 5, "nowhere")).await;
+    let e = m
+        .until(|f| {
+            if let ServerFrame::Error(e) = f {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(
+        e.code,
+        ErrorCode::NotFound,
+        "same answer as for a conversation that does not exist"
+    );
+    m.send(&send(6, conv, 6, "")).await;
+    let e = m
+        .until(|f| {
+            if let ServerFrame::Error(e) = f {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::InvalidRequest);
+
+    // An oversized message, even in fragments: frame_too_large and close 1009.
+    let chunk = vec![b' '; 200 * 1024];
+    m.send_fragment(false, OpCode::Text, chunk.clone()).await;
+    m.send_fragment(true, OpCode::Continuation, chunk).await;
+    let mut saw_error = false;
+    loop {
+        match m.recv().await {
+            Ok(ServerFrame::Error(e)) if e.code == ErrorCode::FrameTooLarge => saw_error = true,
+            Ok(_) => {}
+            Err(end) => {
+                assert_eq!(end, End::Closed(1009));
+                break;
+            }
+        }
+    }
+    assert!(saw_error);
+
+    // Bob was never bothered and still works.
+    b.expect_silence(Duration::from_millis(200), |f| {
+        matches!(f, ServerFrame::Presence(_))
+    })
+    .await;
+    let (mut a, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
+    live(&mut a).await;
+    a.send(&send(1, conv, 1, "still here?")).await;
+    assert_eq!(
+        next_message(&mut b).await.body.as_text(),
+        Some("still here?")
+    );
+    assert_eq!(
+        s.get(&format!("/api/conversations/{conv}/messages"), &bob.token)
+            .await
+            .body["messages"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn upgrades_need_a_subprotocol_and_a_trusted_origin() {
+    let s = TestServer::start_with(TestDbKind::Sqlite, |c| {
+        c.allowed_origins = vec!["https://chat.example".into()];
+    })
+    .await;
+    assert_eq!(
+        connect_raw(s.addr(), None, None).await.err(),
+        Some(StatusCode::BAD_REQUEST)
+    );
+    assert_eq!(
+        connect_raw(s.addr(), Some("chat.v2.json, mqtt"), None)
+            .await
+            .err(),
+        Some(StatusCode::BAD_REQUEST)
+    );
+    assert_eq!(
+        connect_raw(s.addr(), Some("chat.v1.json"), Some("https://evil.example"))
+            .await
+            .err(),
+        Some(StatusCode::FORBIDDEN)
+    );
+    let own = format!("http://{}", s.addr());
+    assert!(
+        connect_raw(s.addr(), Some("chat.v1.json"), Some(&own))
+            .await
+            .is_ok()
+    );
+    assert!(
+        connect_raw(s.addr(), Some("chat.v1.json"), Some("https://chat.example"))
+            .await
+            .is_ok()
+    );
+    let (_, chosen) = connect_raw(s.addr(), Some("mqtt, chat.v1.postcard, chat.v1.json"), None)
+        .await
+        .expect("accepted");
+    assert_eq!(chosen.as_deref(), Some("chat.v1.postcard"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn handshake_has_a_deadline_and_rate_limits_apply() {
+    let s = TestServer::start_with(TestDbKind::Sqlite, |c| {
+        c.send_rate = 1;
+        c.send_burst = 3;
+    })
+    .await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let conv = dm(&s, &alice, &bob).await;
+    let (mut a, welcome) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
+    assert_eq!(
+        (welcome.limits.send_rate, welcome.limits.send_burst),
+        (1, 3)
+    );
+    live(&mut a).await;
+    for i in 1..=4u32 {
+        a.send(&send(i, conv, i as u8, "spam")).await;
+    }
+    let mut acks = 0;
+    let limited = loop {
+        match a.recv().await.expect("frame") {
+            ServerFrame::Ack(_) => acks += 1,
+            ServerFrame::Error(e) => break e,
+            _ => {}
+        }
+    };
+    assert_eq!(
+        (limited.code, limited.request_id),
+        (ErrorCode::RateLimited, Some(RequestId(4)))
+    );
+    assert!(
+        limited
+            .retry_after_ms
+            .is_some_and(|ms| ms > 0 && ms <= 1000)
+    );
+    while acks < 3 {
+        if let Ok(ServerFrame::Ack(_)) = a.recv().await {
+            acks += 1;
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_cut_off_while_others_keep_up() {
+    let s = TestServer::start_with(TestDbKind::Sqlite, |c| {
+        c.send_rate = 1_000_000;
+        c.send_burst = 1_000_000;
+    })
+    .await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let r = s
+        .post(
+            "/api/conversations",
+            Some(&alice.token),
+            json!({"kind": "group", "title": "g", "members": [bob.id, carol.id]}),
+        )
+        .await;
+    let conv = r.body["id"].as_u64().expect("id");
+    let (mut a, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
+    live(&mut a).await;
+    let (mut bob_ws, _) = WsClient::login(s.addr(), Sub::Postcard, &bob.token, vec![]).await;
+    live(&mut bob_ws).await;
+    // Carol connects and then never reads again.
+    let (mut carol_ws, _) = WsClient::login(s.addr(), Sub::Postcard, &carol.token, vec![]).await;
+    live(&mut carol_ws).await;
+
+    let text = "x".repeat(16 * 1024 - 100);
+    let total = 1200u32;
+    let sender = tokio::spawn(async move {
+        for i in 1..=total {
+            let mut k = [0u8; 16];
+            k[..4].copy_from_slice(&i.to_be_bytes());
+            a.send(&ClientFrame::Send(Send {
+                request_id: RequestId(i),
+                conversation: cid(conv),
+                client_msg_id: ClientMsgId::from_bytes(k),
+                body: Body::Text(text.clone()),
+            }))
+            .await;
+            if i % 64 == 0 {
+                // Keep within the in-flight window.
+                a.until(|f| {
+                    matches!(f, ServerFrame::Ack(ack) if ack.request_id == RequestId(i))
+                        .then_some(())
+                })
+                .await;
+            }
+        }
+        a
+    });
+    let mut got = 0u32;
+    while got < total {
+        let m = next_message(&mut bob_ws).await;
+        got += 1;
+        assert_eq!(m.seq.get(), u64::from(got), "in order, none missing");
+    }
+    let _a = sender.await.expect("sender");
+    // Carol's connection was closed; draining what reached her socket ends in a close
+    // or error, never in all 1200 messages.
+    let mut carol_got = 0;
+    let end = loop {
+        match carol_ws.recv_within(Duration::from_secs(3)).await {
+            Ok(ServerFrame::Message(_)) => carol_got += 1,
+            Ok(_) => {}
+            Err(end) => break end,
+        }
+    };
+    assert!(
+        carol_got < total,
+        "the slow reader was cut off ({carol_got} delivered)"
+    );
+    assert_ne!(
+        end,
+        End::Timeout,
+        "the connection was closed, not left hanging"
+    );
+    assert_eq!(
+        s.server.app.hub().session_count(),
+        2,
+        "only alice and bob remain"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn membership_changes_take_effect_live() {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let (mut a, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
+    live(&mut a).await;
+    let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
+    live(&mut b).await;
+    let (mut c, _) = WsClient::login(s.addr(), Sub::Json, &carol.token, vec![]).await;
+    live(&mut c).await;
+
+    // Bob learns about a group he was put in, without polling.
+    let r = s
+        .post(
+            "/api/conversations",
+            Some(&alice.token),
+            json!({"kind": "group", "title": "g", "members": [bob.id]}),
+        )
+        .await;
+    let conv = r.body["id"].as_u64().expect("id");
+    let m = b
+        .until(|f| {
+            if let ServerFrame::Membership(m) = f {
+                Some(m)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(
+        (m.conversation, m.user.get(), m.by.get()),
+        (cid(conv), bob.id, alice.id)
+    );
+
+    a.send(&send(1, conv, 1, "before carol")).await;
+    assert_eq!(
+        next_message(&mut b).await.body.as_text(),
+        Some("before carol")
+    );
+
+    // Carol is added: she is told, and from now on receives messages.
+    s.post(
+        &format!("/api/conversations/{conv}/members"),
+        Some(&alice.token),
+        json!({"user_id": carol.id}),
+    )
+    .await;
+    let m = c
+        .until(|f| {
+            if let ServerFrame::Membership(m) = f {
+                Some(m)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(
+        (m.user.get(), m.change),
+        (carol.id, chat_proto::frame::MembershipChange::Added)
+    );
+    a.send(&send(2, conv, 2, "welcome carol")).await;
+    assert_eq!(
+        next_message(&mut c).await.body.as_text(),
+        Some("welcome carol")
+    );
+
+    // Bob is removed: he is told, and receives nothing more from the group.
+    let r = s
+        .call(
+            http::Method::DELETE,
+            &format!("/api/conversations/{conv}/members/{}", bob.id),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let m = b
+        .until(|f| match f {
+            ServerFrame::Membership(m)
+                if m.change == chat_proto::frame::MembershipChange::Removed =>
+            {
+                Some(m)
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(m.user.get(), bob.id);
+    a.send(&send(3, conv, 3, "bob is gone")).await;
+    assert_eq!(
+        next_message(&mut c).await.body.as_text(),
+        Some("bob is gone")
+    );
+    b.expect_silence(Duration::from_millis(300), |f| {
+        matches!(f, ServerFrame::Presence(_) | ServerFrame::Receipt(_))
+    })
+    .await;
+    b.send(&send(9, conv, 9, "let me back")).await;
+    let e = b
+        .until(|f| {
+            if let ServerFrame::Error(e) = f {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::NotFound);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_sends_go_away_and_loses_nothing_acknowledged() {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let conv = dm(&s, &alice, &bob).await;
+    let (mut a, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
+    live(&mut a).await;
+    for i in 1..=20u32 {
+        a.send(&send(i, conv, i as u8, "before shutdown")).await;
+    }
+    let db_url = s.db.url.clone();
+    let store = s.db.store.clone();
+    let stopping = tokio::spawn(async move { s.stop().await });
+    let mut acked = Vec::new();
+    let mut go_away = None;
+    let end = loop {
+        match a.recv().await {
+            Ok(ServerFrame::Ack(ack)) => acked.push(ack.seq),
+            Ok(ServerFrame::GoAway(g)) => go_away = Some(g),
+            Ok(_) => {}
+            Err(end) => break end,
+        }
+    };
+    stopping.await.expect("stopped");
+    let go_away =
+        go_away.unwrap_or_else(|| panic!("no go_away before {end:?}; acked {}", acked.len()));
+    assert_eq!(go_away.reason, chat_proto::frame::GoAwayReason::Shutdown);
+    assert_eq!(end, End::Closed(1001));
+    // Every acknowledged message is stored.
+    let (stored, _) = store.history(cid(conv), None, 200).await.expect("history");
+    for seq in &acked {
+        assert!(
+            stored.iter().any(|m| m.seq == *seq),
+            "acked seq {seq:?} is stored ({db_url})"
+        );
+    }
+}
