@@ -9,6 +9,8 @@
 use std::sync::Arc;
 
 use chat_proto::frame::Message;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Appended, NewMessage, Store, StoreError};
@@ -64,36 +66,67 @@ async fn run(
     max_batch: usize,
     committed: Option<mpsc::Sender<Vec<Message>>>,
 ) {
+    // Several batches may be in flight where the backend writes concurrently; they are
+    // finished in the order they were started, so acknowledgements and delivery keep
+    // commit order (one conversation's writers serialize on its row in the database).
+    let depth = store.write_concurrency().max(1);
+    let mut in_flight = FuturesOrdered::new();
     let mut pending: Vec<(NewMessage, Reply)> = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut pending, max_batch).await > 0 {
-        let (batch, replies): (Vec<NewMessage>, Vec<Reply>) = pending.drain(..).unzip();
-        let size = batch.len();
-        match store.append_batch(batch).await {
-            Ok(results) => {
-                let fresh: Vec<Message> = results
-                    .iter()
-                    .filter_map(|r| match r {
-                        Appended::New(m) => Some(m.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                // Deliver before acknowledging, so a sender never sees its ack before
-                // its other devices could have seen the message.
-                if let Some(sink) = &committed
-                    && !fresh.is_empty()
-                {
-                    let _ = sink.send(fresh).await;
-                }
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
-                }
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some((replies, size, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                finish(replies, size, result, committed.as_ref()).await;
             }
-            Err(e) => {
-                tracing::error!(error = %e, size, "message batch failed to commit");
-                let e = Arc::new(e);
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
+            n = rx.recv_many(&mut pending, max_batch), if open && in_flight.len() < depth => {
+                if n == 0 {
+                    open = false;
+                    continue;
                 }
+                let (batch, replies): (Vec<NewMessage>, Vec<Reply>) = pending.drain(..).unzip();
+                let store = store.clone();
+                in_flight.push_back(async move {
+                    let size = batch.len();
+                    (replies, size, store.append_batch(batch).await)
+                });
+            }
+            else => break,
+        }
+    }
+}
+
+async fn finish(
+    replies: Vec<Reply>,
+    size: usize,
+    result: Result<Vec<Appended>, StoreError>,
+    committed: Option<&mpsc::Sender<Vec<Message>>>,
+) {
+    match result {
+        Ok(results) => {
+            let fresh: Vec<Message> = results
+                .iter()
+                .filter_map(|r| match r {
+                    Appended::New(m) => Some(m.clone()),
+                    _ => None,
+                })
+                .collect();
+            // Deliver before acknowledging, so a sender never sees its ack before its
+            // other devices could have seen the message.
+            if let Some(sink) = committed
+                && !fresh.is_empty()
+            {
+                let _ = sink.send(fresh).await;
+            }
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, size, "message batch failed to commit");
+            let e = Arc::new(e);
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }

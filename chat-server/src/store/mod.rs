@@ -239,6 +239,11 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// Whether the database answers.
     fn ping(&self) -> StoreFuture<'_, ()>;
+    /// How many message batches may be written at once (1 for a single-writer
+    /// database).
+    fn write_concurrency(&self) -> usize {
+        1
+    }
 
     /// Registers a user; [`StoreError::Conflict`] if the username is taken.
     fn create_user(&self, user: NewUser) -> StoreFuture<'_, User>;
@@ -367,6 +372,21 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         Ok(Arc::new(SqliteStore::connect(url).await?))
     }
 }
+
+/// One message row to insert (backend-neutral).
+#[derive(Debug)]
+struct NewRow {
+    conversation: i64,
+    seq: i64,
+    sender: i64,
+    client_msg_id: Vec<u8>,
+    body_kind: i16,
+    body: Vec<u8>,
+    created_at: i64,
+}
+
+/// Inserted rows' ids, by (conversation, seq).
+type InsertedIds = std::collections::HashMap<(i64, i64), i64>;
 
 fn user_id(raw: i64) -> Result<UserId, StoreError> {
     UserId::try_from(raw).map_err(|e| StoreError::Corrupt(e.to_string()))

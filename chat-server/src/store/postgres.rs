@@ -8,6 +8,10 @@ use sqlx::{PgPool, Postgres};
 use super::StoreError;
 use super::sql::impl_store;
 
+/// Prepared statements kept per connection: the batched append statements come in
+/// one variant per batch size, and re-preparing them costs more than running them.
+const STATEMENT_CACHE: usize = 2048;
+
 /// The PostgreSQL store.
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -23,6 +27,8 @@ impl PgStore {
 
     /// Connects with explicit options (tests use them to pick a schema).
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        // Batched statements have one text per batch size; keep them all prepared.
+        let options = options.statement_cache_capacity(STATEMENT_CACHE);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
@@ -32,9 +38,60 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    /// Inserts message rows with one fixed statement over arrays, prepared once
+    /// whatever the batch size.
+    async fn insert_messages(
+        tx: &mut sqlx::Transaction<'static, Postgres>,
+        rows: &[super::NewRow],
+    ) -> Result<super::InsertedIds, StoreError> {
+        use sqlx::Row as _;
+        let conversation: Vec<i64> = rows.iter().map(|r| r.conversation).collect();
+        let seq: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        let sender: Vec<i64> = rows.iter().map(|r| r.sender).collect();
+        let key: Vec<&[u8]> = rows.iter().map(|r| r.client_msg_id.as_slice()).collect();
+        let kind: Vec<i16> = rows.iter().map(|r| r.body_kind).collect();
+        let body: Vec<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
+        let created: Vec<i64> = rows.iter().map(|r| r.created_at).collect();
+        let inserted = sqlx::query(
+            "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::smallint[], $6::bytea[], $7::bigint[]) \
+             RETURNING id, conversation_id, seq",
+        )
+        .bind(&conversation)
+        .bind(&seq)
+        .bind(&sender)
+        .bind(&key)
+        .bind(&kind)
+        .bind(&body)
+        .bind(&created)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut ids = super::InsertedIds::with_capacity(rows.len());
+        for row in inserted {
+            ids.insert(
+                (row.try_get("conversation_id")?, row.try_get("seq")?),
+                row.try_get("id")?,
+            );
+        }
+        Ok(ids)
+    }
+
+    /// Locks conversation rows in id order, so concurrent batches (on this node or
+    /// others) never wait on each other in a cycle.
+    async fn lock_conversations(
+        tx: &mut sqlx::Transaction<'static, Postgres>,
+        ids: &[i64],
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT id FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(ids)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         Ok(self.pool.begin().await?)
     }
 }
 
-impl_store!(PgStore, Postgres, "postgres");
+impl_store!(PgStore, Postgres, "postgres", 4);

@@ -4,7 +4,7 @@
 
 /// Implements [`Store`](super::Store) for a type with a `pool: sqlx::Pool<$db>` field.
 macro_rules! impl_store {
-    ($ty:ty, $db:ty, $name:literal) => {
+    ($ty:ty, $db:ty, $name:literal, $write_concurrency:literal) => {
         impl $ty {
             fn user_from_row(row: &<$db as sqlx::Database>::Row) -> Result<$crate::store::User, $crate::store::StoreError> {
                 use sqlx::Row as _;
@@ -78,6 +78,32 @@ macro_rules! impl_store {
                 }))
             }
 
+            /// Stored messages with any of the (sender, client_msg_id) keys. A row-value
+            /// IN list plans as one unique-index probe per key on both backends.
+            async fn stored_by_key(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                keys: &[(i64, [u8; 16])],
+            ) -> Result<Vec<<$db as sqlx::Database>::Row>, $crate::store::StoreError> {
+                let mut rows = Vec::new();
+                for chunk in keys.chunks(200) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT id, conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at \
+                         FROM messages WHERE (sender_id, client_msg_id) IN (",
+                    );
+                    let mut sep = q.separated(", ");
+                    for (sender, key) in chunk {
+                        sep.push("(");
+                        sep.push_bind_unseparated(*sender);
+                        sep.push_unseparated(", ");
+                        sep.push_bind_unseparated(key.to_vec());
+                        sep.push_unseparated(")");
+                    }
+                    q.push(")");
+                    rows.extend(q.build().fetch_all(&mut **tx).await?);
+                }
+                Ok(rows)
+            }
+
             async fn insert_member(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 conversation: i64,
@@ -103,6 +129,10 @@ macro_rules! impl_store {
         impl $crate::store::Store for $ty {
             fn backend(&self) -> &'static str {
                 $name
+            }
+
+            fn write_concurrency(&self) -> usize {
+                $write_concurrency
             }
 
             fn ping(&self) -> $crate::store::StoreFuture<'_, ()> {
@@ -759,24 +789,11 @@ macro_rules! impl_store {
 
                     // 1. Idempotency: which (sender, key) pairs are stored already?
                     let mut existing: HashMap<(i64, [u8; 16]), chat_proto::frame::Message> = HashMap::new();
-                    for chunk in batch.chunks(200) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(
-                            "SELECT id, conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at \
-                             FROM messages WHERE (sender_id, client_msg_id) IN (",
-                        );
-                        let mut sep = q.separated(", ");
-                        for m in chunk {
-                            sep.push("(");
-                            sep.push_bind_unseparated(i64::from(m.sender));
-                            sep.push_unseparated(", ");
-                            sep.push_bind_unseparated(m.client_msg_id.as_bytes().to_vec());
-                            sep.push_unseparated(")");
-                        }
-                        q.push(")");
-                        for row in q.build().fetch_all(&mut *tx).await? {
-                            let m = Self::message_from_row(&row)?;
-                            existing.insert((i64::from(m.sender), *m.client_msg_id.as_bytes()), m);
-                        }
+                    let keys: Vec<(i64, [u8; 16])> =
+                        batch.iter().map(|m| (i64::from(m.sender), *m.client_msg_id.as_bytes())).collect();
+                    for row in Self::stored_by_key(&mut tx, &keys).await? {
+                        let m = Self::message_from_row(&row)?;
+                        existing.insert((i64::from(m.sender), *m.client_msg_id.as_bytes()), m);
                     }
 
                     // 2. New sends, first occurrence of each key, grouped by conversation.
@@ -807,67 +824,71 @@ macro_rules! impl_store {
                     // 3. Reserve seqs per conversation (the row update serializes writers
                     //    of one conversation across nodes), then insert.
                     let mut rows_to_insert: Vec<(usize, i64)> = Vec::new();
+                    let mut ids: Vec<i64> = per_conversation.iter().map(|(c, _)| *c).collect();
+                    ids.sort_unstable();
+                    Self::lock_conversations(&mut tx, &ids).await?;
+                    let mut last_seqs: HashMap<i64, i64> = HashMap::new();
+                    for chunk in per_conversation.chunks(100) {
+                        // One statement reserves the seqs of every conversation in the
+                        // chunk; SQLite and PostgreSQL both name VALUES columns columnN.
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "UPDATE conversations SET last_seq = last_seq + v.n, \
+                             last_activity = CASE WHEN last_activity > v.at THEN last_activity ELSE v.at END \
+                             FROM (SELECT column1 AS id, column2 AS n, column3 AS at FROM (",
+                        );
+                        q.push_values(chunk, |mut b, (conv, indices)| {
+                            let now = indices.iter().map(|&i| batch[i].sent_at.0).max().unwrap_or(0);
+                            b.push_bind(*conv).push_bind(indices.len() as i64).push_bind(now);
+                        });
+                        q.push(") AS vals) AS v WHERE conversations.id = v.id RETURNING conversations.id, conversations.last_seq");
+                        for row in q.build().fetch_all(&mut *tx).await? {
+                            last_seqs.insert(row.try_get("id")?, row.try_get("last_seq")?);
+                        }
+                    }
                     for (conv, indices) in &per_conversation {
-                        let n = indices.len() as i64;
-                        let now = indices.iter().map(|&i| batch[i].sent_at.0).max().unwrap_or(0);
-                        let row = sqlx::query(
-                            "UPDATE conversations SET last_seq = last_seq + $1, \
-                             last_activity = CASE WHEN last_activity > $2 THEN last_activity ELSE $2 END \
-                             WHERE id = $3 RETURNING last_seq",
-                        )
-                        .bind(n)
-                        .bind(now)
-                        .bind(*conv)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        let Some(row) = row else {
+                        let Some(&last) = last_seqs.get(conv) else {
                             for &i in indices {
                                 outcome[i] = Some(Appended::NoConversation);
                             }
                             continue;
                         };
-                        let last: i64 = row.try_get("last_seq")?;
+                        let n = indices.len() as i64;
                         for (k, &i) in indices.iter().enumerate() {
                             rows_to_insert.push((i, last - n + 1 + k as i64));
                         }
                     }
-                    for chunk in rows_to_insert.chunks(100) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at) ",
-                        );
-                        q.push_values(chunk, |mut b, &(i, seq)| {
+                    let rows: Vec<$crate::store::NewRow> = rows_to_insert
+                        .iter()
+                        .map(|&(i, seq)| {
                             let m = &batch[i];
-                            let (kind, body) = $crate::store::body_parts(&m.body);
-                            b.push_bind(i64::from(m.conversation))
-                                .push_bind(seq)
-                                .push_bind(i64::from(m.sender))
-                                .push_bind(m.client_msg_id.as_bytes().to_vec())
-                                .push_bind(kind)
-                                .push_bind(body)
-                                .push_bind(m.sent_at.0);
-                        });
-                        q.push(" RETURNING id, conversation_id, seq");
-                        let inserted = q.build().fetch_all(&mut *tx).await?;
-                        let mut ids: HashMap<(i64, i64), i64> = HashMap::with_capacity(inserted.len());
-                        for row in inserted {
-                            ids.insert((row.try_get("conversation_id")?, row.try_get("seq")?), row.try_get("id")?);
-                        }
-                        for &(i, seq) in chunk {
-                            let m = &batch[i];
-                            let id = ids.get(&(i64::from(m.conversation), seq)).copied().ok_or_else(|| {
-                                $crate::store::StoreError::Corrupt("inserted row not returned".into())
-                            })?;
-                            outcome[i] = Some(Appended::New(chat_proto::frame::Message {
-                                conversation: m.conversation,
-                                seq: $crate::store::seq(seq)?,
-                                id: chat_proto::ids::MessageId::try_from(id)
-                                    .map_err(|e| $crate::store::StoreError::Corrupt(e.to_string()))?,
-                                sender: m.sender,
-                                client_msg_id: m.client_msg_id,
-                                sent_at: m.sent_at,
-                                body: m.body.clone(),
-                            }));
-                        }
+                            let (body_kind, body) = $crate::store::body_parts(&m.body);
+                            $crate::store::NewRow {
+                                conversation: i64::from(m.conversation),
+                                seq,
+                                sender: i64::from(m.sender),
+                                client_msg_id: m.client_msg_id.as_bytes().to_vec(),
+                                body_kind,
+                                body,
+                                created_at: m.sent_at.0,
+                            }
+                        })
+                        .collect();
+                    let ids = Self::insert_messages(&mut tx, &rows).await?;
+                    for &(i, seq) in &rows_to_insert {
+                        let m = &batch[i];
+                        let id = ids.get(&(i64::from(m.conversation), seq)).copied().ok_or_else(|| {
+                            $crate::store::StoreError::Corrupt("inserted row not returned".into())
+                        })?;
+                        outcome[i] = Some(Appended::New(chat_proto::frame::Message {
+                            conversation: m.conversation,
+                            seq: $crate::store::seq(seq)?,
+                            id: chat_proto::ids::MessageId::try_from(id)
+                                .map_err(|e| $crate::store::StoreError::Corrupt(e.to_string()))?,
+                            sender: m.sender,
+                            client_msg_id: m.client_msg_id,
+                            sent_at: m.sent_at,
+                            body: m.body.clone(),
+                        }));
                     }
                     tx.commit().await?;
 

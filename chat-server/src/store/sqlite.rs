@@ -26,7 +26,9 @@ impl SqliteStore {
             // most the last transactions on power loss; FULL makes each commit durable.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // Batched statements have one text per batch size; keep them all prepared.
+            .statement_cache_capacity(2048);
         create_private(options.get_filename());
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -38,12 +40,51 @@ impl SqliteStore {
 
     /// A write transaction that takes the write lock up front, so it never has to
     /// upgrade (and fail with SQLITE_BUSY) halfway.
+    /// Inserts message rows with multi-row VALUES statements.
+    async fn insert_messages(
+        tx: &mut sqlx::Transaction<'static, Sqlite>,
+        rows: &[super::NewRow],
+    ) -> Result<super::InsertedIds, StoreError> {
+        use sqlx::Row as _;
+        let mut ids = super::InsertedIds::with_capacity(rows.len());
+        for chunk in rows.chunks(100) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.conversation)
+                    .push_bind(r.seq)
+                    .push_bind(r.sender)
+                    .push_bind(r.client_msg_id.as_slice())
+                    .push_bind(r.body_kind)
+                    .push_bind(r.body.as_slice())
+                    .push_bind(r.created_at);
+            });
+            q.push(" RETURNING id, conversation_id, seq");
+            for row in q.build().fetch_all(&mut **tx).await? {
+                ids.insert(
+                    (row.try_get("conversation_id")?, row.try_get("seq")?),
+                    row.try_get("id")?,
+                );
+            }
+        }
+        Ok(ids)
+    }
+
+    /// SQLite has one writer at a time (`BEGIN IMMEDIATE`): nothing to order.
+    async fn lock_conversations(
+        _tx: &mut sqlx::Transaction<'static, Sqlite>,
+        _ids: &[i64],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
 
-impl_store!(SqliteStore, Sqlite, "sqlite");
+impl_store!(SqliteStore, Sqlite, "sqlite", 1);
 
 /// Creates the database file readable by its owner only (it holds password hashes);
 /// SQLite gives its -wal and -shm files the same permissions.
