@@ -26,6 +26,23 @@ pub struct Config {
     #[arg(long, env = "CHAT_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
+    /// Address of the QUIC listener (UDP; ALPN `chat/1`).
+    #[arg(long, env = "CHAT_QUIC_ADDR", default_value = "127.0.0.1:4433")]
+    pub quic_addr: SocketAddr,
+
+    /// TLS certificate chain (PEM) for QUIC. Default: a self-signed development
+    /// certificate generated in the data directory on first start.
+    #[arg(long, env = "CHAT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for QUIC, with --tls-cert.
+    #[arg(long, env = "CHAT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Most simultaneous QUIC connections; more are refused before their handshake.
+    #[arg(long, env = "CHAT_MAX_QUIC_CONNECTIONS", default_value_t = 20_000)]
+    pub max_quic_connections: usize,
+
     /// Directory for the default database, the token signing key and certificates.
     #[arg(long, env = "CHAT_DATA_DIR", default_value = ".")]
     pub data_dir: PathBuf,
@@ -104,6 +121,7 @@ impl Config {
     pub fn for_tests(data_dir: &std::path::Path) -> Self {
         let mut config = Config::parse_from(["chat-server"]);
         config.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.quic_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config.data_dir = data_dir.to_path_buf();
         config.shutdown_timeout = 5;
         config

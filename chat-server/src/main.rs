@@ -21,6 +21,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting chat-server")?;
     let addr = server.http_addr();
-    eprintln!("chat-server ready: http://{addr}/ (API at http://{addr}/api, health at /healthz)");
+    let cert = server.quic_cert();
+    eprintln!(
+        "chat-server ready\n  web, API and WebSocket: http://{addr}/ (API at /api, WebSocket at /ws)\n  QUIC: quic://{} (certificate {}, SHA-256 {})",
+        server.quic_addr(),
+        cert.path.display(),
+        cert.fingerprint
+    );
     server.run(chat_server::server::shutdown_signal()).await
 }

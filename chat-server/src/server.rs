@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::app::App;
 use crate::auth::Tokens;
 use crate::config::Config;
+use crate::quic::{CertInfo, QuicListener};
 
 /// A server whose listeners are bound, ready to run.
 #[derive(Debug)]
@@ -22,6 +23,8 @@ pub struct Server {
     app: App,
     listener: TcpListener,
     http_addr: SocketAddr,
+    quic: QuicListener,
+    quic_addr: SocketAddr,
 }
 
 impl Server {
@@ -41,16 +44,31 @@ impl Server {
             .with_context(|| format!("binding HTTP listener on {}", config.http_addr))?;
         let http_addr = listener.local_addr()?;
         tracing::info!(backend = store.backend(), database = %redact(&url), "storage ready");
+        let app = App::new(config, store, tokens);
+        let quic = QuicListener::bind(&app)?;
+        let quic_addr = quic.local_addr()?;
         Ok(Self {
-            app: App::new(config, store, tokens),
+            app,
             listener,
             http_addr,
+            quic,
+            quic_addr,
         })
     }
 
     /// The shared state (tests use it to reach the store directly).
     pub fn app(&self) -> &App {
         &self.app
+    }
+
+    /// The bound QUIC address (useful with port 0).
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// The QUIC certificate clients should expect.
+    pub fn quic_cert(&self) -> &CertInfo {
+        &self.quic.cert
     }
 
     /// The bound HTTP address (useful with port 0).
@@ -65,7 +83,15 @@ impl Server {
             app,
             listener,
             http_addr,
+            quic,
+            quic_addr,
         } = self;
+        tracing::info!(
+            "listening on quic://{quic_addr} (certificate {}, SHA-256 {})",
+            quic.cert.path.display(),
+            quic.cert.fingerprint
+        );
+        let quic_task = tokio::spawn(quic.serve(app.clone()));
         let connections = TaskTracker::new();
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::pin!(shutdown);
@@ -119,6 +145,7 @@ impl Server {
         let drained = async {
             connections.wait().await;
             app.sessions().wait().await;
+            let _ = quic_task.await;
         };
         if tokio::time::timeout(timeout, drained).await.is_err() {
             tracing::warn!("in-flight work did not finish within {timeout:?}");
@@ -129,6 +156,8 @@ impl Server {
     /// Runs in a background task; the handle stops it.
     pub fn spawn(self) -> RunningServer {
         let http_addr = self.http_addr;
+        let quic_addr = self.quic_addr;
+        let quic_cert = self.quic.cert.clone();
         let app = self.app.clone();
         let (tx, mut rx) = watch::channel(false);
         let task = tokio::spawn(self.run(async move {
@@ -136,6 +165,8 @@ impl Server {
         }));
         RunningServer {
             http_addr,
+            quic_addr,
+            quic_cert,
             app,
             stop: tx,
             task,
@@ -148,6 +179,10 @@ impl Server {
 pub struct RunningServer {
     /// Its HTTP address.
     pub http_addr: SocketAddr,
+    /// Its QUIC address.
+    pub quic_addr: SocketAddr,
+    /// Its QUIC certificate.
+    pub quic_cert: CertInfo,
     /// Its shared state.
     pub app: App,
     stop: watch::Sender<bool>,

@@ -863,3 +863,79 @@ async fn shutdown_sends_go_away_and_loses_nothing_acknowledged() {
         );
     }
 }
+
+#[tokio::test]
+async fn quic_and_websocket_clients_chat_and_resume() {
+    use common::quic::QuicClient;
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let conv = dm(&s, &alice, &bob).await;
+    let cert = s.server.quic_cert.path.clone();
+    let quic = s.server.quic_addr;
+
+    // A QUIC sender reaches a browser-style WebSocket JSON receiver, and back.
+    let (mut a, welcome) = QuicClient::login(quic, &cert, &alice.token, vec![]).await;
+    assert_eq!(welcome.user.get(), alice.id);
+    a.until(|f| matches!(f, ServerFrame::ReplayDone(_)).then_some(()))
+        .await;
+    let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
+    live(&mut b).await;
+    a.send(&send(1, conv, 1, "over QUIC")).await;
+    let ack = a
+        .until(|f| {
+            if let ServerFrame::Ack(ack) = f {
+                Some(ack)
+            } else {
+                None
+            }
+        })
+        .await;
+    let m = next_message(&mut b).await;
+    assert_eq!((m.seq, m.body.as_text()), (ack.seq, Some("over QUIC")));
+    b.send(&send(2, conv, 2, "over WebSocket")).await;
+    let m = a
+        .until(|f| match f {
+            ServerFrame::Message(m) if m.body.as_text() == Some("over WebSocket") => Some(m),
+            _ => None,
+        })
+        .await;
+    assert_eq!(m.seq.get(), 2);
+
+    // The QUIC client goes away, misses two messages, and resumes exactly after them.
+    a.connection.close(0u32.into(), b"bye");
+    drop(a);
+    for i in 3..=4u32 {
+        b.send(&send(i, conv, i as u8, "while you were away")).await;
+        b.until(|f| {
+            matches!(f, ServerFrame::Ack(ack) if ack.request_id == RequestId(i)).then_some(())
+        })
+        .await;
+    }
+    let cursor = Cursor {
+        conversation: cid(conv),
+        seq: Seq::new(2).expect("seq"),
+    };
+    let (mut a, _) = QuicClient::login(quic, &cert, &alice.token, vec![cursor]).await;
+    let mut replayed = Vec::new();
+    loop {
+        match a.recv().await.expect("frame") {
+            ServerFrame::Message(m) => replayed.push(m.seq.get()),
+            ServerFrame::ReplayDone(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(replayed, vec![3, 4]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn quic_requires_the_chat_alpn() {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let cert = s.server.quic_cert.path.clone();
+    let refused = common::quic::connect(s.server.quic_addr, &cert, b"h3").await;
+    assert!(refused.is_err(), "a wrong ALPN must not get a connection");
+    let ok = common::quic::connect(s.server.quic_addr, &cert, chat_proto::version::ALPN).await;
+    assert!(ok.is_ok());
+    s.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Starts a real server on an ephemeral port and talks HTTP to it.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod quic;
 pub mod ws;
 
 use std::net::SocketAddr;
