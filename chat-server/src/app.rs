@@ -32,6 +32,7 @@ struct Inner {
     limits: ServerLimits,
     shutdown: watch::Sender<bool>,
     sessions: TaskTracker,
+    web_dir: Option<std::path::PathBuf>,
 }
 
 impl App {
@@ -42,6 +43,10 @@ impl App {
         let appender = Appender::spawn(store.clone(), 256, Some(committed_tx));
         hub.spawn_delivery(committed_rx);
         let passwords = Passwords::new(config.hashing_concurrency);
+        let web_dir = config.web_dir.clone().or_else(|| {
+            let built = std::path::PathBuf::from("web/dist");
+            built.join("index.html").is_file().then_some(built)
+        });
         let limits = ServerLimits {
             send_rate: config.send_rate,
             send_burst: config.send_burst,
@@ -59,6 +64,7 @@ impl App {
                 limits,
                 shutdown: watch::channel(false).0,
                 sessions: TaskTracker::new(),
+                web_dir,
             }),
         }
     }
@@ -66,6 +72,12 @@ impl App {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The directory of the built web UI, if there is one: `--web-dir`, or `web/dist`
+    /// under the working directory when it holds a build.
+    pub fn web_dir(&self) -> Option<&std::path::Path> {
+        self.inner.web_dir.as_deref()
     }
 
     /// The store.

@@ -839,3 +839,76 @@ async fn openapi_is_served() {
     assert!(r.raw.starts_with(b"openapi: 3.1.0"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_web_ui_is_served_with_security_headers() {
+    let web = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        web.path().join("index.html"),
+        "<!doctype html><title>chat</title>",
+    )
+    .expect("write");
+    std::fs::create_dir(web.path().join("assets")).expect("mkdir");
+    std::fs::write(web.path().join("assets/app-1a2b3c.js"), "console.log(1)").expect("write");
+    let outside = tempfile::tempdir().expect("dir");
+    std::fs::write(outside.path().join("secret.txt"), "nope").expect("write");
+    let root = web.path().to_path_buf();
+    let s = TestServer::start_with(TestDbKind::Sqlite, move |c| c.web_dir = Some(root)).await;
+
+    let r = s.call(Method::GET, "/", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.raw.starts_with(b"<!doctype html>"));
+    assert_eq!(r.headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-cache");
+    let csp = r.headers["content-security-policy"]
+        .to_str()
+        .expect("ascii");
+    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(r.headers["x-frame-options"], "DENY");
+    assert_eq!(r.headers["x-content-type-options"], "nosniff");
+
+    let r = s
+        .call(Method::GET, "/assets/app-1a2b3c.js", None, None)
+        .await;
+    assert_eq!(
+        r.headers[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(
+        r.headers[header::CACHE_CONTROL],
+        "public, max-age=31536000, immutable"
+    );
+
+    // The app's own routes fall back to index.html; missing files do not.
+    let r = s.call(Method::GET, "/conversations/42", None, None).await;
+    assert!(r.raw.starts_with(b"<!doctype html>"));
+    assert_eq!(
+        s.call(Method::GET, "/assets/missing.js", None, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // No way out of the web directory, and the API keeps its JSON 404s.
+    let escape = format!(
+        "/../{}/secret.txt",
+        outside
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+    );
+    for evil in [
+        escape.as_str(),
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/assets/..%2f..%2fsecret.txt",
+    ] {
+        let r = s.call(Method::GET, evil, None, None).await;
+        assert!(!String::from_utf8_lossy(&r.raw).contains("nope"), "{evil}");
+        assert!(!String::from_utf8_lossy(&r.raw).contains("root:"), "{evil}");
+    }
+    assert_eq!(
+        s.call(Method::GET, "/api/nope", None, None).await.code(),
+        "not_found"
+    );
+    s.stop().await;
+}

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod conversations;
 pub mod error;
 pub mod request;
+pub mod static_files;
 pub mod users;
 pub mod validate;
 
@@ -254,7 +255,16 @@ async fn dispatch(app: App, peer: SocketAddr, req: Request<Incoming>) -> Handler
             }
             return Ok(response);
         }
-        Matched::None => return Err(ApiError::not_found(&format!("route {path}"))),
+        Matched::None => {
+            let is_read = req.method() == Method::GET || req.method() == Method::HEAD;
+            if is_read
+                && !path.starts_with("/api/")
+                && let Some(root) = app.web_dir()
+            {
+                return static_files::serve(root, &path).await;
+            }
+            return Err(ApiError::not_found(&format!("route {path}")));
+        }
     };
     match route {
         Route::Health => Ok(json_response(

@@ -1,0 +1,184 @@
+//! Serving the built web UI from `--web-dir`: files by path, `index.html` for the app's
+//! own routes, long-lived caching for content-hashed assets, and the security headers a
+//! browser app needs (a strict Content-Security-Policy above all).
+
+use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use super::error::ApiError;
+use super::{Body, HandlerResult};
+
+/// Largest file served.
+const MAX_FILE: u64 = 16 * 1024 * 1024;
+
+/// The policy for the UI: scripts, styles and connections only from this origin
+/// (WebSocket included), no framing, no plugins.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" | "map" => "application/json",
+        "webmanifest" => "application/manifest+json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "ico" => "image/x-icon",
+        "woff2" => "font/woff2",
+        "woff" => "font/woff",
+        "txt" => "text/plain; charset=utf-8",
+        "wasm" => "application/wasm",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The file a request path names inside `root`, or `None` for anything that could
+/// leave it (`..`, absolute or Windows-style components, NUL, backslashes).
+pub fn resolve(root: &Path, request_path: &str) -> Option<PathBuf> {
+    let decoded: String = percent_decode(request_path)?;
+    if decoded.contains('\0') || decoded.contains('\\') {
+        return None;
+    }
+    let relative = decoded.trim_start_matches('/');
+    let mut path = root.to_path_buf();
+    for component in Path::new(relative).components() {
+        match component {
+            Component::Normal(part) => path.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(path)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Headers every UI response carries.
+fn secure(response: &mut Response<Body>) {
+    let h = response.headers_mut();
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "permissions-policy",
+        HeaderValue::from_static("camera=(), microphone=(), geolocation=(), payment=()"),
+    );
+}
+
+/// Serves `path` from `root`. Paths without a file extension that match no file get
+/// `index.html`, so the app's own routes survive a reload.
+pub async fn serve(root: &Path, path: &str) -> HandlerResult {
+    let Some(mut file) = resolve(root, path) else {
+        return Err(ApiError::not_found("file"));
+    };
+    let mut meta = tokio::fs::metadata(&file).await.ok();
+    if meta.as_ref().is_some_and(std::fs::Metadata::is_dir) {
+        file.push("index.html");
+        meta = tokio::fs::metadata(&file).await.ok();
+    }
+    if meta.is_none() && Path::new(path).extension().is_none() {
+        file = root.join("index.html");
+        meta = tokio::fs::metadata(&file).await.ok();
+    }
+    let Some(meta) = meta.filter(std::fs::Metadata::is_file) else {
+        return Err(ApiError::not_found("file"));
+    };
+    if meta.len() > MAX_FILE {
+        return Err(ApiError::not_found("file"));
+    }
+    let bytes = tokio::fs::read(&file).await.map_err(ApiError::internal)?;
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = StatusCode::OK;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&file)),
+    );
+    // Vite names built assets by content hash: they never change under one name.
+    let immutable = file
+        .strip_prefix(root)
+        .is_ok_and(|p| p.starts_with("assets"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if immutable {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-cache"
+        }),
+    );
+    secure(&mut response);
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_cannot_leave_the_root() {
+        let root = Path::new("/srv/web");
+        assert_eq!(
+            resolve(root, "/assets/app.js"),
+            Some(PathBuf::from("/srv/web/assets/app.js"))
+        );
+        assert_eq!(resolve(root, "/"), Some(PathBuf::from("/srv/web")));
+        assert_eq!(
+            resolve(root, "/a%20b.txt"),
+            Some(PathBuf::from("/srv/web/a b.txt"))
+        );
+        for evil in [
+            "/../etc/passwd",
+            "/assets/../../etc/passwd",
+            "/%2e%2e/etc/passwd",
+            "/..%2fetc",
+            "/a\\b",
+            "/x%00y",
+            "/%zz",
+            "/%c3",
+        ] {
+            assert_eq!(resolve(root, evil), None, "{evil}");
+        }
+    }
+
+    #[test]
+    fn content_types_by_extension() {
+        assert_eq!(
+            content_type(Path::new("a.js")),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(
+            content_type(Path::new("index.html")),
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(content_type(Path::new("x")), "application/octet-stream");
+    }
+}
