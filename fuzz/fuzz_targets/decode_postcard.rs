@@ -1,0 +1,20 @@
+//! Arbitrary bytes as one postcard frame, both directions: decoding never panics, and
+//! whatever decodes re-encodes to a frame that decodes equal.
+#![no_main]
+
+use chat_proto::codec;
+use chat_proto::frame::{ClientFrame, ServerFrame};
+use libfuzzer_sys::fuzz_target;
+
+fn check<F: chat_proto::frame::Frame + PartialEq + std::fmt::Debug>(data: &[u8]) {
+    if let Ok(frame) = codec::decode_postcard::<F>(data) {
+        let again = codec::encode_postcard(&frame).expect("a decoded frame re-encodes");
+        let back = codec::decode_postcard::<F>(&again.payload()).expect("and decodes");
+        assert_eq!(back, frame);
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    check::<ClientFrame>(data);
+    check::<ServerFrame>(data);
+});
