@@ -90,6 +90,10 @@ pub struct Config {
     #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 100)]
     pub send_burst: u32,
 
+    /// Milliseconds a new real-time connection has to send `hello`.
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+
     /// Seconds allowed for in-flight work to finish on shutdown.
     #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,

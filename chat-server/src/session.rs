@@ -22,7 +22,7 @@ use chat_proto::frame::{
     PresenceStatus, Receipt, ReplayDone, ServerFrame, Typing, Welcome,
 };
 use chat_proto::ids::{ConversationId, RequestId, Seq, Timestamp, UserId};
-use chat_proto::limits::{HANDSHAKE_TIMEOUT, MAX_REPLAY, MAX_SERVER_FRAME, MAX_SERVER_FRAME_JSON};
+use chat_proto::limits::{MAX_REPLAY, MAX_SERVER_FRAME, MAX_SERVER_FRAME_JSON};
 use chat_proto::session::{Inbound, Rejection, ServerSession};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
@@ -275,7 +275,8 @@ impl Driver {
         slow: &crate::hub::SlowFlag,
     ) -> CloseReason {
         let mut shutdown = self.app.shutdown_signal();
-        let handshake_deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let handshake_deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.app.config().handshake_timeout_ms);
         let limits = self.app.limits();
         let heartbeat = Duration::from_millis(u64::from(limits.heartbeat_ms));
         let idle = Duration::from_millis(u64::from(limits.idle_timeout_ms));

@@ -586,7 +586,7 @@ async fn upgrades_need_a_subprotocol_and_a_trusted_origin() {
 }
 
 #[tokio::test]
-async fn handshake_has_a_deadline_and_rate_limits_apply() {
+async fn sends_beyond_the_rate_limit_are_refused_with_a_retry_time() {
     let s = TestServer::start_with(TestDbKind::Sqlite, |c| {
         c.send_rate = 1;
         c.send_burst = 3;
@@ -937,5 +937,91 @@ async fn quic_requires_the_chat_alpn() {
     assert!(refused.is_err(), "a wrong ALPN must not get a connection");
     let ok = common::quic::connect(s.server.quic_addr, &cert, chat_proto::version::ALPN).await;
     assert!(ok.is_ok());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_handshake_that_never_completes_is_closed_at_the_deadline() {
+    let s = TestServer::start_with(TestDbKind::Sqlite, |c| c.handshake_timeout_ms = 300).await;
+    let mut idle = WsClient::connect(s.addr(), Sub::Json).await;
+    let started = std::time::Instant::now();
+    let e = idle
+        .until(|f| {
+            if let ServerFrame::Error(e) = f {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::HandshakeTimeout);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(idle.recv().await.err(), Some(End::Closed(1008)));
+    assert_eq!(s.server.app.hub().session_count(), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn floods_of_requests_are_bounded_by_the_in_flight_window() {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let (mut a, welcome) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
+    live(&mut a).await;
+    let window = welcome.limits.max_in_flight;
+    // Thousands of history requests at once, never waiting for answers.
+    let total = 3000u32;
+    for i in 0..total {
+        a.send(&ClientFrame::History(History {
+            request_id: RequestId(i),
+            conversation: cid(1),
+            before: None,
+            limit: 1,
+        }))
+        .await;
+    }
+    let (mut answered, mut refused) = (0u32, 0u32);
+    while answered + refused < total {
+        match a.recv().await.expect("the connection survives the flood") {
+            ServerFrame::Error(e) if e.code == ErrorCode::TooManyRequests => refused += 1,
+            ServerFrame::Error(e) => {
+                assert_eq!(e.code, ErrorCode::NotFound, "no such conversation");
+                answered += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(answered >= window, "at least a window's worth was served");
+    // The connection still works afterwards.
+    a.send(&ClientFrame::Ping(chat_proto::frame::Ping { nonce: 9 }))
+        .await;
+    a.until(|f| matches!(f, ServerFrame::Pong(p) if p.nonce == 9).then_some(()))
+        .await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn quic_refuses_a_four_gigabyte_length_prefix() {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let cert = s.server.quic_cert.path.clone();
+    let (mut a, _) =
+        common::quic::QuicClient::login(s.server.quic_addr, &cert, &alice.token, vec![]).await;
+    a.until(|f| matches!(f, ServerFrame::ReplayDone(_)).then_some(()))
+        .await;
+    a.send_raw(&[0xff, 0xff, 0xff, 0xff, 0x00]).await;
+    let e = a
+        .until(|f| {
+            if let ServerFrame::Error(e) = f {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::FrameTooLarge);
+    assert!(
+        a.recv().await.is_none(),
+        "the stream ends after a fatal error"
+    );
     s.stop().await;
 }

@@ -88,6 +88,10 @@ impl QuicClient {
         self.send.write_all(&bytes).await.expect("written");
     }
 
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.send.write_all(bytes).await.expect("written");
+    }
+
     /// The next frame, or `None` when the stream or connection ends (5 s at most).
     pub async fn recv(&mut self) -> Option<ServerFrame> {
         loop {
