@@ -38,6 +38,7 @@ struct Inner {
 impl App {
     /// Assembles the state.
     pub fn new(config: Config, store: Arc<dyn Store>, tokens: Tokens) -> Self {
+        crate::metrics::handle();
         let hub = Arc::new(Hub::new(store.clone(), QueueLimits::default()));
         let (committed_tx, committed_rx) = tokio::sync::mpsc::channel(1024);
         let appender = Appender::spawn(store.clone(), 256, Some(committed_tx));

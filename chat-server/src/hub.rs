@@ -354,23 +354,26 @@ impl Hub {
             .remove(&id);
     }
 
-    /// Queues a frame on every session of the given users, except one session.
+    /// Queues a frame on every session of the given users, except one session;
+    /// returns on how many sessions it was queued.
     pub fn send_to_users(
         &self,
         users: &[UserId],
         frame: &SharedFrame,
         except_session: Option<u64>,
-    ) {
+    ) -> usize {
         let sessions = self.sessions.read().unwrap_or_else(|p| p.into_inner());
+        let mut queued = 0;
         for user in users {
             if let Some(list) = sessions.get(user) {
                 for handle in list {
-                    if Some(handle.id) != except_session {
-                        handle.push_shared(frame);
+                    if Some(handle.id) != except_session && handle.push_shared(frame) {
+                        queued += 1;
                     }
                 }
             }
         }
+        queued
     }
 
     /// A conversation's membership changed: forget the cached members and tell
@@ -405,8 +408,12 @@ impl Hub {
                     continue;
                 }
             };
+            let started = std::time::Instant::now();
             let frame = SharedFrame::new(ServerFrame::Message(message));
-            self.send_to_users(&members, &frame, None);
+            let queued = self.send_to_users(&members, &frame, None);
+            metrics::counter!(crate::metrics::MESSAGES_DELIVERED).increment(queued as u64);
+            metrics::histogram!(crate::metrics::FANOUT_SECONDS)
+                .record(started.elapsed().as_secs_f64());
         }
     }
 

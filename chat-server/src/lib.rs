@@ -17,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod quic;
 pub mod server;
 pub mod session;

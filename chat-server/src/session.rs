@@ -180,6 +180,13 @@ pub async fn run<R: FrameReader, W: FrameWriter>(
     let (close_tx, close_rx) = tokio::sync::oneshot::channel();
     let slow = queue.slow.clone();
     let mut writer_task = tokio::spawn(write_loop(writer, queue, close_rx));
+    let transport = match wire {
+        Wire::WsJson => "websocket_json",
+        Wire::WsPostcard => "websocket_postcard",
+        Wire::Stream => "quic",
+    };
+    let connections = metrics::gauge!(crate::metrics::CONNECTIONS, "transport" => transport);
+    connections.increment(1.0);
     let span = tracing::info_span!("session", id = handle.id, %peer, wire = ?wire, user = tracing::field::Empty);
     let mut driver = Driver::new(app.clone(), wire, handle);
     let reason = tracing::Instrument::instrument(
@@ -191,6 +198,7 @@ pub async fn run<R: FrameReader, W: FrameWriter>(
         span,
     )
     .await;
+    connections.decrement(1.0);
     let _ = close_tx.send(reason);
     // Read (and discard) until the peer answers the close or a second passes, so the
     // connection is not reset under a close frame the peer has not read yet.
@@ -292,6 +300,7 @@ impl Driver {
                 biased;
                 () = slow.wait() => {
                     tracing::info!("slow consumer: closing");
+                    metrics::counter!(crate::metrics::SLOW_CONSUMERS).increment(1);
                     // Best effort: the queue may have no room for it.
                     self.error(None, ErrorCode::SlowConsumer, "the connection fell too far behind; reconnect and resume");
                     return CloseReason::Policy;
@@ -416,6 +425,7 @@ impl Driver {
                 } else {
                     ErrorCode::Unavailable
                 };
+                metrics::counter!(crate::metrics::HANDSHAKES, "result" => "refused").increment(1);
                 let r = self.proto.refused(code, e.message);
                 self.reject(&r);
                 return Some(CloseReason::Policy);
@@ -456,6 +466,7 @@ impl Driver {
             .unwrap_or_else(|_| heads.clone());
         self.replay(&hello.resume, &heads, &now_heads).await;
         self.presence_on_connect(user, first, &heads).await;
+        metrics::counter!(crate::metrics::HANDSHAKES, "result" => "ok").increment(1);
         tracing::info!(client = %hello.client, "session established");
         None
     }
@@ -610,6 +621,7 @@ impl Driver {
                     Instant::now(),
                 ) {
                     self.proto.finished();
+                    metrics::counter!(crate::metrics::RATE_LIMITED, "kind" => "send").increment(1);
                     self.push(ServerFrame::Error(Error {
                         request_id,
                         code: ErrorCode::RateLimited,

@@ -1025,3 +1025,47 @@ async fn quic_refuses_a_four_gigabyte_length_prefix() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_report_sessions_and_traffic() {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let conv = dm(&s, &alice, &bob).await;
+    let (mut a, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
+    live(&mut a).await;
+    let (mut b, _) = WsClient::login(s.addr(), Sub::Postcard, &bob.token, vec![]).await;
+    live(&mut b).await;
+    a.send(&send(1, conv, 1, "counted")).await;
+    next_message(&mut b).await;
+    let r = s.call(http::Method::GET, "/metrics", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.headers[http::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8_lossy(&r.raw);
+    for name in [
+        "chat_connections{transport=\"websocket_json\"}",
+        "chat_connections{transport=\"websocket_postcard\"}",
+        "chat_handshakes_total{result=\"ok\"}",
+        "chat_messages_received_total",
+        "chat_messages_delivered_total",
+        "chat_fanout_seconds_bucket",
+        "chat_store_batch_size_bucket",
+        "chat_store_commit_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    // Counters carry values, not just names.
+    let received = text
+        .lines()
+        .find(|l| l.starts_with("chat_messages_received_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(received >= 1.0);
+    s.stop().await;
+}

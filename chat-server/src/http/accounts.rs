@@ -177,6 +177,7 @@ pub async fn login(app: App, peer: SocketAddr, req: Request<Incoming>) -> Handle
     let body: LoginRequest = request::json(req).await?;
     let username = body.username.to_ascii_lowercase();
     if let Err(wait) = app.throttle().check(&username, peer.ip(), Instant::now()) {
+        metrics::counter!(crate::metrics::RATE_LIMITED, "kind" => "login").increment(1);
         return Err(ApiError::rate_limited(
             wait.as_secs(),
             "too many failed logins; try again later",

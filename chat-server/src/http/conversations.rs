@@ -45,6 +45,12 @@ pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
     let now = Timestamp::now();
     match body {
         CreateRequest::Direct { members } => {
+            if members.len() > 2 {
+                return Err(ApiError::invalid(
+                    "invalid_members",
+                    "a direct conversation lists at most two members",
+                ));
+            }
             let others: Vec<UserId> = members.into_iter().filter(|&m| m != me).collect();
             let [other] = others.as_slice() else {
                 return Err(ApiError::invalid(
@@ -74,6 +80,12 @@ pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
             mut members,
             encrypted,
         } => {
+            if members.len() >= MAX_GROUP_MEMBERS {
+                return Err(ApiError::invalid(
+                    "too_many_members",
+                    format!("a group has at most {MAX_GROUP_MEMBERS} members"),
+                ));
+            }
             let title = validate::title(&title)?;
             members.retain(|&m| m != me);
             members.sort_unstable();

@@ -78,6 +78,8 @@ pub enum Route {
     History,
     /// `GET /ws`
     WebSocket,
+    /// `GET /metrics`
+    Metrics,
 }
 
 /// The route table: method, path pattern (`{name}` matches one segment), route.
@@ -123,6 +125,7 @@ pub const ROUTES: &[(Method, &str, Route)] = &[
         Route::History,
     ),
     (Method::GET, "/ws", Route::WebSocket),
+    (Method::GET, "/metrics", Route::Metrics),
 ];
 
 /// The API description served at `/api/openapi.yaml`.
@@ -311,6 +314,14 @@ async fn dispatch(app: App, peer: SocketAddr, req: Request<Incoming>) -> Handler
         Route::Leave => conversations::leave(app, req, params).await,
         Route::History => conversations::history(app, req, params).await,
         Route::WebSocket => crate::ws::upgrade(app, peer, req).await,
+        Route::Metrics => {
+            let mut response = Response::new(Full::new(Bytes::from(crate::metrics::render())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(response)
+        }
     }
 }
 

@@ -88,7 +88,11 @@ async fn run(
                 let store = store.clone();
                 in_flight.push_back(async move {
                     let size = batch.len();
-                    (replies, size, store.append_batch(batch).await)
+                    let started = std::time::Instant::now();
+                    let result = store.append_batch(batch).await;
+                    metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+                    metrics::histogram!(crate::metrics::STORE_BATCH_SIZE).record(size as f64);
+                    (replies, size, result)
                 });
             }
             else => break,
@@ -111,6 +115,7 @@ async fn finish(
                     _ => None,
                 })
                 .collect();
+            metrics::counter!(crate::metrics::MESSAGES_RECEIVED).increment(fresh.len() as u64);
             // Deliver before acknowledging, so a sender never sees its ack before its
             // other devices could have seen the message.
             if let Some(sink) = committed

@@ -1,0 +1,94 @@
+//! Prometheus metrics, rendered by `GET /metrics`.
+//!
+//! One process-wide recorder (the `metrics` facade is global); every server in the
+//! process reports into it.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Live real-time sessions, by transport (gauge).
+pub const CONNECTIONS: &str = "chat_connections";
+/// Completed handshakes, by result (counter).
+pub const HANDSHAKES: &str = "chat_handshakes_total";
+/// Messages committed (counter).
+pub const MESSAGES_RECEIVED: &str = "chat_messages_received_total";
+/// Message frames queued on recipient sessions (counter).
+pub const MESSAGES_DELIVERED: &str = "chat_messages_delivered_total";
+/// Time to queue one committed message on every recipient session (histogram).
+pub const FANOUT_SECONDS: &str = "chat_fanout_seconds";
+/// Messages per group-committed batch (histogram).
+pub const STORE_BATCH_SIZE: &str = "chat_store_batch_size";
+/// Time to commit one batch (histogram).
+pub const STORE_COMMIT_SECONDS: &str = "chat_store_commit_seconds";
+/// Sessions closed for falling behind (counter).
+pub const SLOW_CONSUMERS: &str = "chat_slow_consumer_disconnects_total";
+/// Requests refused by a rate limit, by kind (counter).
+pub const RATE_LIMITED: &str = "chat_rate_limited_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the recorder on first use and returns the handle that renders it.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("seconds".into()),
+                &[
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    1.0,
+                ],
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(STORE_BATCH_SIZE.into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+                )
+            })
+            .map(PrometheusBuilder::build_recorder);
+        match recorder {
+            Ok(recorder) => {
+                let handle = recorder.handle();
+                if metrics::set_global_recorder(recorder).is_err() {
+                    tracing::warn!(
+                        "a metrics recorder was already installed; /metrics stays empty"
+                    );
+                }
+                describe();
+                handle
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "metrics disabled");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        }
+    })
+}
+
+fn describe() {
+    metrics::describe_gauge!(CONNECTIONS, "Live real-time sessions by transport");
+    metrics::describe_counter!(HANDSHAKES, "Real-time handshakes by result");
+    metrics::describe_counter!(MESSAGES_RECEIVED, "Messages committed to storage");
+    metrics::describe_counter!(
+        MESSAGES_DELIVERED,
+        "Message frames queued on recipient sessions"
+    );
+    metrics::describe_histogram!(
+        FANOUT_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to queue a message on every recipient session"
+    );
+    metrics::describe_histogram!(STORE_BATCH_SIZE, "Messages per group-committed batch");
+    metrics::describe_histogram!(
+        STORE_COMMIT_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to commit one message batch"
+    );
+    metrics::describe_counter!(SLOW_CONSUMERS, "Sessions closed for falling behind");
+    metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit");
+}
+
+/// The Prometheus text exposition.
+pub fn render() -> String {
+    handle().render()
+}
