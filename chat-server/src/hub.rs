@@ -57,6 +57,16 @@ impl SharedFrame {
         }
     }
 
+    /// The frame itself.
+    pub fn frame(&self) -> &ServerFrame {
+        &self.frame
+    }
+
+    /// The frame back, dropping any encodings.
+    pub fn into_frame(self) -> ServerFrame {
+        self.frame
+    }
+
     /// The bytes for a wire, encoding on first use. `None` if the frame cannot be
     /// encoded within the limits (never the case for frames the hub builds).
     pub fn bytes(&self, wire: Wire) -> Option<Bytes> {

@@ -22,7 +22,7 @@ use chat_proto::frame::{
     PresenceStatus, Receipt, ReplayDone, ServerFrame, Typing, Welcome,
 };
 use chat_proto::ids::{ConversationId, RequestId, Seq, Timestamp, UserId};
-use chat_proto::limits::{MAX_REPLAY, MAX_SERVER_FRAME, MAX_SERVER_FRAME_JSON};
+use chat_proto::limits::MAX_REPLAY;
 use chat_proto::session::{Inbound, Rejection, ServerSession};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
@@ -718,11 +718,8 @@ impl Driver {
         };
         match result {
             Ok((messages, more)) => {
-                let page = self.fit_page(request_id, conversation, messages, more);
-                self.push(match kind {
-                    PageKind::History(_) => ServerFrame::HistoryPage(page),
-                    PageKind::Sync(_) => ServerFrame::SyncPage(page),
-                });
+                let frame = self.fit_page(kind, request_id, conversation, messages, more);
+                self.handle.push_shared(&frame);
                 self.proto.finished();
             }
             Err(e) => {
@@ -741,40 +738,42 @@ impl Driver {
         self.error(request_id, code, message);
     }
 
-    /// Cuts a page until its encoding fits the client's frame limit.
+    /// The page as a frame whose encoding fits the client's frame limit, cut in half
+    /// until it does; the encoding made to measure it is the one that is sent.
     fn fit_page(
         &self,
+        kind: PageKind,
         request_id: RequestId,
         conversation: ConversationId,
         mut messages: Vec<chat_proto::frame::Message>,
-        mut more: bool,
-    ) -> Page {
-        let max = match self.wire {
-            Wire::WsJson => MAX_SERVER_FRAME_JSON,
-            Wire::WsPostcard | Wire::Stream => MAX_SERVER_FRAME,
-        };
+        mut has_more: bool,
+    ) -> SharedFrame {
         loop {
             let page = Page {
                 request_id,
                 conversation,
                 messages,
-                has_more: more,
+                has_more,
             };
-            let size = match self.wire {
-                Wire::WsJson => codec::encode_json(&ServerFrame::SyncPage(page.clone()))
-                    .map(|s| s.len())
-                    .unwrap_or(usize::MAX),
-                _ => codec::encode_postcard(&ServerFrame::SyncPage(page.clone()))
-                    .map(|e| e.payload_len())
-                    .unwrap_or(usize::MAX),
+            let frame = SharedFrame::new(match kind {
+                PageKind::History(_) => ServerFrame::HistoryPage(page),
+                PageKind::Sync(_) => ServerFrame::SyncPage(page),
+            });
+            // The encoders refuse frames past the receiver's limit.
+            let count = match frame.frame() {
+                ServerFrame::HistoryPage(p) | ServerFrame::SyncPage(p) => p.messages.len(),
+                _ => 0,
             };
-            if size <= max || page.messages.len() <= 1 {
-                return page;
+            if frame.bytes(self.wire).is_some() || count <= 1 {
+                return frame;
             }
+            let (ServerFrame::HistoryPage(page) | ServerFrame::SyncPage(page)) = frame.into_frame()
+            else {
+                unreachable!("built as a page above")
+            };
             messages = page.messages;
-            let keep = messages.len() / 2;
-            messages.truncate(keep);
-            more = true;
+            messages.truncate(count / 2);
+            has_more = true;
         }
     }
 

@@ -1069,3 +1069,54 @@ async fn metrics_report_sessions_and_traffic() {
     assert!(received >= 1.0);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn pages_are_cut_to_the_frame_limit() {
+    let s = TestServer::start_with(TestDbKind::Sqlite, |c| c.send_burst = 1000).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let conv = dm(&s, &alice, &bob).await;
+    let (mut a, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
+    live(&mut a).await;
+    let big = "y".repeat(15 * 1024);
+    for i in 1..=100u32 {
+        a.send(&ClientFrame::Send(Send {
+            request_id: RequestId(i),
+            conversation: cid(conv),
+            client_msg_id: ClientMsgId::from_bytes([i as u8; 16]),
+            body: Body::Text(big.clone()),
+        }))
+        .await;
+        if i % 50 == 0 {
+            a.until(|f| {
+                matches!(f, ServerFrame::Ack(ack) if ack.request_id == RequestId(i)).then_some(())
+            })
+            .await;
+        }
+    }
+    // 100 x 15 KiB = 1.5 MiB: more than one postcard frame may carry.
+    a.send(&ClientFrame::History(History {
+        request_id: RequestId(500),
+        conversation: cid(conv),
+        before: None,
+        limit: 100,
+    }))
+    .await;
+    let page = a
+        .until(|f| {
+            if let ServerFrame::HistoryPage(p) = f {
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert!(
+        !page.messages.is_empty() && page.messages.len() < 100,
+        "{} messages",
+        page.messages.len()
+    );
+    assert!(page.has_more);
+    assert_eq!(page.messages[0].seq.get(), 100, "newest first");
+    s.stop().await;
+}

@@ -388,6 +388,22 @@ struct NewRow {
 /// Inserted rows' ids, by (conversation, seq).
 type InsertedIds = std::collections::HashMap<(i64, i64), i64>;
 
+/// Collects `RETURNING id, conversation_id, seq` rows.
+fn inserted_ids<R: sqlx::Row>(rows: Vec<R>) -> Result<InsertedIds, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    let mut ids = InsertedIds::with_capacity(rows.len());
+    for row in rows {
+        ids.insert(
+            (row.try_get("conversation_id")?, row.try_get("seq")?),
+            row.try_get("id")?,
+        );
+    }
+    Ok(ids)
+}
+
 fn user_id(raw: i64) -> Result<UserId, StoreError> {
     UserId::try_from(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
 }

@@ -44,7 +44,6 @@ impl PgStore {
         tx: &mut sqlx::Transaction<'static, Postgres>,
         rows: &[super::NewRow],
     ) -> Result<super::InsertedIds, StoreError> {
-        use sqlx::Row as _;
         let conversation: Vec<i64> = rows.iter().map(|r| r.conversation).collect();
         let seq: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         let sender: Vec<i64> = rows.iter().map(|r| r.sender).collect();
@@ -66,14 +65,7 @@ impl PgStore {
         .bind(&created)
         .fetch_all(&mut **tx)
         .await?;
-        let mut ids = super::InsertedIds::with_capacity(rows.len());
-        for row in inserted {
-            ids.insert(
-                (row.try_get("conversation_id")?, row.try_get("seq")?),
-                row.try_get("id")?,
-            );
-        }
-        Ok(ids)
+        super::inserted_ids(inserted)
     }
 
     /// Locks conversation rows in id order, so concurrent batches (on this node or

@@ -32,6 +32,20 @@ macro_rules! impl_store {
                 })
             }
 
+            /// A page from rows fetched with `LIMIT limit + 1`: the messages, and whether
+            /// there were more.
+            fn page(
+                rows: &[<$db as sqlx::Database>::Row],
+                limit: u32,
+            ) -> Result<(Vec<chat_proto::frame::Message>, bool), $crate::store::StoreError> {
+                let messages = rows
+                    .iter()
+                    .take(limit as usize)
+                    .map(Self::message_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((messages, rows.len() > limit as usize))
+            }
+
             async fn load_conversation(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 id: i64,
@@ -713,13 +727,7 @@ macro_rules! impl_store {
                     .bind(i64::from(limit) + 1)
                     .fetch_all(&self.pool)
                     .await?;
-                    let has_more = rows.len() > limit as usize;
-                    let messages = rows
-                        .iter()
-                        .take(limit as usize)
-                        .map(Self::message_from_row)
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok((messages, has_more))
+                    Self::page(&rows, limit)
                 })
             }
 
@@ -739,13 +747,7 @@ macro_rules! impl_store {
                     .bind(i64::from(limit) + 1)
                     .fetch_all(&self.pool)
                     .await?;
-                    let has_more = rows.len() > limit as usize;
-                    let messages = rows
-                        .iter()
-                        .take(limit as usize)
-                        .map(Self::message_from_row)
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok((messages, has_more))
+                    Self::page(&rows, limit)
                 })
             }
 

@@ -45,7 +45,6 @@ impl SqliteStore {
         tx: &mut sqlx::Transaction<'static, Sqlite>,
         rows: &[super::NewRow],
     ) -> Result<super::InsertedIds, StoreError> {
-        use sqlx::Row as _;
         let mut ids = super::InsertedIds::with_capacity(rows.len());
         for chunk in rows.chunks(100) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
@@ -61,12 +60,7 @@ impl SqliteStore {
                     .push_bind(r.created_at);
             });
             q.push(" RETURNING id, conversation_id, seq");
-            for row in q.build().fetch_all(&mut **tx).await? {
-                ids.insert(
-                    (row.try_get("conversation_id")?, row.try_get("seq")?),
-                    row.try_get("id")?,
-                );
-            }
+            ids.extend(super::inserted_ids(q.build().fetch_all(&mut **tx).await?)?);
         }
         Ok(ids)
     }
