@@ -90,6 +90,15 @@ pub struct Config {
     #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 100)]
     pub send_burst: u32,
 
+    /// Seconds an HTTP keep-alive connection may sit idle between requests.
+    #[arg(long, env = "CHAT_HTTP_IDLE_TIMEOUT", default_value_t = 60)]
+    pub http_idle_timeout: u64,
+
+    /// Most simultaneous HTTP connections (WebSocket connections stop counting once
+    /// upgraded); more are closed as they arrive.
+    #[arg(long, env = "CHAT_MAX_HTTP_CONNECTIONS", default_value_t = 10_000)]
+    pub max_http_connections: usize,
+
     /// Milliseconds a new real-time connection has to send `hello`.
     #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     pub handshake_timeout_ms: u64,

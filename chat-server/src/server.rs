@@ -12,6 +12,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
 use crate::app::App;
 use crate::auth::Tokens;
 use crate::config::Config;
@@ -93,6 +99,7 @@ impl Server {
         );
         let quic_task = tokio::spawn(quic.serve(app.clone()));
         let connections = TaskTracker::new();
+        let live_http = Arc::new(AtomicUsize::new(0));
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::pin!(shutdown);
         tracing::info!("listening on http://{http_addr}");
@@ -108,7 +115,16 @@ impl Server {
                             continue;
                         }
                     };
+                    if live_http.load(Ordering::Acquire) >= app.config().max_http_connections {
+                        tracing::debug!(%peer, "HTTP connection limit reached; closing");
+                        drop(stream);
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
+                    let (stream, activity) = IdleIo::new(stream);
+                    let idle = Duration::from_secs(app.config().http_idle_timeout.max(1));
+                    let live = live_http.clone();
+                    live.fetch_add(1, Ordering::AcqRel);
                     let app = app.clone();
                     let service = service_fn(move |req| crate::http::handle(app.clone(), peer, req));
                     let conn = hyper::server::conn::http1::Builder::new()
@@ -122,12 +138,19 @@ impl Server {
                         tokio::pin!(conn);
                         let result = tokio::select! {
                             result = conn.as_mut() => result,
-                            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                                // Finish the request in progress, then close.
+                            // On shutdown, or after a keep-alive connection sat idle:
+                            // finish the request in progress, if any, then close.
+                            () = async {
+                                tokio::select! {
+                                    _ = stop.wait_for(|s| *s) => {}
+                                    () = activity.idle_for(idle) => {}
+                                }
+                            } => {
                                 conn.as_mut().graceful_shutdown();
                                 conn.await
                             }
                         };
+                        live.fetch_sub(1, Ordering::AcqRel);
                         if let Err(e) = result {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
@@ -194,6 +217,110 @@ impl RunningServer {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.task.await.context("server task panicked")?
+    }
+}
+
+/// A connection's IO that records when bytes last moved, so idle keep-alive
+/// connections can be closed (hyper's header timeout only covers the wait for a
+/// request's headers).
+#[derive(Debug)]
+struct IdleIo<T> {
+    inner: T,
+    activity: Activity,
+}
+
+/// When a connection last moved bytes.
+#[derive(Clone, Debug)]
+struct Activity {
+    start: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once no byte has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+        }
+    }
+}
+
+impl<T> IdleIo<T> {
+    fn new(inner: T) -> (Self, Activity) {
+        let activity = Activity {
+            start: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        };
+        (
+            Self {
+                inner,
+                activity: activity.clone(),
+            },
+            activity,
+        )
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -912,3 +912,80 @@ async fn the_web_ui_is_served_with_security_headers() {
     );
     s.stop().await;
 }
+
+async fn read_some(tcp: &mut tokio::net::TcpStream, wait: std::time::Duration) -> Option<usize> {
+    let mut buf = [0u8; 4096];
+    match tokio::time::timeout(wait, tcp.read(&mut buf)).await {
+        Ok(Ok(n)) => Some(n),
+        Ok(Err(_)) => Some(0),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let s = TestServer::start_with(TestDbKind::Sqlite, |c| c.http_idle_timeout = 1).await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let n = read_some(&mut tcp, std::time::Duration::from_secs(2))
+        .await
+        .expect("a response");
+    assert!(n > 0, "the request was answered");
+    // Kept alive, then closed once idle for a second.
+    assert_eq!(
+        read_some(&mut tcp, std::time::Duration::from_secs(3)).await,
+        Some(0)
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed() {
+    let s = TestServer::start_with(TestDbKind::Sqlite, |c| c.max_http_connections = 2).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(s.addr())
+            .await
+            .expect("connect");
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        assert!(
+            read_some(&mut tcp, std::time::Duration::from_secs(2))
+                .await
+                .is_some_and(|n| n > 0)
+        );
+        held.push(tcp);
+    }
+    let mut extra = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("the kernel accepts");
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(
+        read_some(&mut extra, std::time::Duration::from_secs(2)).await,
+        Some(0),
+        "closed unanswered"
+    );
+    drop(held);
+    // Capacity comes back once the held connections are gone.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut again = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(
+        read_some(&mut again, std::time::Duration::from_secs(2))
+            .await
+            .is_some_and(|n| n > 0)
+    );
+    s.stop().await;
+}
