@@ -22,8 +22,12 @@ async fn main() -> anyhow::Result<()> {
         .context("starting chat-server")?;
     let addr = server.http_addr();
     let cert = server.quic_cert();
+    let ui = match server.app().web_dir() {
+        Some(dir) => format!("web UI at http://{addr}/ (from {})", dir.display()),
+        None => "no web UI built (see README)".to_owned(),
+    };
     eprintln!(
-        "chat-server ready\n  web, API and WebSocket: http://{addr}/ (API at /api, WebSocket at /ws)\n  QUIC: quic://{} (certificate {}, SHA-256 {})",
+        "chat-server ready\n  HTTP API and WebSocket: http://{addr}/api, ws://{addr}/ws; {ui}\n  QUIC: quic://{} (certificate {}, SHA-256 {})",
         server.quic_addr(),
         cert.path.display(),
         cert.fingerprint

@@ -86,6 +86,19 @@ fn describe() {
     );
     metrics::describe_counter!(SLOW_CONSUMERS, "Sessions closed for falling behind");
     metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit");
+    // Register every series at zero, so a fresh server's /metrics already lists them.
+    for transport in ["websocket_json", "websocket_postcard", "quic"] {
+        metrics::gauge!(CONNECTIONS, "transport" => transport).increment(0.0);
+    }
+    for result in ["ok", "refused"] {
+        metrics::counter!(HANDSHAKES, "result" => result).increment(0);
+    }
+    for kind in ["send", "login"] {
+        metrics::counter!(RATE_LIMITED, "kind" => kind).increment(0);
+    }
+    metrics::counter!(MESSAGES_RECEIVED).increment(0);
+    metrics::counter!(MESSAGES_DELIVERED).increment(0);
+    metrics::counter!(SLOW_CONSUMERS).increment(0);
 }
 
 /// The Prometheus text exposition.
