@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
     let cert = server.quic_cert();
     let ui = match server.app().web_dir() {
         Some(dir) => format!("web UI at http://{addr}/ (from {})", dir.display()),
-        None => "no web UI built (see README)".to_owned(),
+        None => "no web UI (--web-dir serves one)".to_owned(),
     };
     eprintln!(
         "chat-server ready\n  HTTP API and WebSocket: http://{addr}/api, ws://{addr}/ws; {ui}\n  QUIC: quic://{} (certificate {}, SHA-256 {})",
