@@ -373,6 +373,11 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
+/// Prepared statements kept per connection, on both backends: the batched append
+/// statements come in one variant per batch size, and re-preparing them costs more
+/// than running them.
+const STATEMENT_CACHE: usize = 2048;
+
 /// One message row to insert (backend-neutral).
 #[derive(Debug)]
 struct NewRow {

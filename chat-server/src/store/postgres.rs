@@ -8,10 +8,6 @@ use sqlx::{PgPool, Postgres};
 use super::StoreError;
 use super::sql::impl_store;
 
-/// Prepared statements kept per connection: the batched append statements come in
-/// one variant per batch size, and re-preparing them costs more than running them.
-const STATEMENT_CACHE: usize = 2048;
-
 /// The PostgreSQL store.
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -27,8 +23,7 @@ impl PgStore {
 
     /// Connects with explicit options (tests use them to pick a schema).
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
-        // Batched statements have one text per batch size; keep them all prepared.
-        let options = options.statement_cache_capacity(STATEMENT_CACHE);
+        let options = options.statement_cache_capacity(super::STATEMENT_CACHE);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))

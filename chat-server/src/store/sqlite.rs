@@ -27,8 +27,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
-            // Batched statements have one text per batch size; keep them all prepared.
-            .statement_cache_capacity(2048);
+            .statement_cache_capacity(super::STATEMENT_CACHE);
         create_private(options.get_filename());
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -38,8 +37,6 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
-    /// A write transaction that takes the write lock up front, so it never has to
-    /// upgrade (and fail with SQLITE_BUSY) halfway.
     /// Inserts message rows with multi-row VALUES statements.
     async fn insert_messages(
         tx: &mut sqlx::Transaction<'static, Sqlite>,
@@ -73,6 +70,8 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// A write transaction that takes the write lock up front, so it never has to
+    /// upgrade (and fail with SQLITE_BUSY) halfway.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
