@@ -49,6 +49,14 @@ async fn live(c: &mut WsClient) {
         .await;
 }
 
+async fn next_error(c: &mut WsClient) -> chat_proto::frame::Error {
+    c.until(|f| match f {
+        ServerFrame::Error(e) => Some(e),
+        _ => None,
+    })
+    .await
+}
+
 async fn next_message(c: &mut WsClient) -> chat_proto::frame::Message {
     c.until(|f| match f {
         ServerFrame::Message(m) => Some(m),
@@ -171,15 +179,7 @@ async fn a_second_device_sees_its_users_sends_and_retries_are_idempotent() {
 
     // Reusing the key for different content is a conflict.
     phone.send(&send(2, conv, 9, "something else")).await;
-    let err = phone
-        .until(|f| {
-            if let ServerFrame::Error(e) = f {
-                Some(e)
-            } else {
-                None
-            }
-        })
-        .await;
+    let err = next_error(&mut phone).await;
     assert_eq!(err.code, ErrorCode::IdempotencyConflict);
     s.stop().await;
 }
@@ -387,15 +387,7 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
     // A request before hello: handshake_required, then the server closes (1008).
     let mut x = WsClient::connect(s.addr(), Sub::Json).await;
     x.send(&send(1, conv, 1, "sneaky")).await;
-    let e = x
-        .until(|f| {
-            if let ServerFrame::Error(e) = f {
-                Some(e)
-            } else {
-                None
-            }
-        })
-        .await;
+    let e = next_error(&mut x).await;
     assert_eq!(e.code, ErrorCode::HandshakeRequired);
     assert_eq!(x.recv().await.err(), Some(End::Closed(1008)));
 
@@ -408,15 +400,7 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
         resume: vec![],
     }))
     .await;
-    let e = x
-        .until(|f| {
-            if let ServerFrame::Error(e) = f {
-                Some(e)
-            } else {
-                None
-            }
-        })
-        .await;
+    let e = next_error(&mut x).await;
     assert_eq!(e.code, ErrorCode::InvalidToken);
     assert_eq!(x.recv().await.err(), Some(End::Closed(1008)));
 
@@ -424,40 +408,16 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
     let (mut m, _) = WsClient::login(s.addr(), Sub::Json, &mallory.token, vec![]).await;
     live(&mut m).await;
     m.send_raw(OpCode::Text, b"{not json".to_vec()).await;
-    let e = m
-        .until(|f| {
-            if let ServerFrame::Error(e) = f {
-                Some(e)
-            } else {
-                None
-            }
-        })
-        .await;
+    let e = next_error(&mut m).await;
     assert_eq!(e.code, ErrorCode::BadFrame);
     m.send_raw(OpCode::Text, br#"{"reaction":{"emoji":"+1"}}"#.to_vec())
         .await;
-    let e = m
-        .until(|f| {
-            if let ServerFrame::Error(e) = f {
-                Some(e)
-            } else {
-                None
-            }
-        })
-        .await;
+    let e = next_error(&mut m).await;
     assert_eq!(e.code, ErrorCode::UnsupportedFrame);
     // Invalid UTF-8 in a text message fails the WebSocket connection (RFC 6455: 1007),
     // after a bad_frame error saying why.
     m.send_raw(OpCode::Text, b"\xff\xfe".to_vec()).await;
-    let e = m
-        .until(|f| {
-            if let ServerFrame::Error(e) = f {
-                Some(e)
-            } else {
-                None
-            }
-        })
-        .await;
+    let e = next_error(&mut m).await;
     assert_eq!(e.code, ErrorCode::BadFrame);
     assert_eq!(m.recv().await.err(), Some(End::Closed(1007)));
 
@@ -465,44 +425,20 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
     let (mut m, _) = WsClient::login(s.addr(), Sub::Json, &mallory.token, vec![]).await;
     live(&mut m).await;
     m.send(&send(4, conv, 4, "let me in")).await;
-    let e = m
-        .until(|f| {
-            if let ServerFrame::Error(e) = f {
-                Some(e)
-            } else {
-                None
-            }
-        })
-        .await;
+    let e = next_error(&mut m).await;
     assert_eq!(
         (e.code, e.request_id),
         (ErrorCode::NotFound, Some(RequestId(4)))
     );
     m.send(&send(5, 999_999, 5, "nowhere")).await;
-    let e = m
-        .until(|f| {
-            if let ServerFrame::Error(e) = f {
-                Some(e)
-            } else {
-                None
-            }
-        })
-        .await;
+    let e = next_error(&mut m).await;
     assert_eq!(
         e.code,
         ErrorCode::NotFound,
         "same answer as for a conversation that does not exist"
     );
     m.send(&send(6, conv, 6, "")).await;
-    let e = m
-        .until(|f| {
-            if let ServerFrame::Error(e) = f {
-                Some(e)
-            } else {
-                None
-            }
-        })
-        .await;
+    let e = next_error(&mut m).await;
     assert_eq!(e.code, ErrorCode::InvalidRequest);
 
     // An oversized message, even in fragments: frame_too_large and close 1009.
@@ -812,15 +748,7 @@ async fn membership_changes_take_effect_live() {
     })
     .await;
     b.send(&send(9, conv, 9, "let me back")).await;
-    let e = b
-        .until(|f| {
-            if let ServerFrame::Error(e) = f {
-                Some(e)
-            } else {
-                None
-            }
-        })
-        .await;
+    let e = next_error(&mut b).await;
     assert_eq!(e.code, ErrorCode::NotFound);
     s.stop().await;
 }
@@ -945,15 +873,7 @@ async fn a_handshake_that_never_completes_is_closed_at_the_deadline() {
     let s = TestServer::start_with(TestDbKind::Sqlite, |c| c.handshake_timeout_ms = 300).await;
     let mut idle = WsClient::connect(s.addr(), Sub::Json).await;
     let started = std::time::Instant::now();
-    let e = idle
-        .until(|f| {
-            if let ServerFrame::Error(e) = f {
-                Some(e)
-            } else {
-                None
-            }
-        })
-        .await;
+    let e = next_error(&mut idle).await;
     assert_eq!(e.code, ErrorCode::HandshakeTimeout);
     assert!(started.elapsed() >= Duration::from_millis(250));
     assert_eq!(idle.recv().await.err(), Some(End::Closed(1008)));
@@ -1010,12 +930,9 @@ async fn quic_refuses_a_four_gigabyte_length_prefix() {
         .await;
     a.send_raw(&[0xff, 0xff, 0xff, 0xff, 0x00]).await;
     let e = a
-        .until(|f| {
-            if let ServerFrame::Error(e) = f {
-                Some(e)
-            } else {
-                None
-            }
+        .until(|f| match f {
+            ServerFrame::Error(e) => Some(e),
+            _ => None,
         })
         .await;
     assert_eq!(e.code, ErrorCode::FrameTooLarge);
