@@ -212,6 +212,9 @@ pub struct ClientSession {
     transmit: VecDeque<ClientFrame>,
     events: VecDeque<Event>,
     tracks: HashMap<ConversationId, Track>,
+    /// The last seq handed out in conversations no longer tracked (left, removed or
+    /// gone), so that a later return never hands out an old message a second time.
+    retired: HashMap<ConversationId, Seq>,
     handshake_deadline: Option<Instant>,
     last_heard: Option<Instant>,
     ping_outstanding: bool,
@@ -235,6 +238,7 @@ impl ClientSession {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             tracks: HashMap::new(),
+            retired: HashMap::new(),
             handshake_deadline: None,
             last_heard: None,
             ping_outstanding: false,
@@ -274,7 +278,7 @@ impl ClientSession {
     /// Starts tracking a conversation from a position the application already has
     /// (for example restored from disk), so the next handshake resumes after it.
     pub fn track(&mut self, conversation: ConversationId, last_seen: Seq) {
-        let track = self.tracks.entry(conversation).or_default();
+        let track = Self::track_from(&mut self.tracks, &mut self.retired, conversation, Seq::ZERO);
         if last_seen > track.delivered {
             track.delivered = last_seen;
             track.head = track.head.max(last_seen);
@@ -535,7 +539,7 @@ impl ClientSession {
             ServerFrame::Receipt(r) => self.events.push_back(Event::Receipt(r)),
             ServerFrame::Membership(m) => {
                 if Some(m.user) == self.user && m.change == MembershipChange::Removed {
-                    self.tracks.remove(&m.conversation);
+                    self.retire(m.conversation);
                 }
                 self.events.push_back(Event::Membership(m));
             }
@@ -650,18 +654,31 @@ impl ClientSession {
         self.handshake_deadline = None;
         let mut tracks = std::mem::take(&mut self.tracks);
         for head in &welcome.heads {
-            let mut track = tracks.remove(&head.conversation).unwrap_or_else(|| Track {
-                // A conversation the client did not track starts at its head: older
-                // messages are history, not missed messages.
-                delivered: head.seq,
-                head: head.seq,
-                ..Track::default()
-            });
+            // A conversation listed twice keeps the track the first listing moved.
+            let known = tracks
+                .remove(&head.conversation)
+                .or_else(|| self.tracks.remove(&head.conversation));
+            let mut track = match known {
+                Some(track) => track,
+                None => {
+                    // A conversation the client did not track starts at its head: older
+                    // messages are history, not missed messages.
+                    let start = self.retired_floor(head.conversation).max(head.seq);
+                    Track {
+                        delivered: start,
+                        head: start,
+                        ..Track::default()
+                    }
+                }
+            };
             track.head = track.head.max(head.seq);
             track.syncing = None;
             self.tracks.insert(head.conversation, track);
         }
         // Conversations missing from `heads` are ones the user no longer belongs to.
+        for (conversation, track) in tracks {
+            self.retired.insert(conversation, track.delivered);
+        }
         self.state = ConnectionState::Replaying;
         self.events.push_back(Event::Connected(welcome));
         self.flush();
@@ -685,7 +702,7 @@ impl ClientSession {
             }),
             Some(Request::Sync(conversation)) => {
                 if error.code == ErrorCode::NotFound {
-                    self.tracks.remove(&conversation);
+                    self.retire(conversation);
                 } else if let Some(t) = self.tracks.get_mut(&conversation) {
                     // Retried at the next gap or reconnect.
                     t.syncing = None;
@@ -733,15 +750,14 @@ impl ClientSession {
     /// Hands out `message` if it is the next one, buffers it past a gap, drops it if it
     /// was already handed out.
     fn deliver(&mut self, message: Message) {
-        let track = self.tracks.entry(message.conversation).or_insert_with(|| {
-            // First sight of a conversation after the handshake: start here.
-            let start = Seq::new(message.seq.get().saturating_sub(1)).unwrap_or(Seq::ZERO);
-            Track {
-                delivered: start,
-                head: start,
-                ..Track::default()
-            }
-        });
+        // First sight of a conversation after the handshake: start here.
+        let start = Seq::new(message.seq.get().saturating_sub(1)).unwrap_or(Seq::ZERO);
+        let track = Self::track_from(
+            &mut self.tracks,
+            &mut self.retired,
+            message.conversation,
+            start,
+        );
         if message.seq <= track.delivered || track.buffer.contains_key(&message.seq) {
             return;
         }
@@ -757,6 +773,36 @@ impl ClientSession {
             }
         } else if track.buffer.len() < self.config.max_buffered {
             track.buffer.insert(message.seq, message);
+        }
+    }
+
+    /// The track of `conversation`, created at `start` (or past what was handed out
+    /// before the conversation was retired) if there is none.
+    fn track_from<'a>(
+        tracks: &'a mut HashMap<ConversationId, Track>,
+        retired: &mut HashMap<ConversationId, Seq>,
+        conversation: ConversationId,
+        start: Seq,
+    ) -> &'a mut Track {
+        let floor = retired.remove(&conversation).unwrap_or(Seq::ZERO);
+        tracks.entry(conversation).or_insert_with(|| {
+            let start = start.max(floor);
+            Track {
+                delivered: start,
+                head: start,
+                ..Track::default()
+            }
+        })
+    }
+
+    fn retired_floor(&mut self, conversation: ConversationId) -> Seq {
+        self.retired.remove(&conversation).unwrap_or(Seq::ZERO)
+    }
+
+    /// Stops tracking a conversation, remembering how far the application got.
+    fn retire(&mut self, conversation: ConversationId) {
+        if let Some(track) = self.tracks.remove(&conversation) {
+            self.retired.insert(conversation, track.delivered);
         }
     }
 
