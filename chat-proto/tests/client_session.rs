@@ -902,6 +902,31 @@ fn typing_is_only_sent_when_connected() {
 }
 
 #[test]
+fn a_conversation_joined_while_connected_is_tracked_from_its_start() {
+    let mut h = Harness::new(&[1], 50);
+    h.connect();
+    h.settle();
+    // Conversation 2 is created after the handshake, with the user in it.
+    h.server.conversations.insert(conv(2), Vec::new());
+    h.client.handle(
+        ServerFrame::Membership(Membership {
+            conversation: conv(2),
+            user: user(ME),
+            change: MembershipChange::Added,
+            by: user(OTHER),
+        }),
+        h.now,
+    );
+    // The first message arrives while the link is down: the next handshake resumes
+    // from seq 0 instead of treating it as old history.
+    h.drop_link();
+    h.other_sends(2, true);
+    h.connect();
+    h.settle();
+    assert_eq!(h.delivered[&conv(2)], vec![seq(1)]);
+}
+
+#[test]
 fn removal_from_a_conversation_stops_tracking_it() {
     let mut h = Harness::new(&[1, 2], 50);
     h.connect();

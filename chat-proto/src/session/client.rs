@@ -538,8 +538,20 @@ impl ClientSession {
             ServerFrame::Presence(p) => self.events.push_back(Event::Presence(p)),
             ServerFrame::Receipt(r) => self.events.push_back(Event::Receipt(r)),
             ServerFrame::Membership(m) => {
-                if Some(m.user) == self.user && m.change == MembershipChange::Removed {
-                    self.retire(m.conversation);
+                if Some(m.user) == self.user {
+                    match m.change {
+                        MembershipChange::Removed => self.retire(m.conversation),
+                        // Everything in a conversation the user just joined is new to
+                        // them, even what arrives only after a reconnect.
+                        MembershipChange::Added => {
+                            Self::track_from(
+                                &mut self.tracks,
+                                &mut self.retired,
+                                m.conversation,
+                                Seq::ZERO,
+                            );
+                        }
+                    }
                 }
                 self.events.push_back(Event::Membership(m));
             }
