@@ -587,6 +587,20 @@ macro_rules! impl_store {
                         let id: i64 = row.try_get("id")?;
                         let last_seq: i64 = row.try_get("last_seq")?;
                         let last_read: i64 = row.try_get("last_read_seq")?;
+                        // The user's own messages are never unread to them.
+                        let unread: i64 = if last_seq > last_read {
+                            sqlx::query_scalar(
+                                "SELECT COUNT(*) FROM messages \
+                                 WHERE conversation_id = $1 AND seq > $2 AND sender_id <> $3",
+                            )
+                            .bind(id)
+                            .bind(last_read)
+                            .bind(i64::from(user))
+                            .fetch_one(&mut *conn)
+                            .await?
+                        } else {
+                            0
+                        };
                         let Some(conversation) = Self::load_conversation(&mut conn, id).await? else {
                             continue;
                         };
@@ -600,7 +614,7 @@ macro_rules! impl_store {
                         out.push($crate::store::ConversationSummary {
                             conversation,
                             last_message: last_message.as_ref().map(Self::message_from_row).transpose()?,
-                            unread: u64::try_from(last_seq.saturating_sub(last_read)).unwrap_or(0),
+                            unread: u64::try_from(unread).unwrap_or(0),
                         });
                     }
                     Ok(out)

@@ -277,6 +277,11 @@ async fn conversations_and_members(store: &Arc<dyn Store>) {
     );
     assert_eq!(list[0].unread, 2);
     assert_eq!(
+        store.conversations(ben).await.expect("list")[0].unread,
+        0,
+        "one's own messages are never unread"
+    );
+    assert_eq!(
         list[0].last_message.as_ref().and_then(|m| m.body.as_text()),
         Some("are you there?")
     );
