@@ -1,2 +1,513 @@
-//! Async client library.
+//! Async client library for the chat system, for applications and bots.
+//!
+//! A [`Client`] signs in over the HTTP API, keeps one real-time connection (QUIC or
+//! WebSocket) open, repairs it when it breaks (jittered exponential backoff, resume from
+//! the last message seen in every conversation, token refresh) and hands the
+//! application typed [`Event`]s: each conversation's messages in order, each exactly
+//! once. Requests made while disconnected wait and go out on the next connection.
+//! The protocol itself lives in [`chat_proto`]'s sans-IO session; this crate is its IO
+//! shell.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use chat_sdk::{ClientBuilder, Event};
+//!
+//! # async fn run() -> Result<(), chat_sdk::Error> {
+//! let client = ClientBuilder::new("ws://127.0.0.1:8080")
+//!     .login("alice", "correct horse battery")
+//!     .connect()
+//!     .await?;
+//! let mut events = client.events();
+//! while let Some(event) = events.recv().await {
+//!     if let Event::Message(message) = event {
+//!         if message.sender != client.user_id() {
+//!             client.send_text(message.conversation, "got it").await?;
+//!         }
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The handle is cheap to clone and `Send + Sync`; dropping the last clone shuts the
+//! connection down. Every method is cancellation-safe: a dropped future never leaves
+//! the client in a broken state (a send whose future is dropped may still be
+//! delivered; retry it with the same [`ClientMsgId`] through [`Client::send`] to be
+//! sure, and it is stored at most once).
 #![deny(missing_docs)]
+
+mod api;
+mod config;
+mod driver;
+mod error;
+mod tls;
+mod transport;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+pub use chat_proto;
+use chat_proto::body::Body;
+use chat_proto::frame::{Ack, Cursor, Membership, Message, Page, Presence, Receipt, Typing};
+use chat_proto::ids::{ClientMsgId, ConversationId, Seq, UserId};
+use chat_proto::session::{ClientConfig, ClientSession, ConnectionState};
+use http::Method;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument as _;
+
+use crate::api::Auth;
+pub use crate::api::{
+    Conversation, ConversationKind, ConversationSummary, Member, Role, TokenPair, User, UserPage,
+};
+pub use crate::config::ClientBuilder;
+use crate::driver::{Command, Driver};
+pub use crate::error::{Error, Result};
+pub use crate::tls::Trust;
+
+/// What happens on the connection, in order.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A message: per conversation in seq order, each exactly once, including the
+    /// user's own messages (from this and other devices).
+    Message(Message),
+    /// Someone started or stopped typing.
+    Typing(Typing),
+    /// A contact came online or went offline.
+    Presence(Presence),
+    /// A member's read position advanced.
+    Receipt(Receipt),
+    /// Someone joined or left a conversation (the user included).
+    Membership(Membership),
+    /// A handshake completed; missed messages follow, then [`Event::Live`].
+    Connected {
+        /// The signed-in user.
+        user: UserId,
+    },
+    /// Caught up: what follows is live.
+    Live,
+    /// The connection was lost; the client reconnects by itself after `retry_in`.
+    Disconnected {
+        /// Why, for people.
+        reason: String,
+        /// When the next attempt starts.
+        retry_in: Duration,
+    },
+    /// A non-fatal error from the server not tied to a request.
+    Notice(Error),
+    /// The client stopped for good (for example the login was revoked); the stream
+    /// ends after this.
+    Stopped(Error),
+}
+
+/// The stream of [`Event`]s from [`Client::events`]. Implements
+/// [`futures_core::Stream`].
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the client has shut down.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_core::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    commands: mpsc::UnboundedSender<Command>,
+    auth: Arc<Auth>,
+    status: watch::Receiver<ConnectionState>,
+}
+
+/// A signed-in, connected chat client. See the [crate documentation](crate).
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// A fresh random idempotency key for [`Client::send`].
+pub fn new_client_msg_id() -> ClientMsgId {
+    ClientMsgId::new_v4(rand::random())
+}
+
+impl Client {
+    /// Shorthand for [`ClientBuilder::new`].
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(url)
+    }
+
+    async fn start(
+        builder: ClientBuilder,
+        target: config::Target,
+        quic: Option<quinn::Endpoint>,
+        auth: Auth,
+    ) -> Result<Self> {
+        let auth = Arc::new(auth);
+        let mut session = ClientSession::new(ClientConfig {
+            client_name: builder.client_name.clone(),
+            ..ClientConfig::default()
+        });
+        for cursor in &builder.resume {
+            session.track(cursor.conversation, cursor.seq);
+        }
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(ConnectionState::Disconnected);
+        let (first_tx, first_rx) = oneshot::channel();
+        let span = tracing::info_span!("chat_client", user = auth.user().get(), target = ?target);
+        let driver = Driver {
+            session,
+            commands: rx,
+            target,
+            quic,
+            auth: auth.clone(),
+            status: status_tx,
+            backoff: builder.backoff,
+            connect_timeout: builder.connect_timeout,
+            first: Some(first_tx),
+            subscribers: Vec::new(),
+            backlog: Default::default(),
+            subscribed: false,
+            waiters: Default::default(),
+            retries: Vec::new(),
+        };
+        tokio::spawn(driver.run().instrument(span));
+        first_rx.await.map_err(|_| Error::Closed)??;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                commands,
+                auth,
+                status,
+            }),
+        })
+    }
+
+    fn command(&self, command: Command) -> Result<()> {
+        self.inner.commands.send(command).map_err(|_| Error::Closed)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.command(make(tx))?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The signed-in user.
+    pub fn user_id(&self) -> UserId {
+        self.inner.auth.user()
+    }
+
+    /// Where the connection stands now.
+    pub fn state(&self) -> ConnectionState {
+        *self.inner.status.borrow()
+    }
+
+    /// Waits until the connection is in `state` (for example
+    /// [`ConnectionState::Live`]); fails if the client stops first.
+    pub async fn wait_for(&self, state: ConnectionState) -> Result<()> {
+        let mut status = self.inner.status.clone();
+        let reached = status
+            .wait_for(|s| *s == state || *s == ConnectionState::Closed)
+            .await
+            .map_err(|_| Error::Closed)?;
+        if *reached == state {
+            Ok(())
+        } else {
+            Err(Error::Closed)
+        }
+    }
+
+    /// A new stream of events. Events that happened before the first call are kept
+    /// for it (up to 65,536), so nothing between `connect` and `events` is lost; later
+    /// subscribers see events from the moment they subscribe. Each stream must be
+    /// read: events wait in memory until it is.
+    pub fn events(&self) -> Events {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.command(Command::Subscribe(tx));
+        Events { rx }
+    }
+
+    /// Sends a text message; resolves to the server's acknowledgement (message id, seq,
+    /// time) once it is stored. A rate-limited send waits and retries by itself.
+    pub async fn send_text(
+        &self,
+        conversation: ConversationId,
+        text: impl Into<String>,
+    ) -> Result<Ack> {
+        self.send(conversation, new_client_msg_id(), Body::Text(text.into()))
+            .await
+    }
+
+    /// Sends a body under an idempotency key of the caller's choice: retrying with the
+    /// same key (after a timeout, a crash, a dropped future) returns the same
+    /// acknowledgement and never stores a second message.
+    pub async fn send(
+        &self,
+        conversation: ConversationId,
+        client_msg_id: ClientMsgId,
+        body: Body,
+    ) -> Result<Ack> {
+        self.ask(|reply| Command::Send {
+            conversation,
+            client_msg_id,
+            body,
+            reply,
+        })
+        .await
+    }
+
+    /// A page of history, newest first: up to `limit` messages before `before` (or the
+    /// newest ones). Page further back with the smallest seq received.
+    pub async fn history(
+        &self,
+        conversation: ConversationId,
+        before: Option<Seq>,
+        limit: u16,
+    ) -> Result<Page> {
+        self.ask(|reply| Command::History {
+            conversation,
+            before,
+            limit: limit.max(1),
+            reply,
+        })
+        .await
+    }
+
+    /// Marks everything up to `seq` read; other members get a receipt.
+    pub async fn mark_read(&self, conversation: ConversationId, seq: Seq) -> Result<()> {
+        self.ask(|reply| Command::MarkRead {
+            conversation,
+            seq,
+            reply,
+        })
+        .await
+    }
+
+    /// Tells the conversation the user is (or stopped) typing. Ephemeral: dropped while
+    /// disconnected.
+    pub fn set_typing(&self, conversation: ConversationId, active: bool) -> Result<()> {
+        self.command(Command::Typing {
+            conversation,
+            active,
+        })
+    }
+
+    /// The last seq handed out per conversation: save them and pass them to
+    /// [`ClientBuilder::resume_from`] to pick up where this client left off.
+    pub async fn cursors(&self) -> Result<Vec<Cursor>> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Cursors(tx))?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// The current token pair, to save for [`ClientBuilder::tokens`]. Refresh tokens
+    /// are single-use: save the latest.
+    pub async fn tokens(&self) -> TokenPair {
+        self.inner.auth.tokens().await
+    }
+
+    /// Closes the connection politely and waits until it is closed. Other clones of
+    /// the handle fail with [`Error::Closed`] afterwards.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.command(Command::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Revokes this login on the server, then closes.
+    pub async fn logout(&self) -> Result<()> {
+        let result = self.inner.auth.logout().await;
+        self.close().await;
+        result
+    }
+
+    // HTTP API
+
+    /// The signed-in user's profile.
+    pub async fn me(&self) -> Result<User> {
+        self.inner.auth.call(Method::GET, "/api/me", None).await
+    }
+
+    /// Changes the display name and/or bio; `None` leaves a field as it is.
+    pub async fn update_profile(
+        &self,
+        display_name: Option<&str>,
+        bio: Option<&str>,
+    ) -> Result<User> {
+        let mut body = serde_json::Map::new();
+        if let Some(name) = display_name {
+            body.insert("display_name".into(), json!(name));
+        }
+        if let Some(bio) = bio {
+            body.insert("bio".into(), json!(bio));
+        }
+        self.inner
+            .auth
+            .call(Method::PATCH, "/api/me", Some(body.into()))
+            .await
+    }
+
+    /// Someone's profile.
+    pub async fn user(&self, id: UserId) -> Result<User> {
+        self.inner
+            .auth
+            .call(Method::GET, &format!("/api/users/{}", id.get()), None)
+            .await
+    }
+
+    /// Users whose username starts with `prefix` (case-insensitive), in username
+    /// order; pass the previous page's `next` as `after` for more.
+    pub async fn search_users(
+        &self,
+        prefix: &str,
+        limit: u8,
+        after: Option<&str>,
+    ) -> Result<UserPage> {
+        let mut query = form_query(&[("q", prefix), ("limit", &limit.max(1).to_string())]);
+        if let Some(after) = after {
+            query.push('&');
+            query.push_str(&form_query(&[("after", after)]));
+        }
+        self.inner
+            .auth
+            .call(Method::GET, &format!("/api/users?{query}"), None)
+            .await
+    }
+
+    /// The user's conversations, most recently active first, with unread counts.
+    pub async fn conversations(&self) -> Result<Vec<ConversationSummary>> {
+        self.inner.auth.conversations().await
+    }
+
+    /// One conversation the user belongs to.
+    pub async fn conversation(&self, id: ConversationId) -> Result<Conversation> {
+        self.inner
+            .auth
+            .call(
+                Method::GET,
+                &format!("/api/conversations/{}", id.get()),
+                None,
+            )
+            .await
+    }
+
+    /// The direct conversation with `user`, created if needed.
+    pub async fn create_direct(&self, user: UserId) -> Result<Conversation> {
+        self.inner
+            .auth
+            .call(
+                Method::POST,
+                "/api/conversations",
+                Some(json!({"kind": "direct", "members": [user]})),
+            )
+            .await
+    }
+
+    /// A new group owned by the user, with `members` in it.
+    pub async fn create_group(&self, title: &str, members: &[UserId]) -> Result<Conversation> {
+        self.inner
+            .auth
+            .call(
+                Method::POST,
+                "/api/conversations",
+                Some(json!({"kind": "group", "title": title, "members": members})),
+            )
+            .await
+    }
+
+    /// Adds someone to a group (owner only).
+    pub async fn add_member(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+    ) -> Result<Conversation> {
+        self.inner
+            .auth
+            .call(
+                Method::POST,
+                &format!("/api/conversations/{}/members", conversation.get()),
+                Some(json!({"user_id": user})),
+            )
+            .await
+    }
+
+    /// Removes someone from a group (the owner, or members themselves).
+    pub async fn remove_member(&self, conversation: ConversationId, user: UserId) -> Result<()> {
+        let _: serde_json::Value = self
+            .inner
+            .auth
+            .call(
+                Method::DELETE,
+                &format!(
+                    "/api/conversations/{}/members/{}",
+                    conversation.get(),
+                    user.get()
+                ),
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Leaves a group.
+    pub async fn leave(&self, conversation: ConversationId) -> Result<()> {
+        let _: serde_json::Value = self
+            .inner
+            .auth
+            .call(
+                Method::POST,
+                &format!("/api/conversations/{}/leave", conversation.get()),
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn form_query(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_send_sync_and_queries_are_encoded() {
+        fn assert_send_sync<T: Send + Sync + Clone>() {}
+        assert_send_sync::<Client>();
+        assert_eq!(
+            form_query(&[("q", "a b&c"), ("limit", "5")]),
+            "q=a%20b%26c&limit=5"
+        );
+    }
+}

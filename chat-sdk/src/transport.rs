@@ -1,0 +1,397 @@
+//! Moving frames: a WebSocket (`ws://`, `wss://`) or QUIC (`quic://`) link, each as a
+//! reader task and a writer task around two channels. The protocol lives elsewhere.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use chat_proto::codec::{self, StreamDecoder};
+use chat_proto::frame::{ClientFrame, ServerFrame};
+use chat_proto::limits::MAX_SERVER_FRAME;
+use chat_proto::version::{ALPN, WS_SUBPROTOCOL_POSTCARD};
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError};
+use http::{Request, header};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::Target;
+use crate::error::{Error, Result, chain};
+
+/// What the reader task reports.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    Frame(ServerFrame),
+    /// The link ended; the text says why (for logs).
+    Closed(String),
+}
+
+enum Outgoing {
+    Frame(ClientFrame),
+    Pong(Bytes),
+}
+
+/// A live connection. Dropping it tears both tasks down.
+#[derive(Debug)]
+pub(crate) struct Link {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) rx: mpsc::Receiver<Incoming>,
+    tasks: Vec<JoinHandle<()>>,
+    quic: Option<quinn::Connection>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outgoing::Frame(frame) => write!(f, "Frame({})", frame.kind()),
+            Outgoing::Pong(_) => f.write_str("Pong"),
+        }
+    }
+}
+
+impl Link {
+    /// Queues a frame for the writer (never blocks: the session bounds what is in
+    /// flight).
+    pub(crate) fn send(&self, frame: ClientFrame) {
+        let _ = self.tx.send(Outgoing::Frame(frame));
+    }
+
+    /// Ends the link politely: pending frames are written, then the transport closes.
+    pub(crate) async fn close(mut self) {
+        let (tx, _) = mpsc::unbounded_channel();
+        // Dropping the sender lets the writer drain and close.
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(writer) = self.tasks.pop() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+        }
+        if let Some(c) = &self.quic {
+            c.close(0u32.into(), b"bye");
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(c) = &self.quic {
+            c.close(0u32.into(), b"");
+        }
+    }
+}
+
+/// Opens a link to `target`.
+pub(crate) async fn connect(target: &Target, quic: Option<&quinn::Endpoint>) -> Result<Link> {
+    match target {
+        Target::Quic {
+            host, port, tls, ..
+        } => {
+            let endpoint = quic.ok_or_else(|| Error::Config("no QUIC endpoint".into()))?;
+            connect_quic(endpoint, host, *port, tls.clone()).await
+        }
+        Target::WebSocket {
+            host,
+            port,
+            path,
+            tls,
+            ..
+        } => {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(|e| Error::Unreachable(format!("{host}:{port}: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            let authority = format!("{host}:{port}");
+            match tls {
+                None => connect_ws(tcp, &authority, path).await,
+                Some(config) => {
+                    let name = crate::tls::server_name(host)?;
+                    let stream = tokio_rustls::TlsConnector::from(config.clone())
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| Error::connect(&e))?;
+                    connect_ws(stream, &authority, path).await
+                }
+            }
+        }
+    }
+}
+
+struct SpawnExecutor;
+
+impl<F> hyper::rt::Executor<F> for SpawnExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(fut);
+    }
+}
+
+async fn connect_ws<S>(stream: S, authority: &str, path: &str) -> Result<Link>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let req = Request::builder()
+        .method("GET")
+        .uri(path)
+        .header(header::HOST, authority)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "upgrade")
+        .header(
+            "Sec-WebSocket-Key",
+            fastwebsockets::handshake::generate_key(),
+        )
+        .header("Sec-WebSocket-Version", "13")
+        .header(header::SEC_WEBSOCKET_PROTOCOL, WS_SUBPROTOCOL_POSTCARD)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| Error::Config(format!("bad WebSocket URL: {e}")))?;
+    let (ws, response) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
+        .await
+        .map_err(|e| match e {
+            WebSocketError::InvalidStatusCode(code) => Error::Api {
+                status: code,
+                code: "upgrade_refused".into(),
+                message: format!("the server refused the WebSocket upgrade on {path}"),
+            },
+            other => Error::connect(&other),
+        })?;
+    let chosen = response
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok());
+    if chosen != Some(WS_SUBPROTOCOL_POSTCARD) {
+        return Err(Error::Protocol(format!(
+            "the server chose subprotocol {chosen:?}, not {WS_SUBPROTOCOL_POSTCARD}"
+        )));
+    }
+    let io: TokioIo<hyper::upgrade::Upgraded> = ws.into_inner();
+    let (read, write) = tokio::io::split(io);
+    let (mut ws_read, mut ws_write) =
+        fastwebsockets::after_handshake_split(read, tokio::io::BufWriter::new(write), Role::Client);
+    ws_read.set_auto_close(false);
+    ws_read.set_auto_pong(false);
+    ws_read.set_max_message_size(MAX_SERVER_FRAME);
+    ws_write.set_writev(false);
+
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
+    let (in_tx, in_rx) = mpsc::channel(256);
+    let pong_tx = out_tx.clone();
+    let reader = tokio::spawn(async move {
+        let mut partial: Option<BytesMut> = None;
+        let reason = loop {
+            let frame = match ws_read
+                .read_frame(&mut |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) })
+                .await
+            {
+                Ok(frame) => frame,
+                Err(e) => break e.to_string(),
+            };
+            let message = match (frame.opcode, frame.fin) {
+                (OpCode::Binary, true) => Bytes::copy_from_slice(&frame.payload),
+                (OpCode::Binary, false) => {
+                    partial = Some(BytesMut::from(&frame.payload[..]));
+                    continue;
+                }
+                (OpCode::Continuation, fin) => {
+                    let Some(buf) = partial.as_mut() else {
+                        break "continuation without a start".to_owned();
+                    };
+                    if buf.len() + frame.payload.len() > MAX_SERVER_FRAME {
+                        break "message too large".to_owned();
+                    }
+                    buf.extend_from_slice(&frame.payload);
+                    if !fin {
+                        continue;
+                    }
+                    partial.take().map(BytesMut::freeze).unwrap_or_default()
+                }
+                (OpCode::Ping, _) => {
+                    let _ = pong_tx.send(Outgoing::Pong(Bytes::copy_from_slice(&frame.payload)));
+                    continue;
+                }
+                (OpCode::Close, _) => {
+                    let code = (frame.payload.len() >= 2)
+                        .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                    let text =
+                        String::from_utf8_lossy(frame.payload.get(2..).unwrap_or(&[])).into_owned();
+                    break format!("closed by the server ({code:?} {text})");
+                }
+                (OpCode::Pong, _) => continue,
+                (OpCode::Text, _) => break "text message on a binary connection".to_owned(),
+            };
+            if !deliver(&in_tx, codec::decode_postcard(&message)).await {
+                return;
+            }
+        };
+        let _ = in_tx.send(Incoming::Closed(reason)).await;
+    });
+    let writer = tokio::spawn(async move {
+        while let Some(first) = out_rx.recv().await {
+            let mut next = Some(first);
+            // Write everything queued, then flush once.
+            while let Some(item) = next {
+                let frame = match item {
+                    Outgoing::Frame(frame) => match codec::encode_postcard(&frame) {
+                        Ok(encoded) => Frame::binary(Payload::Owned(encoded.payload().to_vec())),
+                        Err(e) => {
+                            tracing::warn!(error = %e, kind = frame.kind(), "frame not sent");
+                            next = out_rx.try_recv().ok();
+                            continue;
+                        }
+                    },
+                    Outgoing::Pong(data) => Frame::pong(Payload::Owned(data.to_vec())),
+                };
+                if ws_write.write_frame(frame).await.is_err() {
+                    return;
+                }
+                next = out_rx.try_recv().ok();
+            }
+            if ws_write.flush().await.is_err() {
+                return;
+            }
+        }
+        // The session is done with this link: say goodbye.
+        let _ = ws_write
+            .write_frame(Frame::close(1000, b"client closing"))
+            .await;
+        let _ = ws_write.flush().await;
+    });
+    Ok(Link {
+        tx: out_tx,
+        rx: in_rx,
+        tasks: vec![reader, writer],
+        quic: None,
+    })
+}
+
+/// Hands a decoded frame to the session; undecodable frames of a kind this client does
+/// not know are skipped (a newer server), anything else ends the link. Returns `false`
+/// once the session is gone.
+async fn deliver(
+    tx: &mpsc::Sender<Incoming>,
+    decoded: std::result::Result<ServerFrame, chat_proto::error::DecodeError>,
+) -> bool {
+    let item = match decoded {
+        Ok(frame) => Incoming::Frame(frame),
+        Err(e @ chat_proto::error::DecodeError::UnknownKind(_)) => {
+            tracing::debug!(error = %e, "skipping a frame of an unknown kind");
+            return true;
+        }
+        Err(e) => Incoming::Closed(format!("undecodable frame from the server: {e}")),
+    };
+    let end = matches!(item, Incoming::Closed(_));
+    tx.send(item).await.is_ok() && !end
+}
+
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
+    let mut addrs = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| Error::Unreachable(format!("{host}: {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| Error::Unreachable(format!("{host}: no address")))
+}
+
+/// A client endpoint able to reach `target` (IPv4 or IPv6 like the server's address).
+pub(crate) async fn quic_endpoint(host: &str, port: u16) -> Result<quinn::Endpoint> {
+    let addr = resolve(host, port).await?;
+    let local: SocketAddr = if addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    quinn::Endpoint::client(local).map_err(|e| Error::Unreachable(format!("UDP socket: {e}")))
+}
+
+/// The QUIC client configuration for `tls` (ALPN `chat/1`).
+pub(crate) fn quic_config(tls: Arc<rustls::ClientConfig>) -> Result<quinn::ClientConfig> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| Error::Tls(format!("not usable for QUIC: {e}")))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(10)));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+async fn connect_quic(
+    endpoint: &quinn::Endpoint,
+    host: &str,
+    port: u16,
+    config: quinn::ClientConfig,
+) -> Result<Link> {
+    let addr = resolve(host, port).await?;
+    let name = host.trim_matches(['[', ']']);
+    let connection = endpoint
+        .connect_with(config, addr, name)
+        .map_err(|e| Error::Config(format!("QUIC: {e}")))?
+        .await
+        .map_err(|e| quic_error(&e))?;
+    debug_assert!(ALPN.starts_with(b"chat/"));
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| quic_error(&e))?;
+
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
+    let (in_tx, in_rx) = mpsc::channel(256);
+    let reader = tokio::spawn(async move {
+        let mut decoder = StreamDecoder::<ServerFrame>::new();
+        let mut buf = BytesMut::new();
+        let reason = 'read: loop {
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(decoded)) => {
+                        if !deliver(&in_tx, decoded).await {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => break 'read format!("stream out of sync: {e}"),
+                }
+            }
+            match recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => break "the server finished the stream".to_owned(),
+                Err(e) => break chain(&e),
+            }
+        };
+        let _ = in_tx.send(Incoming::Closed(reason)).await;
+    });
+    let writer = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(16 * 1024);
+        while let Some(first) = out_rx.recv().await {
+            batch.clear();
+            let mut next = Some(first);
+            while let Some(item) = next {
+                if let Outgoing::Frame(frame) = item {
+                    match codec::encode_postcard(&frame) {
+                        Ok(encoded) => batch.extend_from_slice(&encoded.length_delimited()),
+                        Err(e) => tracing::warn!(error = %e, kind = frame.kind(), "frame not sent"),
+                    }
+                }
+                next = if batch.len() < 64 * 1024 {
+                    out_rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if send.write_all(&batch).await.is_err() {
+                return;
+            }
+        }
+        let _ = send.finish();
+        let _ = send.stopped().await;
+    });
+    Ok(Link {
+        tx: out_tx,
+        rx: in_rx,
+        tasks: vec![reader, writer],
+        quic: Some(connection),
+    })
+}
+
+fn quic_error(e: &(dyn std::error::Error + 'static)) -> Error {
+    Error::connect(e)
+}
