@@ -5,8 +5,10 @@
 //! when a hash was made with weaker parameters than the current ones, and the caller
 //! stores a fresh hash while it still holds the plaintext.
 //!
-//! Hashing costs tens of milliseconds of CPU by design. Servers must call it off their
-//! async workers (a blocking pool behind a concurrency limit).
+//! Hashing costs tens of milliseconds of CPU and megabytes of memory by design. Servers
+//! must call it off their async workers (a blocking pool behind a concurrency limit),
+//! and should give each worker a [`Scratch`] to reuse: allocating 19 MiB per hash
+//! fragments the heap until the process holds hundreds of megabytes it does not use.
 //!
 //! ```
 //! use chat_crypto::password::{PasswordHasher, Verification};
@@ -19,8 +21,9 @@
 //! ```
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, SaltString};
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use subtle::ConstantTimeEq as _;
 
 /// Why hashing or verification could not be carried out. A wrong password is not an
 /// error: it is [`Verification::Invalid`].
@@ -81,6 +84,36 @@ impl Default for Cost {
     }
 }
 
+/// Reusable Argon2 working memory: one per hashing thread keeps memory use flat at
+/// (threads × cost) however many passwords are hashed.
+#[derive(Default)]
+pub struct Scratch {
+    blocks: Vec<Block>,
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scratch({} KiB)", self.blocks.len())
+    }
+}
+
+impl Scratch {
+    /// Empty; grows to the cost of the first hash.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn blocks(&mut self, count: usize) -> &mut [Block] {
+        if self.blocks.len() < count {
+            self.blocks.resize(count, Block::default());
+        }
+        &mut self.blocks[..count]
+    }
+}
+
+/// Stored hashes asking for more memory than this are refused rather than computed.
+const MAX_STORED_MEMORY_KIB: u32 = 1024 * 1024;
+
 /// Hashes and verifies passwords with Argon2id at a fixed cost.
 #[derive(Clone, Debug)]
 pub struct PasswordHasher {
@@ -120,51 +153,113 @@ impl PasswordHasher {
 
     /// Hashes a password with a fresh random salt; returns the PHC string.
     pub fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        self.hash_with(password, &mut Scratch::new())
+    }
+
+    /// [`hash`](Self::hash) in the given working memory.
+    pub fn hash_with(
+        &self,
+        password: &str,
+        scratch: &mut Scratch,
+    ) -> Result<String, PasswordError> {
         let salt = SaltString::generate(&mut OsRng);
-        self.argon2()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|_| PasswordError::Hashing)
+        let mut raw = [0u8; 64];
+        let salt_bytes = salt
+            .as_salt()
+            .decode_b64(&mut raw)
+            .map_err(|_| PasswordError::Hashing)?;
+        let argon2 = self.argon2();
+        let blocks = scratch.blocks(self.params.block_count());
+        let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+            argon2
+                .hash_password_into_with_memory(password.as_bytes(), salt_bytes, out, &mut *blocks)
+                .map_err(Into::into)
+        })
+        .map_err(|_| PasswordError::Hashing)?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(|_| PasswordError::Hashing)?,
+            salt: Some(salt.as_salt()),
+            hash: Some(output),
+        };
+        Ok(phc.to_string())
     }
 
     /// Checks a password against a stored PHC string, in time independent of where the
     /// digests differ.
     pub fn verify(&self, password: &str, stored: &str) -> Result<Verification, PasswordError> {
-        let parsed = PasswordHash::new(stored).map_err(|_| PasswordError::MalformedHash)?;
-        if parsed.algorithm != Algorithm::Argon2id.ident()
-            || parsed.hash.is_none()
-            || parsed.salt.is_none()
-        {
+        self.verify_with(password, stored, &mut Scratch::new())
+    }
+
+    /// [`verify`](Self::verify) in the given working memory.
+    pub fn verify_with(
+        &self,
+        password: &str,
+        stored: &str,
+        scratch: &mut Scratch,
+    ) -> Result<Verification, PasswordError> {
+        let malformed = |_| PasswordError::MalformedHash;
+        let parsed = PasswordHash::new(stored).map_err(malformed)?;
+        let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else {
+            return Err(PasswordError::MalformedHash);
+        };
+        if parsed.algorithm != Algorithm::Argon2id.ident() {
             return Err(PasswordError::MalformedHash);
         }
-        // The verifier reads the parameters from the stored hash and compares digests
-        // in constant time.
-        match self.argon2().verify_password(password.as_bytes(), &parsed) {
-            Ok(()) => {
-                let current =
-                    Params::try_from(&parsed).map_err(|_| PasswordError::MalformedHash)?;
-                let same = current.m_cost() == self.params.m_cost()
-                    && current.t_cost() == self.params.t_cost()
-                    && current.p_cost() == self.params.p_cost()
-                    && parsed.version == Some(Version::V0x13 as u32);
-                Ok(if same {
-                    Verification::Valid
-                } else {
-                    Verification::ValidNeedsRehash
-                })
-            }
-            Err(argon2::password_hash::Error::Password) => Ok(Verification::Invalid),
-            Err(_) => Err(PasswordError::MalformedHash),
+        // The parameters come from the stored hash, so older hashes still verify.
+        let params = Params::try_from(&parsed).map_err(malformed)?;
+        if params.m_cost() > MAX_STORED_MEMORY_KIB {
+            return Err(PasswordError::MalformedHash);
         }
+        let version = match parsed.version {
+            Some(v) => Version::try_from(v).map_err(|_| PasswordError::MalformedHash)?,
+            None => Version::V0x10,
+        };
+        let mut raw = [0u8; 64];
+        let salt = salt.decode_b64(&mut raw).map_err(malformed)?;
+        let mut digest = [0u8; Output::MAX_LENGTH];
+        let digest = digest
+            .get_mut(..expected.len())
+            .ok_or(PasswordError::MalformedHash)?;
+        Argon2::new(Algorithm::Argon2id, version, params.clone())
+            .hash_password_into_with_memory(
+                password.as_bytes(),
+                salt,
+                digest,
+                scratch.blocks(params.block_count()),
+            )
+            .map_err(|_| PasswordError::MalformedHash)?;
+        if !bool::from(digest.ct_eq(expected.as_bytes())) {
+            return Ok(Verification::Invalid);
+        }
+        let same = params.m_cost() == self.params.m_cost()
+            && params.t_cost() == self.params.t_cost()
+            && params.p_cost() == self.params.p_cost()
+            && version == Version::V0x13;
+        Ok(if same {
+            Verification::Valid
+        } else {
+            Verification::ValidNeedsRehash
+        })
     }
 
     /// Spends the same work as a real verification against nothing, so that an
     /// unknown username takes as long to refuse as a wrong password.
     pub fn dummy_verify(&self, password: &str) {
-        static DUMMY_SALT: &str = "c29tZXNhbHRzb21lc2FsdA";
-        if let Ok(salt) = SaltString::from_b64(DUMMY_SALT) {
-            let _ = self.argon2().hash_password(password.as_bytes(), &salt);
-        }
+        self.dummy_verify_with(password, &mut Scratch::new());
+    }
+
+    /// [`dummy_verify`](Self::dummy_verify) in the given working memory.
+    pub fn dummy_verify_with(&self, password: &str, scratch: &mut Scratch) {
+        const DUMMY_SALT: &[u8] = b"somesaltsomesalt";
+        let mut digest = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        let _ = self.argon2().hash_password_into_with_memory(
+            password.as_bytes(),
+            DUMMY_SALT,
+            &mut digest,
+            scratch.blocks(self.params.block_count()),
+        );
     }
 }
 
@@ -188,6 +283,52 @@ mod tests {
             Some(Verification::Invalid)
         );
         assert_eq!(hasher.verify("", &a).ok(), Some(Verification::Invalid));
+    }
+
+    #[test]
+    fn reused_memory_gives_standard_interchangeable_hashes() {
+        use argon2::{PasswordHasher as _, PasswordVerifier as _};
+        let hasher = PasswordHasher::for_tests();
+        let mut scratch = Scratch::new();
+        let ours = hasher.hash_with("hunter22", &mut scratch).expect("hashes");
+        // The reference implementation accepts ours…
+        let parsed = PasswordHash::new(&ours).expect("PHC");
+        assert!(
+            hasher
+                .argon2()
+                .verify_password(b"hunter22", &parsed)
+                .is_ok()
+        );
+        assert!(
+            hasher
+                .argon2()
+                .verify_password(b"hunter2", &parsed)
+                .is_err()
+        );
+        // …and we accept its hashes, in the same reused memory.
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = hasher
+            .argon2()
+            .hash_password(b"hunter22", &salt)
+            .expect("hashes")
+            .to_string();
+        for _ in 0..3 {
+            assert_eq!(
+                hasher.verify_with("hunter22", &theirs, &mut scratch).ok(),
+                Some(Verification::Valid)
+            );
+            assert_eq!(
+                hasher.verify_with("nope", &theirs, &mut scratch).ok(),
+                Some(Verification::Invalid)
+            );
+        }
+        assert_eq!(format!("{scratch:?}"), "Scratch(64 KiB)");
+        // A stored hash demanding absurd memory is refused, not computed.
+        let greedy = ours.replace("m=64,", "m=4194304,");
+        assert!(matches!(
+            hasher.verify("hunter22", &greedy),
+            Err(PasswordError::MalformedHash)
+        ));
     }
 
     #[test]

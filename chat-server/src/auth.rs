@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chat_crypto::password::{Cost, PasswordHasher, Verification};
+use chat_crypto::password::{Cost, PasswordHasher, Scratch, Verification};
 use chat_proto::ids::UserId;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -205,11 +205,14 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Password hashing off the async runtime, with bounded concurrency.
+/// Password hashing off the async runtime, with bounded concurrency. Each running
+/// hash borrows working memory from a pool (at most one per permit), so memory stays
+/// at concurrency × cost instead of fragmenting the heap hash after hash.
 #[derive(Clone, Debug)]
 pub struct Passwords {
     hasher: PasswordHasher,
     permits: Arc<Semaphore>,
+    scratch: Arc<Mutex<Vec<Scratch>>>,
 }
 
 /// Hashing failed (a bug or a corrupt stored hash, never a wrong password).
@@ -224,12 +227,13 @@ impl Passwords {
             hasher: PasswordHasher::new(Cost::OWASP)
                 .unwrap_or_else(|_| unreachable!("OWASP cost is valid")),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            scratch: Arc::default(),
         }
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
+        f: impl FnOnce(&PasswordHasher, &mut Scratch) -> T + Send + 'static,
     ) -> Result<T, HashingError> {
         let _permit = self
             .permits
@@ -237,14 +241,21 @@ impl Passwords {
             .await
             .map_err(|_| HashingError("shutting down".into()))?;
         let hasher = self.hasher.clone();
-        tokio::task::spawn_blocking(move || f(&hasher))
-            .await
-            .map_err(|e| HashingError(e.to_string()))
+        let pool = self.scratch.clone();
+        tokio::task::spawn_blocking(move || {
+            let taken = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut scratch = taken.unwrap_or_default();
+            let out = f(&hasher, &mut scratch);
+            pool.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
+            out
+        })
+        .await
+        .map_err(|e| HashingError(e.to_string()))
     }
 
     /// Hashes a new password.
     pub async fn hash(&self, password: String) -> Result<String, HashingError> {
-        self.blocking(move |h| h.hash(&password))
+        self.blocking(move |h, scratch| h.hash_with(&password, scratch))
             .await?
             .map_err(|e| HashingError(e.to_string()))
     }
@@ -256,12 +267,12 @@ impl Passwords {
         password: String,
         stored: Option<String>,
     ) -> Result<Verification, HashingError> {
-        self.blocking(move |h| match stored {
+        self.blocking(move |h, scratch| match stored {
             Some(stored) => h
-                .verify(&password, &stored)
+                .verify_with(&password, &stored, scratch)
                 .map_err(|e| HashingError(e.to_string())),
             None => {
-                h.dummy_verify(&password);
+                h.dummy_verify_with(&password, scratch);
                 Ok(Verification::Invalid)
             }
         })
