@@ -670,6 +670,19 @@ async fn bad_requests_get_clear_errors() {
         )
         .await;
     assert_eq!(r.code(), "invalid_title");
+    let crowd: Vec<u64> = (1000..1256).collect();
+    let r = s
+        .post(
+            "/api/conversations",
+            Some(&a.token),
+            json!({"kind": "group", "title": "crowd", "members": crowd}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "too_many_members"),
+        "256 invitees at creation"
+    );
     let r = s
         .post(
             "/api/conversations",

@@ -12,8 +12,11 @@ use super::{HandlerResult, Params, empty, json_response, path_id, validate};
 use crate::app::App;
 use crate::store::{Conversation, ConversationKind, Role};
 
-/// Most members a group may have.
-pub const MAX_GROUP_MEMBERS: usize = 256;
+/// Most members a group may have (as in the large messengers' groups; fan-out encodes
+/// each message once whatever the size).
+pub const MAX_GROUP_MEMBERS: usize = 1024;
+/// Most members named when a group is created; more are added one by one.
+pub const MAX_INITIAL_MEMBERS: usize = 255;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -80,10 +83,12 @@ pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
             mut members,
             encrypted,
         } => {
-            if members.len() >= MAX_GROUP_MEMBERS {
+            if members.len() > MAX_INITIAL_MEMBERS {
                 return Err(ApiError::invalid(
                     "too_many_members",
-                    format!("a group has at most {MAX_GROUP_MEMBERS} members"),
+                    format!(
+                        "a group is created with at most {MAX_INITIAL_MEMBERS} members; add more one by one"
+                    ),
                 ));
             }
             let title = validate::title(&title)?;

@@ -1,0 +1,323 @@
+//! An interactive terminal client.
+//!
+//! `cargo run -p chat-examples --bin chat_cli -- --username ada [--register]`
+//! (the password comes from `CHAT_PASSWORD` or is asked for). Type `/help`.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use chat_examples::ConnectArgs;
+use chat_sdk::chat_proto::body::Body;
+use chat_sdk::chat_proto::frame::Message;
+use chat_sdk::chat_proto::ids::{ConversationId, Seq, UserId};
+use chat_sdk::chat_proto::prelude::PresenceStatus;
+use chat_sdk::{Client, Event};
+use clap::Parser;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+/// Chat from the terminal.
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Account name.
+    #[arg(long)]
+    username: String,
+    /// Password (asked for when absent).
+    #[arg(long, env = "CHAT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Create the account first.
+    #[arg(long)]
+    register: bool,
+}
+
+const HELP: &str = "\
+commands:
+  /list                 your conversations, with unread counts
+  /open N               open conversation N of /list (shows recent messages)
+  /more                 older messages of the open conversation
+  /dm USERNAME          open (or start) a direct chat
+  /group TITLE USER...  create a group with these people
+  /add USERNAME         add someone to the open group
+  /leave                leave the open group
+  /who                  members of the open conversation
+  /typing               tell the open conversation you are typing
+  /quit                 exit
+anything else is sent to the open conversation";
+
+struct Ui {
+    client: Client,
+    names: HashMap<UserId, String>,
+    listed: Vec<ConversationId>,
+    open: Option<ConversationId>,
+    /// Oldest seq shown of the open conversation, for /more.
+    oldest: Option<Seq>,
+}
+
+impl Ui {
+    async fn name(&mut self, id: UserId) -> String {
+        if let Some(n) = self.names.get(&id) {
+            return n.clone();
+        }
+        let name = match self.client.user(id).await {
+            Ok(u) => u.username,
+            Err(_) => format!("user {}", id.get()),
+        };
+        self.names.insert(id, name.clone());
+        name
+    }
+
+    async fn user_by_name(&self, username: &str) -> anyhow::Result<UserId> {
+        let page = self.client.search_users(username, 10, None).await?;
+        page.users
+            .into_iter()
+            .find(|u| u.username.eq_ignore_ascii_case(username))
+            .map(|u| u.id)
+            .with_context(|| format!("no user named {username}"))
+    }
+
+    async fn show(&mut self, m: &Message) {
+        let who = self.name(m.sender).await;
+        let text = match &m.body {
+            Body::Text(t) => t.clone(),
+            Body::Encrypted(_) => "(encrypted)".into(),
+        };
+        let here = Some(m.conversation) == self.open;
+        let place = if here {
+            String::new()
+        } else {
+            format!("[#{}] ", m.conversation.get())
+        };
+        println!("{place}#{:<4} {who}: {text}", m.seq.get());
+    }
+
+    async fn open(&mut self, conversation: ConversationId) -> anyhow::Result<()> {
+        self.open = Some(conversation);
+        self.oldest = None;
+        let c = self.client.conversation(conversation).await?;
+        let title = if c.title.is_empty() {
+            let names: Vec<String> = c.members.iter().map(|m| m.user.username.clone()).collect();
+            names.join(", ")
+        } else {
+            c.title.clone()
+        };
+        println!("── {title} ──");
+        self.more().await
+    }
+
+    async fn more(&mut self) -> anyhow::Result<()> {
+        let conversation = self.open.context("no conversation open (/open N)")?;
+        let page = self.client.history(conversation, self.oldest, 20).await?;
+        if page.messages.is_empty() {
+            println!("(nothing older)");
+        }
+        for m in page.messages.iter().rev() {
+            self.show(m).await;
+        }
+        if let Some(last) = page.messages.first() {
+            let _ = self.client.mark_read(conversation, last.seq).await;
+        }
+        self.oldest = page.messages.last().map(|m| m.seq).or(self.oldest);
+        Ok(())
+    }
+
+    async fn command(&mut self, line: &str) -> anyhow::Result<bool> {
+        let mut words = line.split_whitespace();
+        match words.next().unwrap_or_default() {
+            "/quit" | "/exit" => return Ok(false),
+            "/help" => println!("{HELP}"),
+            "/list" => {
+                self.listed.clear();
+                for (i, s) in self.client.conversations().await?.iter().enumerate() {
+                    let c = &s.conversation;
+                    let title = if c.title.is_empty() {
+                        let others: Vec<&str> = c
+                            .members
+                            .iter()
+                            .filter(|m| m.user.id != self.client.user_id())
+                            .map(|m| m.user.username.as_str())
+                            .collect();
+                        others.join(", ")
+                    } else {
+                        c.title.clone()
+                    };
+                    let unread = if s.unread > 0 {
+                        format!("  ({} unread)", s.unread)
+                    } else {
+                        String::new()
+                    };
+                    println!("{:>3}. {title}{unread}", i + 1);
+                    self.listed.push(c.id);
+                }
+            }
+            "/open" => {
+                let n: usize = words.next().context("/open N")?.parse()?;
+                let id = *self
+                    .listed
+                    .get(n.wrapping_sub(1))
+                    .context("no such entry; /list first")?;
+                self.open(id).await?;
+            }
+            "/more" => self.more().await?,
+            "/dm" => {
+                let user = self
+                    .user_by_name(words.next().context("/dm USERNAME")?)
+                    .await?;
+                let c = self.client.create_direct(user).await?;
+                self.open(c.id).await?;
+            }
+            "/group" => {
+                let title = words.next().context("/group TITLE USER...")?;
+                let mut members = Vec::new();
+                for name in words {
+                    members.push(self.user_by_name(name).await?);
+                }
+                let c = self.client.create_group(title, &members).await?;
+                self.open(c.id).await?;
+            }
+            "/add" => {
+                let conversation = self.open.context("no conversation open")?;
+                let user = self
+                    .user_by_name(words.next().context("/add USERNAME")?)
+                    .await?;
+                self.client.add_member(conversation, user).await?;
+            }
+            "/leave" => {
+                let conversation = self.open.take().context("no conversation open")?;
+                self.client.leave(conversation).await?;
+                println!("left");
+            }
+            "/who" => {
+                let conversation = self.open.context("no conversation open")?;
+                for m in self.client.conversation(conversation).await?.members {
+                    let seen = m
+                        .user
+                        .last_seen
+                        .map(|t| format!(", last seen {}", t.as_millis()))
+                        .unwrap_or_default();
+                    println!(
+                        "  {} ({:?}, read up to #{}{seen})",
+                        m.user.username,
+                        m.role,
+                        m.last_read_seq.get()
+                    );
+                }
+            }
+            "/typing" => {
+                let conversation = self.open.context("no conversation open")?;
+                self.client.set_typing(conversation, true)?;
+            }
+            other => println!("unknown command {other}; /help lists them"),
+        }
+        Ok(true)
+    }
+
+    async fn event(&mut self, event: Event) {
+        match event {
+            Event::Message(m) => {
+                self.show(&m).await;
+                if Some(m.conversation) == self.open && m.sender != self.client.user_id() {
+                    let _ = self.client.mark_read(m.conversation, m.seq).await;
+                }
+            }
+            Event::Typing(t) if t.active && Some(t.conversation) == self.open => {
+                println!("  … {} is typing", self.name(t.user).await);
+            }
+            Event::Receipt(r)
+                if Some(r.conversation) == self.open && r.user != self.client.user_id() =>
+            {
+                println!(
+                    "  ✓ {} read up to #{}",
+                    self.name(r.user).await,
+                    r.seq.get()
+                );
+            }
+            Event::Presence(p) => {
+                let state = if p.status == PresenceStatus::Online {
+                    "online"
+                } else {
+                    "offline"
+                };
+                println!("  · {} is {state}", self.name(p.user).await);
+            }
+            Event::Membership(m) => {
+                println!(
+                    "  · {} {:?} in #{} by {}",
+                    self.name(m.user).await,
+                    m.change,
+                    m.conversation.get(),
+                    self.name(m.by).await
+                );
+            }
+            Event::Disconnected { reason, retry_in } => {
+                println!("  ! disconnected ({reason}); reconnecting in {retry_in:.1?}");
+            }
+            Event::Live => println!("  · connected"),
+            Event::Stopped(e) => println!("  ! stopped: {e}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    chat_examples::init_logging();
+    let args = Args::parse();
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let password = match args.password.clone() {
+        Some(p) => p,
+        None => {
+            eprint!("password for {} (shown as typed): ", args.username);
+            std::io::stderr().flush()?;
+            lines.next_line().await?.context("no password given")?
+        }
+    };
+    let builder = args.connect.builder("chat_cli")?;
+    let builder = if args.register {
+        builder.register(&args.username, &password, None)
+    } else {
+        builder.login(&args.username, &password)
+    };
+    let client = builder.connect().await.context("connecting")?;
+    println!("signed in as {}; /help for commands", args.username);
+    let mut events = client.events();
+    let mut ui = Ui {
+        client,
+        names: HashMap::new(),
+        listed: Vec::new(),
+        open: None,
+        oldest: None,
+    };
+    ui.command("/list").await?;
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Some(line) = line? else { break };
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let result = if line.starts_with('/') {
+                    ui.command(line).await
+                } else if let Some(conversation) = ui.open {
+                    ui.client.send_text(conversation, line).await.map(|_| true).map_err(Into::into)
+                } else {
+                    println!("open a conversation first (/list, /open N, /dm USERNAME)");
+                    Ok(true)
+                };
+                match result {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => println!("  ! {e:#}"),
+                }
+            }
+            event = events.recv() => match event {
+                Some(event) => ui.event(event).await,
+                None => break,
+            },
+        }
+    }
+    ui.client.close().await;
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The benchmark client: many connected users in rooms, some of them sending, and the
+//! end-to-end latency of every delivery.
+//!
+//! `cargo run --release -p chat-examples --bin loadgen -- --clients 200 --rooms 10 --senders 20 --rate 10 --duration 20`
+//!
+//! Each message carries its send time; every member's client (the sender's included)
+//! records how long it took to arrive. Run the server with a send rate above the one
+//! asked for (`--send-rate`, `--send-burst`), or sends are paced by the server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chat_examples::ConnectArgs;
+use chat_sdk::chat_proto::body::Body;
+use chat_sdk::chat_proto::ids::ConversationId;
+use chat_sdk::{Client, Event};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+/// Load generator for BENCHMARKS.md.
+#[derive(Parser, Clone)]
+struct Args {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Connected users.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Group conversations; users are spread over them evenly (at most 1,024 each).
+    #[arg(long, default_value_t = 4)]
+    rooms: usize,
+    /// How many of the users send.
+    #[arg(long, default_value_t = 10)]
+    senders: usize,
+    /// Messages per second per sender; 0 sends as fast as acks allow (see --window).
+    #[arg(long, default_value_t = 5.0)]
+    rate: f64,
+    /// With --rate 0: sends in flight per sender.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Concurrent registrations and connections while setting up.
+    #[arg(long, default_value_t = 16)]
+    setup_concurrency: usize,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Stats {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    delivered: AtomicU64,
+    /// Each client's latencies, merged when it finishes (no lock per delivery).
+    latency: Mutex<Histogram<u64>>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
+}
+
+/// Micro-seconds since `epoch`, then padding up to `size` bytes.
+fn payload(epoch: Instant, size: usize) -> String {
+    let mut text = format!("{} ", epoch.elapsed().as_micros());
+    text.extend(std::iter::repeat_n('x', size.saturating_sub(text.len())));
+    text
+}
+
+fn sent_at(body: &Body) -> Option<u64> {
+    match body {
+        Body::Text(t) => t.split(' ').next()?.parse().ok(),
+        Body::Encrypted(_) => None,
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    chat_examples::init_logging();
+    let args = Args::parse();
+    anyhow::ensure!(args.clients > 0 && args.rooms > 0, "need clients and rooms");
+    anyhow::ensure!(args.senders <= args.clients, "more senders than clients");
+    let run = format!("lg{:x}", rand::random::<u32>());
+    let epoch = Instant::now();
+    let stats = Arc::new(Stats {
+        sent: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+        latency: Mutex::new(histogram()),
+    });
+
+    // Sign everyone up and connect, a few at a time; time each connection.
+    eprintln!("connecting {} clients…", args.clients);
+    let setup = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(args.setup_concurrency.max(1)));
+    let mut joins = Vec::new();
+    for i in 0..args.clients {
+        let (args, run, gate) = (args.clone(), run.clone(), gate.clone());
+        joins.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await;
+            let started = Instant::now();
+            let client = args
+                .connect
+                .builder("loadgen")?
+                .register(format!("{run}_{i}"), "loadgen password", None)
+                .connect()
+                .await
+                .with_context(|| format!("client {i}"))?;
+            anyhow::Ok((client, started.elapsed()))
+        }));
+    }
+    let mut clients: Vec<Client> = Vec::new();
+    let mut connect_times = histogram();
+    for join in joins {
+        let (client, took) = join.await??;
+        connect_times.saturating_record(took.as_micros() as u64);
+        clients.push(client);
+    }
+    let setup_took = setup.elapsed();
+
+    // Rooms: user k joins room k % rooms; the first member creates it.
+    let mut rooms: Vec<(ConversationId, usize)> = Vec::new();
+    for r in 0..args.rooms {
+        let members: Vec<usize> = (r..args.clients).step_by(args.rooms).collect();
+        let Some(&owner) = members.first() else { break };
+        anyhow::ensure!(
+            members.len() <= 1024,
+            "room {r} would have {} members",
+            members.len()
+        );
+        let ids: Vec<_> = members[1..].iter().map(|&m| clients[m].user_id()).collect();
+        // A group starts with up to 255 invitees; the rest are added one by one.
+        let (first, rest) = ids.split_at(ids.len().min(255));
+        let room = clients[owner]
+            .create_group(&format!("{run} room {r}"), first)
+            .await
+            .context("creating a room")?;
+        for &user in rest {
+            clients[owner]
+                .add_member(room.id, user)
+                .await
+                .context("adding a member")?;
+        }
+        rooms.push((room.id, members.len()));
+    }
+
+    // Every client records deliveries of timed messages until told to stop.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut recorders = Vec::new();
+    for client in &clients {
+        let mut events = client.events();
+        let (stats, mut stopped) = (stats.clone(), stopped.clone());
+        recorders.push(tokio::spawn(async move {
+            let mut latency = histogram();
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(Event::Message(m)) => {
+                            if let Some(at) = sent_at(&m.body) {
+                                let now = epoch.elapsed().as_micros() as u64;
+                                stats.delivered.fetch_add(1, Ordering::Relaxed);
+                                latency.saturating_record(now.saturating_sub(at).max(1));
+                            }
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                    _ = stopped.changed() => break,
+                }
+            }
+            let _ = stats.latency.lock().await.add(&latency);
+        }));
+    }
+    drop(stopped);
+
+    // Senders: spread over the rooms; paced, or a window of sends in flight.
+    eprintln!("sending for {} s…", args.duration);
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let send_start = Instant::now();
+    let mut senders = Vec::new();
+    let mut expected_per_room = vec![0u64; rooms.len()];
+    for (s, client) in clients.iter().take(args.senders).enumerate() {
+        // Sender s is a member of room s % rooms, like every user.
+        let room_index = s % args.rooms.min(rooms.len());
+        let room = rooms[room_index].0;
+        let lanes = if args.rate > 0.0 {
+            1
+        } else {
+            args.window.max(1)
+        };
+        for _ in 0..lanes {
+            let (client, stats, args) = (client.clone(), stats.clone(), args.clone());
+            senders.push(tokio::spawn(async move {
+                let mut count = 0u64;
+                let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+                let mut next = Instant::now();
+                while Instant::now() < deadline {
+                    if let Some(p) = period {
+                        tokio::time::sleep_until(next.into()).await;
+                        next += p;
+                    }
+                    match client.send_text(room, payload(epoch, args.size)).await {
+                        Ok(_) => {
+                            stats.sent.fetch_add(1, Ordering::Relaxed);
+                            count += 1;
+                        }
+                        Err(e) => {
+                            stats.failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "send failed");
+                        }
+                    }
+                }
+                (room_index, count)
+            }));
+        }
+    }
+    let progress = {
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                eprint!(
+                    "\r  sent {:>9}  delivered {:>10}",
+                    stats.sent.load(Ordering::Relaxed),
+                    stats.delivered.load(Ordering::Relaxed)
+                );
+            }
+        })
+    };
+    for sender in senders {
+        let (room_index, count) = sender.await?;
+        expected_per_room[room_index] += count * rooms[room_index].1 as u64;
+    }
+    let send_took = send_start.elapsed();
+    let expected: u64 = expected_per_room.iter().sum();
+    // Let the last deliveries arrive.
+    let drain = Instant::now();
+    while stats.delivered.load(Ordering::Relaxed) < expected
+        && drain.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    progress.abort();
+    eprintln!();
+    let took = send_start.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    for recorder in recorders {
+        recorder.await?;
+    }
+
+    let sent = stats.sent.load(Ordering::Relaxed);
+    let delivered = stats.delivered.load(Ordering::Relaxed);
+    let latency = stats.latency.lock().await.clone();
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let report = json!({
+        "transport": args.connect.url.split("://").next(),
+        "clients": args.clients,
+        "rooms": rooms.len(),
+        "senders": args.senders,
+        "rate_per_sender": args.rate,
+        "window": if args.rate > 0.0 { 1 } else { args.window },
+        "payload_bytes": args.size,
+        "duration_s": send_took.as_secs_f64(),
+        "sent": sent,
+        "send_failures": stats.failed.load(Ordering::Relaxed),
+        "sent_per_s": sent as f64 / send_took.as_secs_f64(),
+        "deliveries": delivered,
+        "deliveries_per_s": delivered as f64 / took,
+        "lost": expected.saturating_sub(delivered),
+        "latency_ms": {
+            "p50": ms(&latency, 0.5), "p90": ms(&latency, 0.9),
+            "p99": ms(&latency, 0.99), "max": latency.max() as f64 / 1000.0,
+        },
+        "connect_ms": {
+            "p50": ms(&connect_times, 0.5), "p99": ms(&connect_times, 0.99),
+            "max": connect_times.max() as f64 / 1000.0,
+            "setup_total_s": setup_took.as_secs_f64(),
+        },
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let l = &report["latency_ms"];
+        let c = &report["connect_ms"];
+        println!(
+            "clients {}  rooms {}  senders {}  payload {} B",
+            args.clients,
+            rooms.len(),
+            args.senders,
+            args.size
+        );
+        println!(
+            "sent         {sent:>10}  ({:.0}/s, {} failed)",
+            report["sent_per_s"].as_f64().unwrap_or(0.0),
+            report["send_failures"]
+        );
+        println!(
+            "deliveries   {delivered:>10}  ({:.0}/s), lost {}",
+            report["deliveries_per_s"].as_f64().unwrap_or(0.0),
+            report["lost"]
+        );
+        println!(
+            "latency ms   p50 {}  p90 {}  p99 {}  max {}",
+            l["p50"], l["p90"], l["p99"], l["max"]
+        );
+        println!(
+            "connect ms   p50 {}  p99 {}  max {}  (setup {:.1} s)",
+            c["p50"],
+            c["p99"],
+            c["max"],
+            setup_took.as_secs_f64()
+        );
+    }
+    for client in &clients {
+        client.close().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! `simulate` and `chat_cli` as real processes against an in-process server.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use chat_sdk::chat_proto::body::Body;
+use chat_sdk::{ClientBuilder, Event};
+use chat_server::config::Config;
+use tokio::io::AsyncWriteExt as _;
+
+async fn server(dir: &std::path::Path) -> chat_server::RunningServer {
+    chat_server::Server::bind(Config::for_tests(dir))
+        .await
+        .expect("server starts")
+        .spawn()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_checks_a_deployment_over_both_transports() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = server(dir.path()).await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_simulate"))
+            .args(["--url", &format!("ws://{}", server.http_addr)])
+            .args(["--api-url", &format!("http://{}", server.http_addr)])
+            .args(["--quic-url", &format!("quic://{}", server.quic_addr)])
+            .args(["--pin", &server.quic_cert.fingerprint])
+            .args([
+                "--users",
+                "6",
+                "--groups",
+                "2",
+                "--duration",
+                "3",
+                "--think-ms",
+                "150",
+            ])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("finishes")
+    .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("6 people (3 on QUIC, 3 on WebSocket)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("missing 0, out of order or repeated 0"),
+        "{stdout}"
+    );
+    server.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_cli_talks_to_a_person() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = server(dir.path()).await;
+    let bob = ClientBuilder::new(format!("ws://{}", server.http_addr))
+        .register("bob", "correct horse battery", None)
+        .connect()
+        .await
+        .expect("bob connects");
+    let mut events = bob.events();
+    let mut cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat_cli"))
+        .args(["--url", &format!("ws://{}", server.http_addr)])
+        .args(["--username", "ada", "--register"])
+        .env("CHAT_PASSWORD", "analytical engine")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chat_cli starts");
+    let mut stdin = cli.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"/dm bob\nhello from the terminal\n")
+        .await
+        .expect("typed");
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(Event::Message(m)) = events.recv().await {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("bob hears from ada");
+    assert_eq!(got.body, Body::Text("hello from the terminal".into()));
+    bob.send_text(got.conversation, "hi ada")
+        .await
+        .expect("acked");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stdin.write_all(b"/who\n/quit\n").await.expect("typed");
+    let out = tokio::time::timeout(Duration::from_secs(20), cli.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("bob: hi ada"), "{stdout}");
+    assert!(stdout.contains("ada: hello from the terminal"), "{stdout}");
+    assert!(stdout.contains("  bob ("), "{stdout}");
+    bob.close().await;
+    server.stop().await.expect("clean shutdown");
+}
