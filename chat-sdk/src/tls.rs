@@ -107,18 +107,9 @@ pub(crate) fn client_config(
         .with_protocol_versions(versions)
         .map_err(|e| Error::Tls(e.to_string()))?;
     let mut config = match trust {
-        Trust::System => {
-            let found = rustls_native_certs::load_native_certs();
-            let mut roots = rustls::RootCertStore::empty();
-            let (added, _) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err(Error::Tls(format!(
-                    "no usable system root certificates ({} errors while loading)",
-                    found.errors.len()
-                )));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+        Trust::System => builder
+            .with_root_certificates(system_roots())
+            .with_no_client_auth(),
         Trust::Pinned(pin) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
@@ -129,6 +120,27 @@ pub(crate) fn client_config(
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// The operating system's roots, loaded once per process. None found is not an error
+/// here (plain `ws://` and `http://` need none); TLS connections then fail with an
+/// unknown-issuer error.
+fn system_roots() -> Arc<rustls::RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                tracing::warn!(
+                    errors = found.errors.len(),
+                    "no usable system root certificates; TLS servers cannot be verified"
+                );
+            }
+            Arc::new(roots)
+        })
+        .clone()
 }
 
 /// The server name to verify for `host`.
