@@ -31,6 +31,8 @@ pub(crate) enum Incoming {
 enum Outgoing {
     Frame(ClientFrame),
     Pong(Bytes),
+    /// Write what is queued, say goodbye, stop.
+    Close,
 }
 
 /// A live connection. Dropping it tears both tasks down.
@@ -47,6 +49,7 @@ impl std::fmt::Debug for Outgoing {
         match self {
             Outgoing::Frame(frame) => write!(f, "Frame({})", frame.kind()),
             Outgoing::Pong(_) => f.write_str("Pong"),
+            Outgoing::Close => f.write_str("Close"),
         }
     }
 }
@@ -60,9 +63,7 @@ impl Link {
 
     /// Ends the link politely: pending frames are written, then the transport closes.
     pub(crate) async fn close(mut self) {
-        let (tx, _) = mpsc::unbounded_channel();
-        // Dropping the sender lets the writer drain and close.
-        drop(std::mem::replace(&mut self.tx, tx));
+        let _ = self.tx.send(Outgoing::Close);
         if let Some(writer) = self.tasks.pop() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
         }
@@ -230,7 +231,7 @@ where
         let _ = in_tx.send(Incoming::Closed(reason)).await;
     });
     let writer = tokio::spawn(async move {
-        while let Some(first) = out_rx.recv().await {
+        'write: while let Some(first) = out_rx.recv().await {
             let mut next = Some(first);
             // Write everything queued, then flush once.
             while let Some(item) = next {
@@ -244,6 +245,7 @@ where
                         }
                     },
                     Outgoing::Pong(data) => Frame::pong(Payload::Owned(data.to_vec())),
+                    Outgoing::Close => break 'write,
                 };
                 if ws_write.write_frame(frame).await.is_err() {
                     return;
@@ -361,14 +363,20 @@ async fn connect_quic(
     });
     let writer = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(16 * 1024);
+        let mut closing = false;
         while let Some(first) = out_rx.recv().await {
             batch.clear();
             let mut next = Some(first);
             while let Some(item) = next {
-                if let Outgoing::Frame(frame) = item {
-                    match codec::encode_postcard(&frame) {
+                match item {
+                    Outgoing::Frame(frame) => match codec::encode_postcard(&frame) {
                         Ok(encoded) => batch.extend_from_slice(&encoded.length_delimited()),
                         Err(e) => tracing::warn!(error = %e, kind = frame.kind(), "frame not sent"),
+                    },
+                    Outgoing::Pong(_) => {}
+                    Outgoing::Close => {
+                        closing = true;
+                        break;
                     }
                 }
                 next = if batch.len() < 64 * 1024 {
@@ -379,6 +387,9 @@ async fn connect_quic(
             }
             if send.write_all(&batch).await.is_err() {
                 return;
+            }
+            if closing {
+                break;
             }
         }
         let _ = send.finish();

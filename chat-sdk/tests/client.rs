@@ -284,8 +284,11 @@ async fn chat_over_websocket_and_quic() {
         })
     ));
 
-    // Presence: bob sees alice go offline when her only device disconnects.
-    alice.close().await;
+    // Presence: bob sees alice go offline when her only device disconnects. Closing
+    // is a handshake with the server, not the two-second fallback.
+    tokio::time::timeout(Duration::from_millis(1500), alice.close())
+        .await
+        .expect("closed promptly");
     let offline = next_event(
         &mut bob_events,
         |e| matches!(e, Event::Presence(p) if p.status == PresenceStatus::Offline),

@@ -318,8 +318,12 @@ async fn main() -> anyhow::Result<()> {
             setup_took.as_secs_f64()
         );
     }
-    for client in &clients {
-        client.close().await;
+    let closing: Vec<_> = clients
+        .into_iter()
+        .map(|c| tokio::spawn(async move { c.close().await }))
+        .collect();
+    for c in closing {
+        c.await?;
     }
     Ok(())
 }

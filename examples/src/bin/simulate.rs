@@ -270,8 +270,12 @@ async fn main() -> anyhow::Result<()> {
         totals.receipts.load(Ordering::Relaxed),
         totals.reconnects.load(Ordering::Relaxed)
     );
-    for (client, _) in &clients {
-        client.close().await;
+    let closing: Vec<_> = clients
+        .into_iter()
+        .map(|(c, _)| tokio::spawn(async move { c.close().await }))
+        .collect();
+    for c in closing {
+        c.await?;
     }
     anyhow::ensure!(
         missing == 0 && out_of_order == 0,
