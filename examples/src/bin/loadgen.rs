@@ -50,6 +50,13 @@ struct Args {
     /// Concurrent registrations and connections while setting up.
     #[arg(long, default_value_t = 16)]
     setup_concurrency: usize,
+    /// Account names are PREFIX_0, PREFIX_1, … (default: random per run).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Log in to existing PREFIX_i accounts (password "loadgen password") instead of
+    /// registering them, for example to measure connections apart from sign-ups.
+    #[arg(long, requires = "prefix")]
+    login: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -87,7 +94,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.clients > 0 && args.rooms > 0, "need clients and rooms");
     anyhow::ensure!(args.senders <= args.clients, "more senders than clients");
-    let run = format!("lg{:x}", rand::random::<u32>());
+    let run = args
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("lg{:x}", rand::random::<u32>()));
     let epoch = Instant::now();
     let stats = Arc::new(Stats {
         sent: AtomicU64::new(0),
@@ -106,10 +116,14 @@ async fn main() -> anyhow::Result<()> {
         joins.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
             let started = Instant::now();
-            let client = args
-                .connect
-                .builder("loadgen")?
-                .register(format!("{run}_{i}"), "loadgen password", None)
+            let builder = args.connect.builder("loadgen")?;
+            let name = format!("{run}_{i}");
+            let builder = if args.login {
+                builder.login(name, "loadgen password")
+            } else {
+                builder.register(name, "loadgen password", None)
+            };
+            let client = builder
                 .connect()
                 .await
                 .with_context(|| format!("client {i}"))?;
@@ -234,6 +248,10 @@ async fn main() -> anyhow::Result<()> {
             }
         })
     };
+    if senders.is_empty() {
+        // No senders: hold the connections idle for the duration (memory checks).
+        tokio::time::sleep_until(deadline.into()).await;
+    }
     for sender in senders {
         let (room_index, count) = sender.await?;
         expected_per_room[room_index] += count * rooms[room_index].1 as u64;
