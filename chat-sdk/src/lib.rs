@@ -10,22 +10,56 @@
 //!
 //! # Quick start
 //!
-//! ```no_run
+//! Two people over WebSocket (the hidden lines start a server in-process, so this
+//! example runs as a test):
+//!
+//! ```
 //! use chat_sdk::{ClientBuilder, Event};
 //!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let config = chat_server::config::Config::for_tests(dir.path());
+//! # let server = chat_server::Server::bind(config).await?.spawn();
+//! # let url = format!("ws://{}", server.http_addr);
+//! let alice = ClientBuilder::new(&url)
+//!     .register("alice", "correct horse battery", None)
+//!     .connect()
+//!     .await?;
+//! let bob = ClientBuilder::new(&url)
+//!     .register("bob", "correct horse battery", None)
+//!     .connect()
+//!     .await?;
+//! let mut events = bob.events();
+//!
+//! let dm = alice.create_direct(bob.user_id()).await?;
+//! let ack = alice.send_text(dm.id, "hello bob").await?; // stored: id, seq, time
+//! while let Some(event) = events.recv().await {
+//!     if let Event::Message(message) = event {
+//!         assert_eq!((message.id, message.sender), (ack.id, alice.user_id()));
+//!         bob.mark_read(dm.id, message.seq).await?;
+//!         break;
+//!     }
+//! }
+//! # server.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A bot is the same loop: answer every [`Event::Message`] whose sender is not the
+//! bot (`examples/src/bin/echo_bot.rs`). Over QUIC, name the HTTP API too and pin the
+//! server's certificate:
+//!
+//! ```no_run
 //! # async fn run() -> Result<(), chat_sdk::Error> {
-//! let client = ClientBuilder::new("ws://127.0.0.1:8080")
+//! use chat_sdk::{ClientBuilder, Trust};
+//!
+//! let client = ClientBuilder::new("quic://127.0.0.1:4433")
+//!     .api_url("http://127.0.0.1:8080")
+//!     .trust(Trust::certificate_file("quic-cert.pem")?)
 //!     .login("alice", "correct horse battery")
 //!     .connect()
 //!     .await?;
-//! let mut events = client.events();
-//! while let Some(event) = events.recv().await {
-//!     if let Event::Message(message) = event {
-//!         if message.sender != client.user_id() {
-//!             client.send_text(message.conversation, "got it").await?;
-//!         }
-//!     }
-//! }
 //! # Ok(()) }
 //! ```
 //!
@@ -253,6 +287,25 @@ impl Client {
     /// Sends a body under an idempotency key of the caller's choice: retrying with the
     /// same key (after a timeout, a crash, a dropped future) returns the same
     /// acknowledgement and never stores a second message.
+    ///
+    /// ```no_run
+    /// # async fn run(
+    /// #     client: chat_sdk::Client,
+    /// #     conversation: chat_sdk::chat_proto::ids::ConversationId,
+    /// # ) -> Result<(), chat_sdk::Error> {
+    /// use chat_sdk::chat_proto::body::Body;
+    ///
+    /// let key = chat_sdk::new_client_msg_id(); // keep it with the draft
+    /// let ack = loop {
+    ///     match client.send(conversation, key, Body::Text("hi".into())).await {
+    ///         Ok(ack) => break ack,
+    ///         // Same key: however often this runs, one message is stored.
+    ///         Err(e) if e.is_transient() => continue,
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// };
+    /// # Ok(()) }
+    /// ```
     pub async fn send(
         &self,
         conversation: ConversationId,
