@@ -489,7 +489,14 @@ impl Driver {
             self.backlog.push_back(event);
             return;
         }
-        self.subscribers.retain(|s| s.send(event.clone()).is_ok());
+        self.subscribers.retain(|s| !s.is_closed());
+        // Clones for all but the last subscriber, which gets the event itself.
+        if let Some((last, others)) = self.subscribers.split_last() {
+            for s in others {
+                let _ = s.send(event.clone());
+            }
+            let _ = last.send(event);
+        }
     }
 
     /// Ends the client: everything pending fails with `error`.

@@ -216,10 +216,14 @@ async fn chat_over_websocket_and_quic() {
     // A direct conversation, both ways.
     let dm = alice.create_direct(bob.user_id()).await.expect("DM");
     assert_eq!(dm.kind, ConversationKind::Direct);
+    // A second subscriber sees everything from the moment it subscribes.
+    let mut bob_second = bob.events();
     let ack = alice.send_text(dm.id, "hi bob").await.expect("acked");
     assert_eq!(ack.seq, Seq::new(1).unwrap());
     let got = next_message(&mut bob_events).await;
     assert_eq!((got.seq, got.id, text(&got)), (ack.seq, ack.id, "hi bob"));
+    assert_eq!(next_message(&mut bob_second).await.id, ack.id);
+    drop(bob_second);
     assert_eq!(got.sender, alice.user_id());
     // The sender sees her own message too (other devices would).
     assert_eq!(next_message(&mut alice_events).await.id, ack.id);
