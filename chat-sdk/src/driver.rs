@@ -11,6 +11,7 @@ use chat_proto::frame::{Ack, Cursor, Page};
 use chat_proto::ids::{ClientMsgId, ConversationId, RequestId, Seq};
 use chat_proto::session::{
     self as proto, ClientSession, ConnectionState, DisconnectReason, PendingKind, RequestError,
+    StateError,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -353,33 +354,27 @@ impl Driver {
                 client_msg_id,
                 body,
                 reply,
-            } => match self.session.send(conversation, client_msg_id, body) {
-                Ok(id) => {
-                    self.waiters.insert(id, Waiter::Send(reply));
-                }
-                Err(_) => drop(reply.send(Err(Error::Closed))),
-            },
+            } => {
+                let queued = self.session.send(conversation, client_msg_id, body);
+                self.wait_for(queued, Waiter::Send(reply));
+            }
             Command::History {
                 conversation,
                 before,
                 limit,
                 reply,
-            } => match self.session.history(conversation, before, limit) {
-                Ok(id) => {
-                    self.waiters.insert(id, Waiter::History(reply));
-                }
-                Err(_) => drop(reply.send(Err(Error::Closed))),
-            },
+            } => {
+                let queued = self.session.history(conversation, before, limit);
+                self.wait_for(queued, Waiter::History(reply));
+            }
             Command::MarkRead {
                 conversation,
                 seq,
                 reply,
-            } => match self.session.mark_read(conversation, seq) {
-                Ok(id) => {
-                    self.waiters.insert(id, Waiter::Done(reply));
-                }
-                Err(_) => drop(reply.send(Err(Error::Closed))),
-            },
+            } => {
+                let queued = self.session.mark_read(conversation, seq);
+                self.wait_for(queued, Waiter::Done(reply));
+            }
             Command::Typing {
                 conversation,
                 active,
@@ -397,6 +392,16 @@ impl Driver {
             }
             Command::Cursors(tx) => drop(tx.send(self.session.cursors())),
             Command::Close(_) => unreachable!("handled by the loops"),
+        }
+    }
+
+    /// Keeps `waiter` for the answer to a queued request, or fails it at once.
+    fn wait_for(&mut self, queued: Result<RequestId, StateError>, waiter: Waiter) {
+        match queued {
+            Ok(id) => {
+                self.waiters.insert(id, waiter);
+            }
+            Err(_) => waiter.fail(Error::Closed),
         }
     }
 

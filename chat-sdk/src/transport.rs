@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use chat_proto::codec::{self, StreamDecoder};
 use chat_proto::frame::{ClientFrame, ServerFrame};
 use chat_proto::limits::MAX_SERVER_FRAME;
-use chat_proto::version::{ALPN, WS_SUBPROTOCOL_POSTCARD};
+use chat_proto::version::WS_SUBPROTOCOL_POSTCARD;
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError};
 use http::{Request, header};
 use http_body_util::Empty;
@@ -332,9 +332,8 @@ async fn connect_quic(
         .connect_with(config, addr, name)
         .map_err(|e| Error::Config(format!("QUIC: {e}")))?
         .await
-        .map_err(|e| quic_error(&e))?;
-    debug_assert!(ALPN.starts_with(b"chat/"));
-    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| quic_error(&e))?;
+        .map_err(|e| Error::connect(&e))?;
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| Error::connect(&e))?;
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
     let (in_tx, in_rx) = mpsc::channel(256);
@@ -401,8 +400,4 @@ async fn connect_quic(
         tasks: vec![reader, writer],
         quic: Some(connection),
     })
-}
-
-fn quic_error(e: &(dyn std::error::Error + 'static)) -> Error {
-    Error::connect(e)
 }
