@@ -1,6 +1,6 @@
-//! Arbitrary JSON bodies (and ids, query strings, tokens) sent to every HTTP API route
-//! through the server's own HTTP stack, parsing and validation, over an in-memory
-//! connection. Whatever arrives, the answer is a well-formed HTTP response, never a
+//! Arbitrary JSON bodies (and ids, query strings, tokens) sent to every route of the
+//! server's table through its own HTTP stack, parsing and validation, over an
+//! in-memory connection. Whatever arrives, the answer is a well-formed HTTP response, never a
 //! 500, and every error is the documented `{"error":{"code","message"}}` object.
 #![no_main]
 
@@ -18,28 +18,9 @@ use hyper_util::rt::TokioIo;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
-enum Route {
-    Register,
-    Login,
-    Refresh,
-    Logout,
-    Me,
-    UpdateMe,
-    ChangePassword,
-    SearchUsers,
-    GetUser,
-    ListConversations,
-    CreateConversation,
-    GetConversation,
-    AddMember,
-    RemoveMember,
-    Leave,
-    History,
-}
-
-#[derive(Arbitrary, Debug)]
 struct Input {
-    route: Route,
+    /// Index into the server's route table.
+    route: u8,
     id: u64,
     other: u64,
     query: String,
@@ -70,11 +51,11 @@ fn fixture() -> &'static Fixture {
         let body = br#"{"username":"fuzzer","password":"fuzzing password"}"#;
         let (status, reply) = runtime
             .block_on(call(
-            &app,
-            Method::POST,
-            "/api/register".into(),
-            None,
-            body.to_vec(),
+                &app,
+                Method::POST,
+                "/api/register".into(),
+                None,
+                body.to_vec(),
             ))
             .expect("a valid request");
         assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
@@ -122,7 +103,12 @@ async fn call(
     let req = req.body(Full::new(Bytes::from(body))).ok()?;
     let response = sender.send_request(req).await.expect("a response");
     let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     drop(sender);
     let _ = serving.await;
     Some((status, bytes))
@@ -137,30 +123,16 @@ fuzz_target!(|input: Input| {
         .filter(|c| c.is_ascii_graphic() && *c != '#')
         .take(200)
         .collect();
-    let (method, path) = match input.route {
-        Route::Register => (Method::POST, "/api/register".to_owned()),
-        Route::Login => (Method::POST, "/api/login".to_owned()),
-        Route::Refresh => (Method::POST, "/api/refresh".to_owned()),
-        Route::Logout => (Method::POST, "/api/logout".to_owned()),
-        Route::Me => (Method::GET, "/api/me".to_owned()),
-        Route::UpdateMe => (Method::PATCH, "/api/me".to_owned()),
-        Route::ChangePassword => (Method::PUT, "/api/me/password".to_owned()),
-        Route::SearchUsers => (Method::GET, format!("/api/users?{query}")),
-        Route::GetUser => (Method::GET, format!("/api/users/{id}")),
-        Route::ListConversations => (Method::GET, "/api/conversations".to_owned()),
-        Route::CreateConversation => (Method::POST, "/api/conversations".to_owned()),
-        Route::GetConversation => (Method::GET, format!("/api/conversations/{id}")),
-        Route::AddMember => (Method::POST, format!("/api/conversations/{id}/members")),
-        Route::RemoveMember => (
-            Method::DELETE,
-            format!("/api/conversations/{id}/members/{other}"),
-        ),
-        Route::Leave => (Method::POST, format!("/api/conversations/{id}/leave")),
-        Route::History => (
-            Method::GET,
-            format!("/api/conversations/{id}/messages?{query}"),
-        ),
-    };
+    // Every route of the server's own table, so new routes are fuzzed as they come.
+    let routes = chat_server::http::ROUTES;
+    let (method, pattern, _) = &routes[usize::from(input.route) % routes.len()];
+    let mut path = pattern
+        .replace("{id}", &id.to_string())
+        .replace("{user_id}", &other.to_string());
+    if !query.is_empty() {
+        path = format!("{path}?{query}");
+    }
+    let method = method.clone();
     let token = input.authenticated.then_some(f.token.as_str());
     let Some((status, body)) = f
         .runtime
@@ -168,7 +140,11 @@ fuzz_target!(|input: Input| {
     else {
         return;
     };
-    assert!(status < 500, "HTTP {status}: {}", String::from_utf8_lossy(&body));
+    assert!(
+        status < 500,
+        "HTTP {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
     if status >= 400 {
         let error: serde_json::Value = serde_json::from_slice(&body)
             .unwrap_or_else(|e| panic!("HTTP {status} without a JSON error ({e}): {body:?}"));

@@ -44,7 +44,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(claims) = f.tokens.verify_access(&token) {
         // Whatever verified carries the genuine header and payload, byte for byte.
         let signed = |t: &str| t.rsplit_once('.').map(|(signed, _)| signed.to_owned());
-        assert_eq!(signed(&token), signed(&f.genuine), "forged token verified: {token}");
+        assert_eq!(
+            signed(&token),
+            signed(&f.genuine),
+            "forged token verified: {token}"
+        );
         assert_eq!((claims.user.get(), claims.session), (42, 7));
     }
 });
