@@ -406,6 +406,30 @@ impl Hub {
         self.send_to_users(recipients, &frame, None);
     }
 
+    /// Tells users who have just come to share a conversation which of them are online:
+    /// each online newcomer to the other members, each online member to the newcomers.
+    /// (Presence otherwise reaches contacts only when someone connects or disconnects.)
+    pub fn introduce(&self, newcomers: &[UserId], members: &[UserId]) {
+        let online = |user: UserId| {
+            SharedFrame::new(ServerFrame::Presence(chat_proto::frame::Presence {
+                user,
+                status: chat_proto::frame::PresenceStatus::Online,
+                last_seen: None,
+            }))
+        };
+        for &user in newcomers {
+            if self.is_online(user) {
+                let others: Vec<UserId> = members.iter().copied().filter(|&m| m != user).collect();
+                self.send_to_users(&others, &online(user), None);
+            }
+        }
+        for &member in members {
+            if !newcomers.contains(&member) && self.is_online(member) {
+                self.send_to_users(newcomers, &online(member), None);
+            }
+        }
+    }
+
     /// Delivers newly committed messages to every session of every member (the
     /// sender's included), each encoded once per wire.
     pub async fn deliver(&self, messages: Vec<Message>) {

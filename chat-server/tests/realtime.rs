@@ -374,6 +374,79 @@ async fn typing_presence_and_receipts_reach_the_right_people() {
     s.stop().await;
 }
 
+/// The next presence frame `c` receives, as (user, status).
+async fn next_presence(c: &mut WsClient) -> (u64, PresenceStatus) {
+    c.until(|f| match f {
+        ServerFrame::Presence(p) => Some((p.user.get(), p.status)),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn people_who_come_to_share_a_conversation_learn_who_is_online() {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let dave = s.register("dave").await;
+    let mut online = Vec::new();
+    for who in [&alice, &bob, &carol] {
+        let (mut c, _) = WsClient::login(s.addr(), Sub::Json, &who.token, vec![]).await;
+        live(&mut c).await;
+        online.push(c);
+    }
+    let [a, b, c] = &mut online[..] else {
+        unreachable!()
+    };
+    // Strangers while they connected; a direct conversation makes Alice and Bob
+    // contacts, and each learns at once that the other is online.
+    dm(&s, &alice, &bob).await;
+    assert_eq!(next_presence(a).await, (bob.id, PresenceStatus::Online));
+    assert_eq!(next_presence(b).await, (alice.id, PresenceStatus::Online));
+
+    // Alice adds Carol (online) and Dave (offline) to a group: Carol and the members
+    // learn about each other; nobody is told Dave is online.
+    let group = s
+        .post(
+            "/api/conversations",
+            Some(&alice.token),
+            json!({"kind": "group", "title": "g", "members": [bob.id]}),
+        )
+        .await;
+    let group = group.body["id"].as_u64().expect("group id");
+    for id in [carol.id, dave.id] {
+        let r = s
+            .post(
+                &format!("/api/conversations/{group}/members"),
+                Some(&alice.token),
+                json!({ "user_id": id }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    let mut seen_by_carol = vec![next_presence(c).await, next_presence(c).await];
+    seen_by_carol.sort_unstable_by_key(|(user, _)| *user);
+    assert_eq!(
+        seen_by_carol,
+        vec![
+            (alice.id, PresenceStatus::Online),
+            (bob.id, PresenceStatus::Online)
+        ]
+    );
+    a.until(|f| {
+        matches!(f, ServerFrame::Presence(p) if p.user.get() == carol.id && p.status == PresenceStatus::Online)
+            .then_some(())
+    })
+    .await;
+    a.expect_silence(
+        Duration::from_millis(300),
+        |f| !matches!(f, ServerFrame::Presence(p) if p.user.get() == dave.id),
+    )
+    .await;
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
     let s = TestServer::start(TestDbKind::Sqlite).await;

@@ -130,6 +130,8 @@ fn announce_new(app: &App, conversation: &Conversation, by: UserId) {
             &[member.user.id],
         );
     }
+    let members = member_ids(conversation);
+    app.hub().introduce(&members, &members);
 }
 
 fn member_ids(conversation: &Conversation) -> Vec<UserId> {
@@ -226,6 +228,7 @@ pub async fn add_member(app: App, req: Request<Incoming>, params: Params) -> Han
         caller.user.id,
         &member_ids(&updated),
     );
+    app.hub().introduce(&[body.user_id], &member_ids(&updated));
     Ok(json_response(StatusCode::OK, &updated))
 }
 

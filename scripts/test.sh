@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every test of the project: the Rust workspace (unit, integration, doc tests; the
+# database tests use the PostgreSQL named in README), then the web client: type check,
+# unit tests, and the end-to-end tests in Debian's Chromium against a real chat-server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> Rust: cargo test --workspace --all-features"
+cargo test --workspace --all-features
+
+echo "==> web: dependencies"
+cd web
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    npm ci --no-audit --no-fund
+fi
+
+echo "==> web: type check (svelte-check)"
+npm run check
+
+echo "==> web: unit tests (vitest)"
+npm test
+
+echo "==> web: end-to-end tests (Chromium)"
+if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+    echo "The end-to-end tests drive Debian's Chromium: apt-get install -y chromium" >&2
+    exit 1
+fi
+npm run build
+cargo build -p chat-server
+npm run e2e

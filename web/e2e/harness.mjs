@@ -1,0 +1,174 @@
+// Test harness for the end-to-end tests: a real chat-server on a temporary database
+// serving the built UI, and Debian's Chromium driven by playwright-core.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const webRoot = resolve(here, '..');
+export const repoRoot = resolve(webRoot, '..');
+export const artifacts = join(webRoot, 'e2e-artifacts');
+
+/** The server binary: `CHAT_SERVER_BIN`, else the workspace's debug build. */
+function serverBin() {
+  const bin = process.env.CHAT_SERVER_BIN ?? join(repoRoot, 'target', 'debug', 'chat-server');
+  if (!existsSync(bin)) {
+    throw new Error(`${bin} does not exist: run \`cargo build -p chat-server\` first`);
+  }
+  return bin;
+}
+
+/**
+ * Starts chat-server with its data in a fresh temporary directory and the UI from
+ * web/dist. `restart()` stops it and starts it again on the same port and data.
+ */
+export async function startServer() {
+  const dataDir = mkdtempSync(join(tmpdir(), 'chat-e2e-'));
+  const server = { dataDir, child: null, url: null, port: 0, log: [] };
+
+  async function boot(port) {
+    const child = spawn(
+      serverBin(),
+      [
+        '--http-addr', `127.0.0.1:${port}`,
+        '--quic-addr', '127.0.0.1:0',
+        '--data-dir', dataDir,
+        '--web-dir', join(webRoot, 'dist'),
+        // Every test user signs up from 127.0.0.1.
+        '--send-rate', '50',
+      ],
+      { env: { ...process.env, RUST_LOG: 'warn' }, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    server.child = child;
+    const address = await new Promise((resolveAddr, reject) => {
+      let text = '';
+      const timer = setTimeout(() => reject(new Error(`chat-server did not start:\n${text}`)), 30000);
+      child.stderr.on('data', (chunk) => {
+        text += chunk;
+        server.log.push(String(chunk));
+        const m = /HTTP API and WebSocket: http:\/\/([0-9.]+:\d+)\/api/.exec(text);
+        if (m) {
+          clearTimeout(timer);
+          resolveAddr(m[1]);
+        }
+      });
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`chat-server exited with ${code}:\n${text}`));
+      });
+    });
+    server.url = `http://${address}`;
+    server.port = Number(address.split(':')[1]);
+  }
+
+  async function stop() {
+    const child = server.child;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  }
+
+  await boot(0);
+  return {
+    get url() {
+      return server.url;
+    },
+    dataDir,
+    log: () => server.log.join(''),
+    async restart(downtimeMs = 0) {
+      await stop();
+      if (downtimeMs) await new Promise((r) => setTimeout(r, downtimeMs));
+      await boot(server.port);
+    },
+    stop,
+    async close() {
+      await stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Headless Debian Chromium; never a downloaded browser. */
+export async function launchBrowser() {
+  const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+  if (!existsSync(executablePath)) {
+    throw new Error(`${executablePath} is missing: apt-get install -y chromium`);
+  }
+  mkdirSync(artifacts, { recursive: true });
+  return chromium.launch({
+    executablePath,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--disable-dev-shm-usage',
+    ],
+  });
+}
+
+/** A unique username for this run. */
+export function username(base) {
+  return `${base}_${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`.slice(0, 32);
+}
+
+/**
+ * A person with their own browser context (own cookies), signed up through the UI.
+ * Console errors and failed CSP checks are collected so a test can assert there are none.
+ */
+export async function person(browser, server, base, display, options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 }, ...options });
+  const page = await context.newPage();
+  const problems = [];
+  page.on('console', (msg) => {
+    // Opening the app asks `POST /api/refresh` whether the refresh cookie holds a
+    // session; without one the answer is 401, which Chromium logs. That is the
+    // expected way to learn "not signed in" (the cookie is HttpOnly, invisible to
+    // the page), so it is the one error not counted.
+    const signedOut = /status of 401/.test(msg.text()) && msg.location().url.endsWith('/api/refresh');
+    if (msg.type() === 'error' && !signedOut) problems.push(msg.text());
+  });
+  page.on('pageerror', (err) => problems.push(String(err)));
+  const name = username(base);
+  await page.goto(server.url);
+  await page.getByRole('button', { name: 'Create an account' }).click();
+  await page.getByLabel('Username').fill(name);
+  await page.getByLabel('Display name').fill(display);
+  await page.getByLabel('Password').fill('correct horse battery');
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.getByRole('link', { name: 'Your profile' }).waitFor();
+  return { context, page, username: name, display, problems };
+}
+
+/** Opens the conversation list entry named `title`. */
+export async function openConversation(p, title) {
+  await p.page.getByRole('navigation', { name: 'Conversation list' }).getByRole('link', { name: title }).click();
+  await p.page.getByRole('heading', { name: title, level: 2 }).waitFor();
+}
+
+/** Starts (or reopens) the direct conversation with `other` through "Find people". */
+export async function startDirect(p, other) {
+  await p.page.getByPlaceholder('Find people').fill(other.username);
+  await p.page.getByRole('button', { name: `Message ${other.display}` }).click();
+  await p.page.getByRole('heading', { name: other.display, level: 2 }).waitFor();
+}
+
+/** Types and sends a message with the Enter key. */
+export async function say(p, text) {
+  const box = p.page.getByRole('textbox', { name: 'Message' });
+  await box.fill(text);
+  await box.press('Enter');
+}
+
+/** The texts of the messages shown in the open conversation, in order. */
+export async function messages(p) {
+  return p.page.locator('[role="log"] article .text').allInnerTexts();
+}

@@ -1,0 +1,241 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Api } from '../src/lib/api';
+import { Chat, insertBySeq, type ChatMessage } from '../src/lib/chat.svelte';
+import { message, sockets, welcome } from './fake';
+
+const ALICE = { id: 1, username: 'alice', display_name: 'Alice', bio: '', created_at: 0, last_seen: null };
+const BOB = { id: 2, username: 'bob', display_name: 'Bob', bio: '', created_at: 0, last_seen: 1795795000000 };
+
+function conversation(id: number, lastSeq: number, unread = 0) {
+  return {
+    id,
+    kind: 'direct',
+    title: '',
+    encrypted: false,
+    created_by: 1,
+    created_at: 0,
+    last_seq: lastSeq,
+    last_activity: 1795795200000 + lastSeq,
+    members: [
+      { user: ALICE, role: 'member', last_read_seq: lastSeq - unread, joined_at: 0 },
+      { user: BOB, role: 'member', last_read_seq: 0, joined_at: 0 },
+    ],
+    last_message: lastSeq > 0 ? message(id, lastSeq) : null,
+    unread,
+  };
+}
+
+/** A scripted HTTP API: each route answers from `routes`; calls are recorded. */
+function fakeServer(routes: Record<string, (body: unknown) => [number, unknown]>) {
+  const calls: string[] = [];
+  const fetch = async (input: string, init?: RequestInit) => {
+    const key = `${init?.method ?? 'GET'} ${input}`;
+    calls.push(key);
+    // The longest route that prefixes the request answers it.
+    const route = Object.keys(routes)
+      .filter((r) => key.startsWith(r))
+      .sort((a, b) => b.length - a.length)[0];
+    if (!route) return new Response(JSON.stringify({ error: { code: 'not_found', message: key } }), { status: 404 });
+    const [status, body] = routes[route](init?.body ? JSON.parse(String(init.body)) : undefined);
+    return new Response(status === 204 ? null : JSON.stringify(body), { status });
+  };
+  return { calls, api: new Api('', fetch) };
+}
+
+const session = { user: ALICE, access_token: 'a.b.c', token_type: 'Bearer', expires_in: 900 };
+
+async function signedIn(extra: Record<string, (body: unknown) => [number, unknown]> = {}) {
+  const server = fakeServer({
+    'POST /api/login': () => [200, session],
+    'GET /api/conversations': () => [200, { conversations: [conversation(7, 3, 1)] }],
+    ...extra,
+  });
+  const s = sockets();
+  const chat = new Chat({ api: server.api, wsUrl: 'ws://chat.test/ws', createSocket: s.create });
+  await chat.login('alice', 'secret password');
+  await vi.advanceTimersByTimeAsync(0);
+  const socket = s.made[0];
+  socket.open();
+  socket.receive(welcome(1, [[7, 3]]));
+  socket.receive({ replay_done: { truncated: [] } });
+  return { chat, socket, server, s };
+}
+
+beforeEach(() => {
+  vi.useFakeTimers();
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('session', () => {
+  it('without a refresh cookie there is nothing to resume', async () => {
+    const { api } = fakeServer({
+      'POST /api/refresh': () => [401, { error: { code: 'invalid_token', message: 'no session' } }],
+    });
+    const chat = new Chat({ api, wsUrl: 'ws://x/ws' });
+    await expect(chat.resume()).resolves.toBe(false);
+    expect(chat.me).toBeNull();
+  });
+
+  it('signing in loads the conversations and resumes each from its last message', async () => {
+    const { chat, socket } = await signedIn();
+    expect(chat.me?.username).toBe('alice');
+    expect(chat.sorted.map((c) => [c.id, chat.title(c), c.unread])).toEqual([[7, 'Bob', 1]]);
+    expect(socket.sentOf('hello')[0]).toMatchObject({ token: 'a.b.c', resume: [{ conversation: 7, seq: 3 }] });
+    expect(chat.connection.kind).toBe('live');
+  });
+
+  it('a session revoked elsewhere signs the user out with a notice', async () => {
+    const { chat, socket, s } = await signedIn({
+      'POST /api/refresh': () => [401, { error: { code: 'invalid_token', message: 'revoked' } }],
+    });
+    socket.receive({ error: { request_id: null, code: 'invalid_token', message: 'revoked', retry_after_ms: null } });
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(chat.me).toBeNull();
+    expect(chat.notice).toMatch(/session has ended/);
+    expect(s.made).toHaveLength(1);
+  });
+});
+
+describe('messages', () => {
+  it('an own message shows as sending, then sent once, whether the ack or the echo comes first', async () => {
+    const { chat, socket } = await signedIn();
+    for (const ackFirst of [true, false]) {
+      chat.send(7, 'hello');
+      const view = chat.conversations[7];
+      expect(view.outbox.map((m) => [m.text, m.status])).toEqual([['hello', 'sending']]);
+      const sent = socket.sentOf('send').at(-1)!;
+      const seq = view.lastSeq + 1;
+      const ack = { ack: { request_id: sent.request_id, conversation: 7, id: 50 + seq, seq, sent_at: 5 } };
+      const echo = { message: message(7, seq, 1, 'hello', sent.client_msg_id as string) };
+      socket.receive(ackFirst ? ack : echo);
+      socket.receive(ackFirst ? echo : ack);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(view.outbox).toEqual([]);
+      expect(view.messages.filter((m) => m.seq === seq).map((m) => [m.text, m.status])).toEqual([['hello', 'sent']]);
+      expect(view.lastMessage?.text).toBe('hello');
+    }
+  });
+
+  it('a refused message is marked failed and can be retried with the same key', async () => {
+    const { chat, socket } = await signedIn();
+    chat.send(7, 'will fail');
+    const first = socket.sentOf('send')[0];
+    socket.receive({ error: { request_id: first.request_id, code: 'internal', message: 'database hiccup', retry_after_ms: null } });
+    await vi.advanceTimersByTimeAsync(0);
+    const view = chat.conversations[7];
+    expect(view.outbox.map((m) => [m.status, m.error])).toEqual([['failed', 'database hiccup']]);
+    chat.retry(7, view.outbox[0].key);
+    expect(view.outbox[0].status).toBe('sending');
+    expect(socket.sentOf('send')[1].client_msg_id).toBe(first.client_msg_id);
+  });
+
+  it('counts unread messages until the conversation is open, then marks it read', async () => {
+    const { chat, socket } = await signedIn({
+      'GET /api/conversations/7/messages': () => [200, { messages: [message(7, 5), message(7, 4), message(7, 3)], has_more: true }],
+    });
+    socket.receive({ message: message(7, 4) });
+    socket.receive({ message: message(7, 5) });
+    const view = chat.conversations[7];
+    expect(view.unread).toBe(3);
+    await chat.open(7);
+    // History and live messages merge without duplicates.
+    expect(view.messages.map((m) => m.seq)).toEqual([3, 4, 5]);
+    expect(view.unread).toBe(0);
+    expect(socket.sentOf('mark_read')).toMatchObject([{ conversation: 7, seq: 5 }]);
+    // While the conversation is open, a new message is read at once.
+    socket.receive({ message: message(7, 6) });
+    expect(view.unread).toBe(0);
+    expect(socket.sentOf('mark_read').map((f) => f.seq)).toEqual([5, 6]);
+    // Not while the window is hidden.
+    chat.setAttentive(false);
+    socket.receive({ message: message(7, 7) });
+    expect(view.unread).toBe(1);
+    chat.setAttentive(true);
+    expect(view.unread).toBe(0);
+    expect(socket.sentOf('mark_read').map((f) => f.seq)).toEqual([5, 6, 7]);
+  });
+
+  it('shows who is typing until they stop, send, or the indicator expires', async () => {
+    const { chat, socket } = await signedIn();
+    const view = chat.conversations[7];
+    socket.receive({ typing: { conversation: 7, user: 2, active: true } });
+    expect(chat.typingNames(view)).toEqual(['Bob']);
+    socket.receive({ message: message(7, 4) });
+    expect(chat.typingNames(view)).toEqual([]);
+    socket.receive({ typing: { conversation: 7, user: 2, active: true } });
+    await vi.advanceTimersByTimeAsync(6500);
+    expect(chat.typingNames(view)).toEqual([]);
+  });
+
+  it('tells others the user is typing at most every few seconds, and when they stop', async () => {
+    const { chat, socket } = await signedIn();
+    chat.typing(7);
+    chat.typing(7);
+    await vi.advanceTimersByTimeAsync(1000);
+    chat.typing(7);
+    expect(socket.sentOf('typing')).toEqual([{ conversation: 7, active: true }]);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(socket.sentOf('typing')).toEqual([
+      { conversation: 7, active: true },
+      { conversation: 7, active: false },
+    ]);
+  });
+
+  it('read receipts and presence update the members', async () => {
+    const { chat, socket } = await signedIn();
+    const view = chat.conversations[7];
+    socket.receive({ receipt: { conversation: 7, user: 2, seq: 3 } });
+    expect(chat.readBy(view, 3)).toBe(1);
+    expect(chat.readBy(view, 4)).toBe(0);
+    socket.receive({ presence: { user: 2, status: 'online', last_seen: null } });
+    expect(chat.online[2]).toBe(true);
+    socket.receive({ presence: { user: 2, status: 'offline', last_seen: 1795795300000 } });
+    expect([chat.online[2], chat.users[2].last_seen]).toEqual([false, 1795795300000]);
+  });
+
+  it('says when history cannot be loaded, and loads it on retry', async () => {
+    let up = false;
+    const { chat } = await signedIn({
+      'GET /api/conversations/7/messages': () =>
+        up ? [200, { messages: [message(7, 3)], has_more: false }] : [503, { error: { code: 'unavailable', message: 'the database is unreachable' } }],
+    });
+    await chat.open(7);
+    const view = chat.conversations[7];
+    expect([view.historyLoaded, view.historyError]).toEqual([false, 'the database is unreachable']);
+    up = true;
+    await chat.loadOlder(7);
+    expect([view.historyLoaded, view.historyError, view.hasMore]).toEqual([true, null, false]);
+    expect(view.messages.map((m) => m.seq)).toEqual([3]);
+  });
+
+  it('leaves a conversation the user was removed from', async () => {
+    const { chat, socket } = await signedIn({
+      'GET /api/conversations/7/messages': () => [200, { messages: [], has_more: false }],
+    });
+    await chat.open(7);
+    socket.receive({ membership: { conversation: 7, user: 1, change: 'removed', by: 2 } });
+    expect(chat.conversations[7]).toBeUndefined();
+    expect(chat.activeId).toBeNull();
+  });
+});
+
+describe('insertBySeq', () => {
+  const m = (seq: number): ChatMessage => ({
+    key: String(seq),
+    conversation: 1,
+    seq,
+    sender: 1,
+    sentAt: 0,
+    text: '',
+    encrypted: false,
+    status: 'sent',
+    error: null,
+  });
+  it('keeps ascending order without duplicates', () => {
+    const list: ChatMessage[] = [];
+    for (const seq of [5, 6, 2, 9, 6, 1, 5, 7]) insertBySeq(list, m(seq));
+    expect(list.map((x) => x.seq)).toEqual([1, 2, 5, 6, 7, 9]);
+  });
+});
