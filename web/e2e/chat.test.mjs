@@ -249,3 +249,87 @@ test('on a phone-sized screen in the dark theme, the list and the chat take turn
     await p.context.close();
   }
 });
+
+test('a long conversation loads older messages while scrolling back', async () => {
+  const hal = await person(browser, server, 'hal', 'Hal');
+  const ivy = await person(browser, server, 'ivy', 'Ivy');
+  await startDirect(hal, ivy);
+
+  // 130 messages from a second device of Hal's: a plain WebSocket client in his page,
+  // signed in with its own session.
+  const login = await fetch(`${server.url}/api/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: hal.username, password: 'correct horse battery' }),
+  }).then((r) => r.json());
+  const total = 130;
+  const stored = await hal.page.evaluate(
+    async ({ token, total }) => {
+      const ws = new WebSocket(`ws://${location.host}/ws`, 'chat.v1.json');
+      const frames = [];
+      let wake = () => {};
+      ws.onmessage = (e) => {
+        frames.push(JSON.parse(e.data));
+        wake();
+      };
+      const until = async (pred) => {
+        for (;;) {
+          const hit = frames.find(pred);
+          if (hit) return hit;
+          await new Promise((r) => (wake = r));
+        }
+      };
+      await new Promise((r) => (ws.onopen = r));
+      ws.send(JSON.stringify({ hello: { version: { major: 1, minor: 0 }, token, client: 'e2e', resume: [] } }));
+      const welcome = (await until((f) => f.welcome)).welcome;
+      const conversation = welcome.heads[0].conversation;
+      const sends = new Map();
+      for (let i = 1; i <= total; i++) {
+        const frame = JSON.stringify({
+          send: { request_id: i, conversation, client_msg_id: crypto.randomUUID(), body: { text: `line ${i}` } },
+        });
+        sends.set(i, frame);
+        ws.send(frame);
+      }
+      // Past the burst, sends are refused as rate limited with a delay: send those again
+      // in order, one at a time, as a well-behaved client does.
+      const acks = new Map();
+      while (acks.size < total) {
+        const f = await until((f) => f.ack || f.error);
+        frames.splice(frames.indexOf(f), 1);
+        if (f.ack) {
+          acks.set(f.ack.request_id, f.ack.seq);
+        } else if (f.error.code === 'rate_limited') {
+          await new Promise((r) => setTimeout(r, f.error.retry_after_ms));
+          ws.send(sends.get(f.error.request_id));
+        } else {
+          throw new Error(JSON.stringify(f));
+        }
+      }
+      ws.close();
+      // The texts in the order the server stored them (retries can reorder sends).
+      return [...acks].sort((a, b) => a[1] - b[1]).map(([i]) => `line ${i}`);
+    },
+    { token: login.access_token, total },
+  );
+  assert.equal(new Set(stored).size, total);
+
+  // Ivy got them live; after a reload her app knows only what it fetches.
+  await ivy.page.reload();
+  await openConversation(ivy, 'Hal');
+  // The newest page first, then older ones as the list is scrolled to the top.
+  await eventually(async () => (await messages(ivy)).at(-1), stored.at(-1));
+  assert.ok((await messages(ivy)).length < total);
+  const log = ivy.page.getByRole('log', { name: 'Messages' });
+  for (let i = 0; i < 10 && (await messages(ivy)).length < total; i++) {
+    await log.evaluate((el) => el.scrollTo(0, 0));
+    await ivy.page.waitForTimeout(200);
+  }
+  assert.deepEqual(await messages(ivy), stored);
+  await ivy.page.getByText('This is the beginning of the conversation.').waitFor();
+
+  for (const p of [hal, ivy]) {
+    assert.deepEqual(p.problems, []);
+    await p.context.close();
+  }
+});
