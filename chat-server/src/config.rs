@@ -52,6 +52,16 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// Redis URL (`redis://HOST:PORT`) of the cluster bus. Set it on every node of a
+    /// deployment that runs several nodes on one PostgreSQL database; without it the
+    /// server runs as a single node.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Redis pub/sub channel of the cluster bus; the nodes of one deployment share it.
+    #[arg(long, env = "CHAT_REDIS_CHANNEL", default_value = "chat:bus")]
+    pub redis_channel: String,
+
     /// Directory of the built web UI to serve at `/`.
     #[arg(long, env = "CHAT_WEB_DIR")]
     pub web_dir: Option<PathBuf>,

@@ -8,15 +8,17 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chat_proto::codec;
-use chat_proto::frame::{Message, ServerFrame};
+use chat_proto::frame::{Cursor, Message, Presence, PresenceStatus, ServerFrame};
+use chat_proto::ids::Timestamp;
 use chat_proto::ids::{ConversationId, UserId};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
+use crate::cluster::{Bus, Event};
 use crate::store::{ConversationMeta, Store, StoreError};
 
 /// How a session's frames travel.
@@ -254,6 +256,10 @@ pub struct Hub {
     next_id: AtomicU64,
     send_limits: Mutex<HashMap<UserId, Bucket>>,
     queue_limits: QueueLimits,
+    /// The cluster bus, when this node is one of several.
+    bus: OnceLock<Arc<Bus>>,
+    /// Bumped when every session should reconnect and resume (see [`Hub::resync`]).
+    resync: watch::Sender<u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -272,7 +278,33 @@ impl Hub {
             next_id: AtomicU64::new(1),
             send_limits: Mutex::new(HashMap::new()),
             queue_limits,
+            bus: OnceLock::new(),
+            resync: watch::channel(0).0,
         }
+    }
+
+    /// Joins this node to a cluster: from now on fan-out, membership changes and
+    /// presence also go over `bus`.
+    pub fn attach_bus(&self, bus: Arc<Bus>) {
+        if self.bus.set(bus).is_err() {
+            tracing::warn!("a cluster bus was already attached");
+        }
+    }
+
+    /// The cluster bus, if this node is part of a cluster.
+    pub fn bus(&self) -> Option<&Arc<Bus>> {
+        self.bus.get()
+    }
+
+    /// Asks every session on this node to reconnect and resume (`go_away`): used when
+    /// this node may have missed frames other nodes published.
+    pub fn resync(&self) {
+        self.resync.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever [`Hub::resync`] is called.
+    pub fn resync_signal(&self) -> watch::Receiver<u64> {
+        self.resync.subscribe()
     }
 
     /// A new session's handle and queue; not yet registered.
@@ -281,35 +313,113 @@ impl Hub {
         SessionHandle::new(id, user, wire, self.queue_limits)
     }
 
-    /// Makes a session reachable; returns `true` if it is its user's first.
+    /// Makes a session reachable; returns `true` if the user just came online: this is
+    /// their first session here and they have none on other nodes.
     pub fn register(&self, handle: SessionHandle) -> bool {
-        let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
-        let list = sessions.entry(handle.user).or_default();
-        list.push(handle);
-        list.len() == 1
-    }
-
-    /// Removes a session; returns `true` if it was its user's last.
-    pub fn unregister(&self, user: UserId, id: u64) -> bool {
-        let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
-        let Some(list) = sessions.get_mut(&user) else {
-            return false;
+        let user = handle.user;
+        let first = {
+            let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+            let list = sessions.entry(user).or_default();
+            list.push(handle);
+            list.len() == 1
         };
-        list.retain(|h| h.id != id);
-        if list.is_empty() {
-            sessions.remove(&user);
-            true
-        } else {
-            false
+        match self.bus() {
+            Some(bus) if first => {
+                bus.publish(Event::Online { user });
+                !bus.is_remote(user)
+            }
+            _ => first,
         }
     }
 
-    /// Whether a user has a live session here.
+    /// Removes a session; returns `true` if the user just went offline: that was their
+    /// last session here and they have none on other nodes.
+    pub fn unregister(&self, user: UserId, id: u64) -> bool {
+        let last = {
+            let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+            let Some(list) = sessions.get_mut(&user) else {
+                return false;
+            };
+            list.retain(|h| h.id != id);
+            if list.is_empty() {
+                sessions.remove(&user);
+                true
+            } else {
+                false
+            }
+        };
+        match self.bus() {
+            Some(bus) if last => {
+                bus.publish(Event::Offline { user });
+                bus.went_offline_here(user)
+            }
+            _ => last,
+        }
+    }
+
+    /// Whether a user has a live session on this node or, in a cluster, on another.
     pub fn is_online(&self, user: UserId) -> bool {
+        self.is_local(user) || self.bus().is_some_and(|bus| bus.is_remote(user))
+    }
+
+    /// Whether a user has a live session on this node.
+    pub fn is_local(&self, user: UserId) -> bool {
         self.sessions
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(&user)
+    }
+
+    /// Users with a live session on this node.
+    pub fn local_users(&self) -> Vec<UserId> {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Everyone who shares one of the given conversations (a user's `heads`),
+    /// ascending, without duplicates.
+    pub async fn contacts(&self, heads: &[Cursor]) -> Vec<UserId> {
+        let mut contacts = Vec::new();
+        for head in heads {
+            if let Ok(Some(c)) = self.conversation(head.conversation).await {
+                contacts.extend(c.members.iter().copied());
+            }
+        }
+        contacts.sort_unstable();
+        contacts.dedup();
+        contacts
+    }
+
+    /// Tells `user`'s contacts that they went offline at `at`: everywhere, or only to
+    /// sessions on this node (when every node reaches the same conclusion on its own).
+    pub async fn announce_offline(&self, user: UserId, at: Timestamp, everywhere: bool) {
+        let heads = match self.store.heads(user).await {
+            Ok(heads) => heads,
+            Err(e) => {
+                tracing::warn!(error = %e, %user, "contacts lookup failed; offline presence not sent");
+                return;
+            }
+        };
+        let contacts: Vec<UserId> = self
+            .contacts(&heads)
+            .await
+            .into_iter()
+            .filter(|&c| c != user)
+            .collect();
+        let frame = SharedFrame::new(ServerFrame::Presence(Presence {
+            user,
+            status: PresenceStatus::Offline,
+            last_seen: Some(at),
+        }));
+        if everywhere {
+            self.broadcast(&contacts, &frame);
+        } else {
+            self.send_to_users(&contacts, &frame, None);
+        }
     }
 
     /// Live sessions in total.
@@ -356,6 +466,22 @@ impl Hub {
         Ok(Some(cached))
     }
 
+    /// Queues a frame on every session of the given users on every node: here
+    /// directly, elsewhere through the cluster bus. Returns how many sessions here got it.
+    pub fn broadcast(&self, users: &[UserId], frame: &SharedFrame) -> usize {
+        let queued = self.send_to_users(users, frame, None);
+        if let Some(bus) = self.bus()
+            && !users.is_empty()
+            && let Some(bytes) = frame.bytes(Wire::WsPostcard)
+        {
+            bus.publish(Event::Fanout {
+                users: users.to_vec(),
+                frame: bytes.to_vec(),
+            });
+        }
+        queued
+    }
+
     /// Forgets cached membership of a conversation (after it changed).
     pub fn invalidate(&self, id: ConversationId) {
         self.conversations
@@ -397,13 +523,16 @@ impl Hub {
         recipients: &[UserId],
     ) {
         self.invalidate(conversation);
+        if let Some(bus) = self.bus() {
+            bus.publish(Event::Invalidate { conversation });
+        }
         let frame = SharedFrame::new(ServerFrame::Membership(chat_proto::frame::Membership {
             conversation,
             user: subject,
             change,
             by,
         }));
-        self.send_to_users(recipients, &frame, None);
+        self.broadcast(recipients, &frame);
     }
 
     /// Tells users who have just come to share a conversation which of them are online:
@@ -411,21 +540,21 @@ impl Hub {
     /// (Presence otherwise reaches contacts only when someone connects or disconnects.)
     pub fn introduce(&self, newcomers: &[UserId], members: &[UserId]) {
         let online = |user: UserId| {
-            SharedFrame::new(ServerFrame::Presence(chat_proto::frame::Presence {
+            SharedFrame::new(ServerFrame::Presence(Presence {
                 user,
-                status: chat_proto::frame::PresenceStatus::Online,
+                status: PresenceStatus::Online,
                 last_seen: None,
             }))
         };
         for &user in newcomers {
             if self.is_online(user) {
                 let others: Vec<UserId> = members.iter().copied().filter(|&m| m != user).collect();
-                self.send_to_users(&others, &online(user), None);
+                self.broadcast(&others, &online(user));
             }
         }
         for &member in members {
             if !newcomers.contains(&member) && self.is_online(member) {
-                self.send_to_users(newcomers, &online(member), None);
+                self.broadcast(newcomers, &online(member));
             }
         }
     }
@@ -444,7 +573,7 @@ impl Hub {
             };
             let started = std::time::Instant::now();
             let frame = SharedFrame::new(ServerFrame::Message(message));
-            let queued = self.send_to_users(&members, &frame, None);
+            let queued = self.broadcast(&members, &frame);
             metrics::counter!(crate::metrics::MESSAGES_DELIVERED).increment(queued as u64);
             metrics::histogram!(crate::metrics::FANOUT_SECONDS)
                 .record(started.elapsed().as_secs_f64());

@@ -25,6 +25,14 @@ pub const STORE_COMMIT_SECONDS: &str = "chat_store_commit_seconds";
 pub const SLOW_CONSUMERS: &str = "chat_slow_consumer_disconnects_total";
 /// Requests refused by a rate limit, by kind (counter).
 pub const RATE_LIMITED: &str = "chat_rate_limited_total";
+/// Cluster bus messages published (counter).
+pub const BUS_PUBLISHED: &str = "chat_cluster_bus_published_total";
+/// Cluster bus messages dropped before reaching Redis (counter).
+pub const BUS_DROPPED: &str = "chat_cluster_bus_dropped_total";
+/// Whether the cluster bus subscription is up (gauge, 0 or 1).
+pub const BUS_CONNECTED: &str = "chat_cluster_bus_connected";
+/// Time from another node publishing a bus message to this node applying it (histogram).
+pub const BUS_LAG_SECONDS: &str = "chat_cluster_bus_lag_seconds";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -86,6 +94,17 @@ fn describe() {
     );
     metrics::describe_counter!(SLOW_CONSUMERS, "Sessions closed for falling behind");
     metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit");
+    metrics::describe_counter!(BUS_PUBLISHED, "Cluster bus messages published");
+    metrics::describe_counter!(
+        BUS_DROPPED,
+        "Cluster bus messages dropped before reaching Redis"
+    );
+    metrics::describe_gauge!(BUS_CONNECTED, "Whether the cluster bus subscription is up");
+    metrics::describe_histogram!(
+        BUS_LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from another node publishing a bus message to this node applying it"
+    );
     // Register every series at zero, so a fresh server's /metrics already lists them.
     for transport in ["websocket_json", "websocket_postcard", "quic"] {
         metrics::gauge!(CONNECTIONS, "transport" => transport).increment(0.0);

@@ -50,7 +50,13 @@ impl Server {
             .with_context(|| format!("binding HTTP listener on {}", config.http_addr))?;
         let http_addr = listener.local_addr()?;
         tracing::info!(backend = store.backend(), database = %redact(&url), "storage ready");
+        let redis = config.redis_url.clone();
+        let channel = config.redis_channel.clone();
         let app = App::new(config, store, tokens);
+        if let Some(url) = redis {
+            crate::cluster::start(&url, &channel, app.hub().clone())
+                .with_context(|| format!("joining the cluster bus at {}", redact(&url)))?;
+        }
         let quic = QuicListener::bind(&app)?;
         let quic_addr = quic.local_addr()?;
         Ok(Self {
@@ -172,6 +178,10 @@ impl Server {
         };
         if tokio::time::timeout(timeout, drained).await.is_err() {
             tracing::warn!("in-flight work did not finish within {timeout:?}");
+        }
+        if let Some(bus) = app.hub().bus() {
+            // Other nodes learn that this node's users went offline here.
+            bus.shutdown(Duration::from_secs(2)).await;
         }
         Ok(())
     }

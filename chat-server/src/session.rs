@@ -283,6 +283,7 @@ impl Driver {
         slow: &crate::hub::SlowFlag,
     ) -> CloseReason {
         let mut shutdown = self.app.shutdown_signal();
+        let mut resync = self.app.hub().resync_signal();
         let handshake_deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.app.config().handshake_timeout_ms);
         let limits = self.app.limits();
@@ -306,15 +307,18 @@ impl Driver {
                     return CloseReason::Policy;
                 }
                 () = async { let _ = shutdown.wait_for(|s| *s).await; }, if !self.draining => {
-                    self.draining = true;
-                    let jitter = rand::random::<u32>() % 2000;
-                    self.push(ServerFrame::GoAway(GoAway {
-                        reason: GoAwayReason::Shutdown,
-                        reconnect_after_ms: 500 + jitter,
-                        message: "server shutting down".into(),
-                    }));
-                    if self.pending.is_empty() {
-                        return CloseReason::GoingAway;
+                    if let Some(reason) = self.go_away(GoAwayReason::Shutdown, "server shutting down") {
+                        return reason;
+                    }
+                }
+                Ok(()) = resync.changed(), if !self.draining => {
+                    // This node may have missed frames other nodes published: the client
+                    // fills the gap from storage by resuming.
+                    if let Some(reason) = self.go_away(
+                        GoAwayReason::Overloaded,
+                        "the cluster link was interrupted; reconnect to resume",
+                    ) {
+                        return reason;
                     }
                 }
                 Some((request_id, result)) = self.pending.next(), if !self.pending.is_empty() => {
@@ -370,6 +374,19 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Starts draining: tells the client to reconnect (after a jittered delay) and ends
+    /// the session once nothing is in flight; `Some` when that is already the case.
+    fn go_away(&mut self, reason: GoAwayReason, message: &str) -> Option<CloseReason> {
+        self.draining = true;
+        let jitter = rand::random::<u32>() % 2000;
+        self.push(ServerFrame::GoAway(GoAway {
+            reason,
+            reconnect_after_ms: 500 + jitter,
+            message: message.into(),
+        }));
+        self.pending.is_empty().then_some(CloseReason::GoingAway)
     }
 
     /// Handles one frame; `Some` ends the session.
@@ -524,7 +541,7 @@ impl Driver {
     /// Tells contacts that `user` came online (first session), and tells this session
     /// which contacts are online now.
     async fn presence_on_connect(&self, user: UserId, first: bool, heads: &[Cursor]) {
-        let contacts = self.contacts(heads).await;
+        let contacts = self.app.hub().contacts(heads).await;
         if first {
             let frame = SharedFrame::new(ServerFrame::Presence(Presence {
                 user,
@@ -532,7 +549,7 @@ impl Driver {
                 last_seen: None,
             }));
             let others: Vec<UserId> = contacts.iter().copied().filter(|&c| c != user).collect();
-            self.app.hub().send_to_users(&others, &frame, None);
+            self.app.hub().broadcast(&others, &frame);
         }
         for contact in contacts {
             if contact != user && self.app.hub().is_online(contact) {
@@ -543,18 +560,6 @@ impl Driver {
                 }));
             }
         }
-    }
-
-    async fn contacts(&self, heads: &[Cursor]) -> Vec<UserId> {
-        let mut contacts = Vec::new();
-        for head in heads {
-            if let Ok(Some(c)) = self.app.hub().conversation(head.conversation).await {
-                contacts.extend(c.members.iter().copied());
-            }
-        }
-        contacts.sort_unstable();
-        contacts.dedup();
-        contacts
     }
 
     /// The conversation if this session's user is a member.
@@ -594,7 +599,7 @@ impl Driver {
             user,
             active,
         }));
-        self.app.hub().send_to_users(&others, &frame, None);
+        self.app.hub().broadcast(&others, &frame);
     }
 
     async fn on_request(&mut self, request: ClientFrame) {
@@ -682,7 +687,7 @@ impl Driver {
                                 user,
                                 seq,
                             }));
-                            self.app.hub().send_to_users(&c.members, &frame, None);
+                            self.app.hub().broadcast(&c.members, &frame);
                         }
                     }
                     Err(e) => {
@@ -824,19 +829,7 @@ impl Driver {
             if let Err(e) = self.app.store().set_last_seen(user, now).await {
                 tracing::warn!(error = %e, "recording last seen failed");
             }
-            let heads = self.app.store().heads(user).await.unwrap_or_default();
-            let contacts: Vec<UserId> = self
-                .contacts(&heads)
-                .await
-                .into_iter()
-                .filter(|&c| c != user)
-                .collect();
-            let frame = SharedFrame::new(ServerFrame::Presence(Presence {
-                user,
-                status: PresenceStatus::Offline,
-                last_seen: Some(now),
-            }));
-            self.app.hub().send_to_users(&contacts, &frame, None);
+            self.app.hub().announce_offline(user, now, true).await;
         }
     }
 }
