@@ -646,11 +646,10 @@ fn a_conversation_listed_twice_in_welcome_never_rewinds() {
     );
 }
 
-#[test]
-fn an_unfillable_gap_releases_what_is_buffered() {
+/// A live session tracking conversation 1 up to `at`, with nothing left to transmit.
+fn live_in_conversation_1(at: Seq, now: Instant) -> ClientSession {
     let mut client = ClientSession::default();
-    let now = Instant::now();
-    client.track(conv(1), seq(3));
+    client.track(conv(1), at);
     client.connect("t".into(), now).expect("connects");
     client.handle(
         ServerFrame::Welcome(Welcome {
@@ -660,14 +659,19 @@ fn an_unfillable_gap_releases_what_is_buffered() {
             limits: ServerLimits::default(),
             heads: vec![Cursor {
                 conversation: conv(1),
-                seq: seq(3),
+                seq: at,
             }],
         }),
         now,
     );
     client.handle(ServerFrame::ReplayDone(ReplayDone::default()), now);
     while client.poll_transmit().is_some() {}
-    let m = |n: u64| Message {
+    client
+}
+
+/// Message `n` of conversation 1, from someone else.
+fn message_in_conversation_1(n: u64) -> Message {
+    Message {
         conversation: conv(1),
         seq: seq(n),
         id: MessageId::new(n).expect("id"),
@@ -675,7 +679,14 @@ fn an_unfillable_gap_releases_what_is_buffered() {
         client_msg_id: key(n as u8),
         sent_at: Timestamp(1),
         body: Body::Text("x".into()),
-    };
+    }
+}
+
+#[test]
+fn an_unfillable_gap_releases_what_is_buffered() {
+    let now = Instant::now();
+    let mut client = live_in_conversation_1(seq(3), now);
+    let m = message_in_conversation_1;
     client.handle(ServerFrame::Message(m(6)), now);
     let Some(ClientFrame::Sync(sync)) = client.poll_transmit() else {
         panic!("sync for the gap")
@@ -694,6 +705,58 @@ fn an_unfillable_gap_releases_what_is_buffered() {
     let events: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
     assert!(events.contains(&Event::Message(m(6))));
     assert_eq!(client.poll_transmit(), None, "no sync loop");
+}
+
+/// A sync page read before a newer gap opened says nothing about that gap: the
+/// messages past it wait for the next sync instead of being released over it.
+#[test]
+fn a_page_older_than_a_new_gap_does_not_release_past_it() {
+    let now = Instant::now();
+    let mut client = live_in_conversation_1(seq(10), now);
+    let m = message_in_conversation_1;
+    let delivered = |client: &mut ClientSession| -> Vec<u64> {
+        std::iter::from_fn(|| client.poll_event())
+            .filter_map(|e| match e {
+                Event::Message(m) => Some(m.seq.get()),
+                _ => None,
+            })
+            .collect()
+    };
+    // 12 arrives before 11 (another node was faster): sync after 10.
+    client.handle(ServerFrame::Message(m(12)), now);
+    let Some(ClientFrame::Sync(first)) = client.poll_transmit() else {
+        panic!("sync for the gap")
+    };
+    // 11 arrives live; then 14 before 13: a new gap while the first sync is out.
+    client.handle(ServerFrame::Message(m(11)), now);
+    client.handle(ServerFrame::Message(m(14)), now);
+    assert_eq!(delivered(&mut client), [11, 12]);
+    // The page was read before 13 existed: it holds 11 and 12 only.
+    client.handle(
+        ServerFrame::SyncPage(Page {
+            request_id: first.request_id,
+            conversation: conv(1),
+            messages: vec![m(11), m(12)],
+            has_more: false,
+        }),
+        now,
+    );
+    assert_eq!(delivered(&mut client), Vec::<u64>::new(), "14 waits for 13");
+    let Some(ClientFrame::Sync(second)) = client.poll_transmit() else {
+        panic!("a new sync for 13")
+    };
+    assert_eq!(second.after, seq(12));
+    client.handle(
+        ServerFrame::SyncPage(Page {
+            request_id: second.request_id,
+            conversation: conv(1),
+            messages: vec![m(13), m(14)],
+            has_more: false,
+        }),
+        now,
+    );
+    assert_eq!(delivered(&mut client), [13, 14]);
+    assert_eq!(client.poll_transmit(), None);
 }
 
 #[test]

@@ -83,6 +83,14 @@ pub enum Event {
     Alive,
     /// The sender node lost bus messages: every node's sessions should resume.
     Resync,
+    /// People came to share a conversation: each node tells its own sessions among
+    /// them who of the others is online (see [`Hub::introduce`]).
+    Introduce {
+        /// Who joined.
+        newcomers: Vec<UserId>,
+        /// Everyone in the conversation.
+        members: Vec<UserId>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -595,6 +603,10 @@ async fn apply(hub: &Arc<Hub>, bus: &Bus, payload: &[u8]) -> Option<bool> {
             offline_here(hub, gone).await;
         }
         Event::Alive => bus.roster().heard(node, now),
+        Event::Introduce { newcomers, members } => {
+            bus.roster().heard(node, now);
+            hub.introduce_here(&newcomers, &members);
+        }
         Event::Resync => {
             bus.roster().heard(node, now);
             tracing::warn!(

@@ -258,6 +258,8 @@ pub struct Hub {
     queue_limits: QueueLimits,
     /// The cluster bus, when this node is one of several.
     bus: OnceLock<Arc<Bus>>,
+    /// Counts invalidations, so a store read that raced one is not cached.
+    invalidations: AtomicU64,
     /// Bumped when every session should reconnect and resume (see [`Hub::resync`]).
     resync: watch::Sender<u64>,
 }
@@ -279,6 +281,7 @@ impl Hub {
             send_limits: Mutex::new(HashMap::new()),
             queue_limits,
             bus: OnceLock::new(),
+            invalidations: AtomicU64::new(0),
             resync: watch::channel(0).0,
         }
     }
@@ -446,6 +449,9 @@ impl Hub {
         {
             return Ok(Some(c.clone()));
         }
+        // An invalidation while the store is read may concern what was read: then the
+        // answer is used but not cached (it could be older than the invalidation).
+        let epoch = self.invalidations.load(Ordering::Acquire);
         let Some(ConversationMeta { encrypted, members }) =
             self.store.conversation_meta(id).await?
         else {
@@ -459,10 +465,12 @@ impl Hub {
             .conversations
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MEMBERSHIP_CACHE {
-            map.clear();
+        if self.invalidations.load(Ordering::Acquire) == epoch {
+            if map.len() >= MEMBERSHIP_CACHE {
+                map.clear();
+            }
+            map.insert(id, cached.clone());
         }
-        map.insert(id, cached.clone());
         Ok(Some(cached))
     }
 
@@ -484,10 +492,12 @@ impl Hub {
 
     /// Forgets cached membership of a conversation (after it changed).
     pub fn invalidate(&self, id: ConversationId) {
-        self.conversations
+        let mut map = self
+            .conversations
             .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+            .unwrap_or_else(|p| p.into_inner());
+        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        map.remove(&id);
     }
 
     /// Queues a frame on every session of the given users, except one session;
@@ -539,6 +549,18 @@ impl Hub {
     /// each online newcomer to the other members, each online member to the newcomers.
     /// (Presence otherwise reaches contacts only when someone connects or disconnects.)
     pub fn introduce(&self, newcomers: &[UserId], members: &[UserId]) {
+        self.introduce_here(newcomers, members);
+        if let Some(bus) = self.bus() {
+            bus.publish(Event::Introduce {
+                newcomers: newcomers.to_vec(),
+                members: members.to_vec(),
+            });
+        }
+    }
+
+    /// [`Hub::introduce`] for the sessions on this node (each node does its own, so
+    /// the bus carries one event instead of a frame per member).
+    pub fn introduce_here(&self, newcomers: &[UserId], members: &[UserId]) {
         let online = |user: UserId| {
             SharedFrame::new(ServerFrame::Presence(Presence {
                 user,
@@ -549,12 +571,12 @@ impl Hub {
         for &user in newcomers {
             if self.is_online(user) {
                 let others: Vec<UserId> = members.iter().copied().filter(|&m| m != user).collect();
-                self.broadcast(&others, &online(user));
+                self.send_to_users(&others, &online(user), None);
             }
         }
         for &member in members {
             if !newcomers.contains(&member) && self.is_online(member) {
-                self.broadcast(newcomers, &online(member));
+                self.send_to_users(newcomers, &online(member), None);
             }
         }
     }
@@ -685,7 +707,7 @@ mod tests {
 
     #[test]
     fn send_budget_refills_at_the_rate() {
-        let store: Arc<dyn Store> = Arc::new(NoStore);
+        let store: Arc<dyn Store> = Arc::new(NoStore::default());
         let hub = Hub::new(store, QueueLimits::default());
         let t0 = Instant::now();
         for _ in 0..5 {
@@ -704,7 +726,7 @@ mod tests {
 
     #[test]
     fn registration_tracks_first_and_last_session() {
-        let hub = Hub::new(Arc::new(NoStore), QueueLimits::default());
+        let hub = Hub::new(Arc::new(NoStore::default()), QueueLimits::default());
         let (a, _qa) = hub.new_session(user(1), Wire::WsJson);
         let (b, _qb) = hub.new_session(user(1), Wire::Stream);
         assert!(hub.register(a.clone()));
@@ -715,9 +737,38 @@ mod tests {
         assert!(!hub.is_online(user(1)));
     }
 
-    /// A store for tests that never touch it.
-    #[derive(Debug)]
-    struct NoStore;
+    #[tokio::test]
+    async fn a_lookup_that_raced_an_invalidation_is_not_cached() {
+        let store = Arc::new(NoStore::default());
+        let hub = Arc::new(Hub::new(store.clone(), QueueLimits::default()));
+        let id = ConversationId::new(7).unwrap_or_else(|_| unreachable!());
+        // The lookup reads the store while the membership changes and is invalidated.
+        let lookup = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.conversation(id).await }
+        });
+        while store.reads.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        hub.invalidate(id);
+        store.gate.notify_one();
+        let first = lookup.await.ok().and_then(Result::ok).flatten();
+        assert!(first.is_some_and(|c| c.has(user(1))));
+        // Not cached: the next lookup reads the store again, and that one is cached.
+        store.gate.notify_one();
+        assert!(hub.conversation(id).await.is_ok_and(|c| c.is_some()));
+        assert_eq!(store.reads.load(Ordering::Acquire), 2);
+        assert!(hub.conversation(id).await.is_ok_and(|c| c.is_some()));
+        assert_eq!(store.reads.load(Ordering::Acquire), 2);
+    }
+
+    /// A store for tests: membership reads wait for `gate` and are counted; nothing
+    /// else is ever used.
+    #[derive(Debug, Default)]
+    struct NoStore {
+        gate: Notify,
+        reads: AtomicUsize,
+    }
 
     macro_rules! unused {
         ($($name:ident($($arg:ty),*) -> $ret:ty;)*) => {
@@ -730,6 +781,19 @@ mod tests {
     impl Store for NoStore {
         fn backend(&self) -> &'static str {
             "none"
+        }
+        fn conversation_meta(
+            &self,
+            _: ConversationId,
+        ) -> crate::store::StoreFuture<'_, Option<ConversationMeta>> {
+            Box::pin(async {
+                self.reads.fetch_add(1, Ordering::AcqRel);
+                self.gate.notified().await;
+                Ok(Some(ConversationMeta {
+                    encrypted: false,
+                    members: vec![user(1), user(2)],
+                }))
+            })
         }
         unused! {
             ping() -> ();
@@ -752,7 +816,6 @@ mod tests {
             conversation(ConversationId, UserId) -> Option<crate::store::Conversation>;
             conversations(UserId) -> Vec<crate::store::ConversationSummary>;
             heads(UserId) -> Vec<chat_proto::frame::Cursor>;
-            conversation_meta(ConversationId) -> Option<ConversationMeta>;
             member_ids(ConversationId) -> Vec<UserId>;
             add_member(ConversationId, UserId, crate::store::Role, chat_proto::ids::Timestamp) -> bool;
             remove_member(ConversationId, UserId) -> bool;

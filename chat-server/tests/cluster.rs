@@ -248,6 +248,22 @@ async fn messages(events: &mut Events, conversation: ConversationId, n: usize) -
     got
 }
 
+/// A plain HTTP/1.0 GET; the whole response as text.
+async fn get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    response
+}
+
 /// Fails if a message arrives within half a second (a duplicate trailing behind).
 async fn no_more_messages(events: &mut Events) {
     let extra = tokio::time::timeout(Duration::from_millis(500), async {
@@ -336,6 +352,23 @@ async fn people_on_different_nodes_chat_in_real_time() {
         |e| matches!(e, Event::Receipt(r) if r.user == carol.user_id() && r.seq == seq),
     )
     .await;
+
+    // Node B's metrics show the bus: subscribed, and how late frames from node A came.
+    let metrics = get(b.addr, "/metrics").await;
+    assert!(
+        metrics.contains("chat_cluster_bus_connected 1"),
+        "{metrics}"
+    );
+    let lagged = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chat_cluster_bus_lag_seconds_count "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .expect("a lag histogram");
+    // At least Alice's 20 group messages came from node A over the bus.
+    assert!(
+        lagged >= 20,
+        "frames from node A went through the bus: {lagged}"
+    );
 
     // Alice leaves (her only session, on node A): Bob on node B sees her go offline.
     alice.close().await;

@@ -177,6 +177,9 @@ struct Track {
     buffer: BTreeMap<Seq, Message>,
     /// The sync request in flight, if any.
     syncing: Option<RequestId>,
+    /// `head` when that sync request went out: every message up to it was committed
+    /// before the server read the page, so a complete page shows all that still exist.
+    sync_head: Seq,
 }
 
 /// The client's protocol state: feed it server frames, timestamps and application
@@ -627,9 +630,10 @@ impl ClientSession {
                     })
                 }
                 Request::Sync(conversation) => {
-                    let Some(track) = self.tracks.get(conversation) else {
+                    let Some(track) = self.tracks.get_mut(conversation) else {
                         continue;
                     };
+                    track.sync_head = track.head;
                     ClientFrame::Sync(Sync {
                         request_id: id,
                         conversation: *conversation,
@@ -735,7 +739,6 @@ impl ClientSession {
             self.violation("sync page for another conversation".into());
             return;
         }
-        let before = self.tracks.get(&conversation).map(|t| t.delivered);
         for message in page.messages {
             if message.conversation == conversation {
                 self.deliver(message);
@@ -745,16 +748,29 @@ impl ClientSession {
             return;
         };
         track.syncing = None;
-        let progressed = before != Some(track.delivered);
-        if !progressed && !page.has_more {
-            // The server has nothing to fill the gap with (the messages are gone):
-            // hand out what is buffered rather than wait forever.
-            let buffered = std::mem::take(&mut track.buffer);
-            for (seq, message) in buffered {
+        if !page.has_more {
+            // Everything up to `sync_head` existed before the page was read, so what
+            // the page lacks of it is gone: hand out the messages buffered up to
+            // there rather than wait forever. Messages past it may be newer than the
+            // page (committed after the read); they wait for the next sync.
+            let known = track.sync_head;
+            while let Some(entry) = track.buffer.first_entry()
+                && *entry.key() <= known
+            {
+                let (seq, message) = entry.remove_entry();
                 track.delivered = seq;
                 self.events.push_back(Event::Message(message));
+                while let Some(next) = track.delivered.next()
+                    && let Some(buffered) = track.buffer.remove(&next)
+                {
+                    track.delivered = next;
+                    self.events.push_back(Event::Message(buffered));
+                }
             }
-            track.head = track.delivered;
+            if track.head <= known {
+                // Nothing newer is known: the rest up to `head` is gone, stop asking.
+                track.head = track.delivered;
+            }
         }
         self.maybe_sync(conversation);
     }

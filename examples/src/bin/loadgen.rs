@@ -26,6 +26,10 @@ use tokio::sync::Mutex;
 struct Args {
     #[command(flatten)]
     connect: ConnectArgs,
+    /// More real-time endpoints (nodes of one cluster): clients are spread round-robin
+    /// over --url and these. Repeat for several.
+    #[arg(long = "also-url", value_name = "URL")]
+    also_urls: Vec<String>,
     /// Connected users.
     #[arg(long, default_value_t = 100)]
     clients: usize,
@@ -116,7 +120,14 @@ async fn main() -> anyhow::Result<()> {
         joins.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
             let started = Instant::now();
-            let builder = args.connect.builder("loadgen")?;
+            let mut connect = args.connect.clone();
+            let nodes = 1 + args.also_urls.len();
+            if i % nodes > 0 {
+                connect.url = args.also_urls[i % nodes - 1].clone();
+                // Each node serves the HTTP API next to its WebSocket.
+                connect.api_url = None;
+            }
+            let builder = connect.builder("loadgen")?;
             let name = format!("{run}_{i}");
             let builder = if args.login {
                 builder.login(name, "loadgen password")
@@ -279,6 +290,7 @@ async fn main() -> anyhow::Result<()> {
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let report = json!({
         "transport": args.connect.url.split("://").next(),
+        "nodes": 1 + args.also_urls.len(),
         "clients": args.clients,
         "rooms": rooms.len(),
         "senders": args.senders,
