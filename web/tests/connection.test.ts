@@ -190,6 +190,29 @@ describe('ordering and gaps', () => {
     expect(seqs(delivered)).toEqual(['7:1', '7:2', '9:3']);
   });
 
+  it('does not release held messages over a gap that opened after the sync was sent', async () => {
+    const { s, conn, delivered } = setup({ resume: [{ conversation: 7, seq: 10 }] });
+    conn.start();
+    const socket = await connect(s, [[7, 10]]);
+    socket.receive({ replay_done: { truncated: [] } });
+    // 12 before 11 (another node was faster): sync after 10.
+    socket.receive({ message: message(7, 12) });
+    const first = socket.sentOf('sync')[0];
+    expect(first).toMatchObject({ after: 10 });
+    // 11 arrives live, then 14 before 13, while the first sync is out.
+    socket.receive({ message: message(7, 11) });
+    socket.receive({ message: message(7, 14) });
+    // The page was read before 13 existed.
+    socket.receive({ sync_page: { request_id: first.request_id, conversation: 7, messages: [message(7, 11), message(7, 12)], has_more: false } });
+    await flush();
+    expect(seqs(delivered)).toEqual(['7:11', '7:12']);
+    const second = socket.sentOf('sync')[1];
+    expect(second).toMatchObject({ after: 12 });
+    socket.receive({ sync_page: { request_id: second.request_id, conversation: 7, messages: [message(7, 13), message(7, 14)], has_more: false } });
+    await flush();
+    expect(seqs(delivered)).toEqual(['7:11', '7:12', '7:13', '7:14']);
+  });
+
   it('starts a conversation new to the client at its head, and one the user joins while connected at 0', async () => {
     const { s, conn, delivered } = setup();
     conn.start();

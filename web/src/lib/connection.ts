@@ -107,6 +107,8 @@ interface Track {
   last: number;
   /** Messages past a gap, by seq, until the gap is filled. */
   held: Map<number, Message>;
+  /** The newest seq known to exist (from `welcome` or a message). */
+  head: number;
   syncing: boolean;
   /** False once the user left: no resume cursor, but the position is kept. */
   member: boolean;
@@ -159,7 +161,7 @@ export class Connection {
       opts.createSocket ?? ((url, protocol) => new WebSocket(url, protocol) as SocketLike);
     this.random = opts.random ?? Math.random;
     for (const c of opts.resume ?? []) {
-      this.tracks.set(c.conversation, { last: c.seq, held: new Map(), syncing: false, member: true });
+      this.tracks.set(c.conversation, { last: c.seq, head: c.seq, held: new Map(), syncing: false, member: true });
     }
   }
 
@@ -190,7 +192,7 @@ export class Connection {
   track(conversation: number, seq: number): void {
     const t = this.tracks.get(conversation);
     if (!t) {
-      this.tracks.set(conversation, { last: seq, held: new Map(), syncing: false, member: true });
+      this.tracks.set(conversation, { last: seq, head: seq, held: new Map(), syncing: false, member: true });
     }
   }
 
@@ -467,8 +469,11 @@ export class Connection {
     }
     for (const [conversation, seq] of this.heads) {
       const t = this.tracks.get(conversation);
-      if (t) t.member = true;
-      else this.tracks.set(conversation, { last: seq, held: new Map(), syncing: false, member: true });
+      if (t) {
+        t.member = true;
+        t.head = Math.max(t.head, seq);
+      }
+      else this.tracks.set(conversation, { last: seq, head: seq, held: new Map(), syncing: false, member: true });
     }
     this.setState({ kind: 'replaying' });
     this.handlers.onWelcome?.(welcome);
@@ -506,10 +511,11 @@ export class Connection {
   private accept(m: Message): void {
     let t = this.tracks.get(m.conversation);
     if (!t) {
-      t = { last: m.seq - 1, held: new Map(), syncing: false, member: true };
+      t = { last: m.seq - 1, head: m.seq, held: new Map(), syncing: false, member: true };
       this.tracks.set(m.conversation, t);
     }
     if (m.seq <= t.last) return;
+    t.head = Math.max(t.head, m.seq);
     if (m.seq !== t.last + 1) {
       t.held.set(m.seq, m);
       if (this.replayDone) this.fill(m.conversation);
@@ -538,16 +544,24 @@ export class Connection {
     if (!t || t.syncing || !t.member) return;
     t.syncing = true;
     const after = t.last;
+    // Everything up to here existed before the page is read: what it lacks is gone.
+    const known = t.head;
     this.request<Page>((request_id) => ({
       sync: { request_id, conversation, after, limit: this.limits.max_page },
     })).then(
       (page) => {
         t.syncing = false;
         for (const m of page.messages) this.accept(m);
-        if (page.messages.length === 0 && !page.has_more && t.held.size > 0) {
-          // The missing messages no longer exist: release what was held back.
-          t.last = Math.min(...t.held.keys()) - 1;
-          this.drain(t);
+        if (!page.has_more) {
+          // Held messages up to `known` wait for nothing that still exists; later
+          // ones may be newer than the page and wait for the next sync.
+          for (const seq of [...t.held.keys()].sort((a, b) => a - b)) {
+            if (seq > known) break;
+            if (seq > t.last) {
+              t.last = seq - 1;
+              this.drain(t);
+            }
+          }
         }
         if (page.has_more || t.held.size > 0) this.fill(conversation);
       },
@@ -566,7 +580,7 @@ export class Connection {
       const t = this.tracks.get(m.conversation);
       if (m.change === 'added') {
         if (t) t.member = true;
-        else this.tracks.set(m.conversation, { last: 0, held: new Map(), syncing: false, member: true });
+        else this.tracks.set(m.conversation, { last: 0, head: 0, held: new Map(), syncing: false, member: true });
       } else if (t) {
         t.member = false;
         t.held.clear();
