@@ -172,6 +172,17 @@ test('a group of three chats, and members can be added and leave', async () => {
   await say(ann, 'See you next week');
   await eventually(async () => (await messages(ben)).includes('See you next week'), true);
 
+  // The owner removes Ben: the group leaves his list too.
+  const panel = ann.page.getByRole('complementary', { name: 'Members of Book club' });
+  if (!(await panel.isVisible())) await ann.page.getByRole('button', { name: 'Members' }).click();
+  const benRow = panel.getByRole('listitem').filter({ hasText: 'Ben' });
+  await benRow.getByRole('button', { name: 'Remove' }).click();
+  await benRow.waitFor({ state: 'detached' });
+  await ben.page
+    .getByRole('navigation', { name: 'Conversation list' })
+    .getByRole('link', { name: 'Book club' })
+    .waitFor({ state: 'detached' });
+
   for (const p of [ann, ben, cat]) {
     assert.deepEqual(p.problems, []);
     await p.context.close();
