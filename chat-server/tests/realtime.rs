@@ -33,14 +33,7 @@ fn send(request: u32, conversation: u64, key: u8, text: &str) -> ClientFrame {
 }
 
 async fn dm(s: &TestServer, a: &Account, b: &Account) -> u64 {
-    let r = s
-        .post(
-            "/api/conversations",
-            Some(&a.token),
-            json!({"kind": "direct", "members": [b.id]}),
-        )
-        .await;
-    r.body["id"].as_u64().expect("conversation id")
+    s.direct(a, b).await
 }
 
 /// Reads until the replay is over.

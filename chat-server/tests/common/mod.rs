@@ -124,6 +124,18 @@ impl TestServer {
         self.call(Method::POST, path, token, Some(body)).await
     }
 
+    /// The direct conversation of `a` and `b` (created by `a`); its id.
+    pub async fn direct(&self, a: &Account, b: &Account) -> u64 {
+        let r = self
+            .post(
+                "/api/conversations",
+                Some(&a.token),
+                json!({"kind": "direct", "members": [b.id]}),
+            )
+            .await;
+        r.body["id"].as_u64().expect("conversation id")
+    }
+
     /// Registers a user; returns (access token, refresh token, user id).
     pub async fn register(&self, username: &str) -> Account {
         let r = self
