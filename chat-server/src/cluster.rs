@@ -102,6 +102,18 @@ struct Envelope {
     event: Event,
 }
 
+impl Envelope {
+    /// `event` from `node`, stamped now, in its wire form.
+    fn encode(node: u64, event: Event) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_stdvec(&Envelope {
+            version: BUS_VERSION,
+            node,
+            sent_at_us: now_us(),
+            event,
+        })
+    }
+}
+
 fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -222,13 +234,7 @@ impl Bus {
 
     /// Publishes an event (queued; the publisher task sends it in order).
     pub fn publish(&self, event: Event) {
-        let envelope = Envelope {
-            version: BUS_VERSION,
-            node: self.node,
-            sent_at_us: now_us(),
-            event,
-        };
-        let bytes = match postcard::to_stdvec(&envelope) {
+        let bytes = match Envelope::encode(self.node, event) {
             Ok(bytes) => bytes,
             Err(e) => {
                 tracing::error!(error = %e, "encoding a bus message failed");
@@ -390,13 +396,7 @@ async fn publisher(
         };
         if lost || bus.dropped.swap(false, Ordering::AcqRel) {
             lost = true;
-            let resync = Envelope {
-                version: BUS_VERSION,
-                node: bus.node,
-                sent_at_us: now_us(),
-                event: Event::Resync,
-            };
-            if let Ok(bytes) = postcard::to_stdvec(&resync) {
+            if let Ok(bytes) = Envelope::encode(bus.node, Event::Resync) {
                 let sent: Result<Result<(), _>, _> = tokio::time::timeout(
                     REDIS_TIMEOUT,
                     redis::cmd("PUBLISH")
@@ -559,23 +559,20 @@ async fn apply(hub: &Arc<Hub>, bus: &Bus, payload: &[u8]) -> Option<bool> {
     metrics::histogram!(crate::metrics::BUS_LAG_SECONDS).record(lag as f64 / 1e6);
     let node = envelope.node;
     let now = Instant::now();
+    // Any message says its node is alive.
+    bus.roster().heard(node, now);
     match envelope.event {
-        Event::Fanout { users, frame } => {
-            bus.roster().heard(node, now);
-            match codec::decode_postcard::<ServerFrame>(&frame) {
-                Ok(frame) => {
-                    let is_message = matches!(frame, ServerFrame::Message(_));
-                    let queued = hub.send_to_users(&users, &SharedFrame::new(frame), None);
-                    if is_message {
-                        metrics::counter!(crate::metrics::MESSAGES_DELIVERED)
-                            .increment(queued as u64);
-                    }
+        Event::Fanout { users, frame } => match codec::decode_postcard::<ServerFrame>(&frame) {
+            Ok(frame) => {
+                let is_message = matches!(frame, ServerFrame::Message(_));
+                let queued = hub.send_to_users(&users, &SharedFrame::new(frame), None);
+                if is_message {
+                    metrics::counter!(crate::metrics::MESSAGES_DELIVERED).increment(queued as u64);
                 }
-                Err(e) => tracing::warn!(error = %e, "cluster bus: undecodable frame; ignored"),
             }
-        }
+            Err(e) => tracing::warn!(error = %e, "cluster bus: undecodable frame; ignored"),
+        },
         Event::Invalidate { conversation } => {
-            bus.roster().heard(node, now);
             hub.invalidate(conversation);
         }
         Event::Online { user } => {
@@ -593,7 +590,6 @@ async fn apply(hub: &Arc<Hub>, bus: &Bus, payload: &[u8]) -> Option<bool> {
             }
         }
         Event::Hello => {
-            bus.roster().heard(node, now);
             bus.publish(Event::Snapshot {
                 users: hub.local_users(),
             });
@@ -602,13 +598,11 @@ async fn apply(hub: &Arc<Hub>, bus: &Bus, payload: &[u8]) -> Option<bool> {
             let gone = bus.roster().replace(node, users, now);
             offline_here(hub, gone).await;
         }
-        Event::Alive => bus.roster().heard(node, now),
+        Event::Alive => {}
         Event::Introduce { newcomers, members } => {
-            bus.roster().heard(node, now);
             hub.introduce_here(&newcomers, &members);
         }
         Event::Resync => {
-            bus.roster().heard(node, now);
             tracing::warn!(
                 node = format_args!("{node:016x}"),
                 "cluster bus: a node lost messages; sessions here resume"

@@ -41,11 +41,6 @@ fn send(request: u32, conversation: u64, key: u32, text: String) -> ClientFrame 
     })
 }
 
-async fn live(c: &mut WsClient) {
-    c.until(|f| matches!(f, ServerFrame::ReplayDone(_)).then_some(()))
-        .await;
-}
-
 /// Reads until the server closes the connection (or it fails); frames are dropped.
 async fn until_closed(c: &mut WsClient) {
     loop {
@@ -77,7 +72,7 @@ async fn round(s: &TestServer, scene: &Scene, round: u32) {
     }
     for _ in 0..10 {
         let (mut m, _) = WsClient::login(addr, Sub::Json, &scene.mallory.token, vec![]).await;
-        live(&mut m).await;
+        m.until_live().await;
         m.send_raw(OpCode::Text, vec![b'x'; 300 * 1024]).await;
         until_closed(&mut m).await;
     }
@@ -86,7 +81,7 @@ async fn round(s: &TestServer, scene: &Scene, round: u32) {
         futures_util::future::join_all((0..20).map(|_| tokio::net::TcpStream::connect(addr))).await;
     // A flood of sends into a conversation Mallory is not in: all refused.
     let (mut m, _) = WsClient::login(addr, Sub::Postcard, &scene.mallory.token, vec![]).await;
-    live(&mut m).await;
+    m.until_live().await;
     for i in 0..2_000u32 {
         m.send(&send(i, scene.conv, i, "let me in".into())).await;
     }
@@ -103,9 +98,9 @@ async fn round(s: &TestServer, scene: &Scene, round: u32) {
     // (more than its queue bound and the loopback socket buffers hold): the server
     // cuts it off instead of buffering for it.
     let (mut slow, _) = WsClient::login(addr, Sub::Postcard, &scene.bob.token, vec![]).await;
-    live(&mut slow).await;
+    slow.until_live().await;
     let (mut a, _) = WsClient::login(addr, Sub::Postcard, &scene.alice.token, vec![]).await;
-    live(&mut a).await;
+    a.until_live().await;
     let text = "y".repeat(16 * 1024 - 100);
     for i in 1..=SENT_PER_ROUND {
         let key = round * 10_000 + i;

@@ -36,12 +36,6 @@ async fn dm(s: &TestServer, a: &Account, b: &Account) -> u64 {
     s.direct(a, b).await
 }
 
-/// Reads until the replay is over.
-async fn live(c: &mut WsClient) {
-    c.until(|f| matches!(f, ServerFrame::ReplayDone(_)).then_some(()))
-        .await;
-}
-
 async fn next_error(c: &mut WsClient) -> chat_proto::frame::Error {
     c.until(|f| match f {
         ServerFrame::Error(e) => Some(e),
@@ -72,9 +66,9 @@ async fn chat_both_ways(sender_sub: Sub, receiver_sub: Sub) {
             seq: Seq::ZERO
         }]
     );
-    live(&mut a).await;
+    a.until_live().await;
     let (mut b, _) = WsClient::login(s.addr(), receiver_sub, &bob.token, vec![]).await;
-    live(&mut b).await;
+    b.until_live().await;
 
     a.send(&send(1, conv, 1, "hello bob")).await;
     let ack = a
@@ -128,9 +122,9 @@ async fn a_second_device_sees_its_users_sends_and_retries_are_idempotent() {
     let bob = s.register("bob").await;
     let conv = dm(&s, &alice, &bob).await;
     let (mut phone, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
-    live(&mut phone).await;
+    phone.until_live().await;
     let (mut laptop, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
-    live(&mut laptop).await;
+    laptop.until_live().await;
 
     phone.send(&send(1, conv, 9, "from my phone")).await;
     let first = phone
@@ -184,9 +178,9 @@ async fn reconnecting_client_gets_exactly_what_it_missed() {
     let bob = s.register("bob").await;
     let conv = dm(&s, &alice, &bob).await;
     let (mut a, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
-    live(&mut a).await;
+    a.until_live().await;
     let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
-    live(&mut b).await;
+    b.until_live().await;
     a.send(&send(1, conv, 1, "one")).await;
     let m = next_message(&mut b).await;
     assert_eq!(m.seq.get(), 1);
@@ -282,9 +276,9 @@ async fn typing_presence_and_receipts_reach_the_right_people() {
     let carol = s.register("carol").await;
     let conv = dm(&s, &alice, &bob).await;
     let (mut c, _) = WsClient::login(s.addr(), Sub::Json, &carol.token, vec![]).await;
-    live(&mut c).await;
+    c.until_live().await;
     let (mut a, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
-    live(&mut a).await;
+    a.until_live().await;
     let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
     // Bob learns Alice is online as he connects; Alice learns Bob came online.
     let p = b
@@ -386,7 +380,7 @@ async fn people_who_come_to_share_a_conversation_learn_who_is_online() {
     let mut online = Vec::new();
     for who in [&alice, &bob, &carol] {
         let (mut c, _) = WsClient::login(s.addr(), Sub::Json, &who.token, vec![]).await;
-        live(&mut c).await;
+        c.until_live().await;
         online.push(c);
     }
     let [a, b, c] = &mut online[..] else {
@@ -448,7 +442,7 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
     let mallory = s.register("mallory").await;
     let conv = dm(&s, &alice, &bob).await;
     let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
-    live(&mut b).await;
+    b.until_live().await;
 
     // A request before hello: handshake_required, then the server closes (1008).
     let mut x = WsClient::connect(s.addr(), Sub::Json).await;
@@ -472,7 +466,7 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
 
     // After the handshake: garbage and unknown kinds are answered and survived...
     let (mut m, _) = WsClient::login(s.addr(), Sub::Json, &mallory.token, vec![]).await;
-    live(&mut m).await;
+    m.until_live().await;
     m.send_raw(OpCode::Text, b"{not json".to_vec()).await;
     let e = next_error(&mut m).await;
     assert_eq!(e.code, ErrorCode::BadFrame);
@@ -489,7 +483,7 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
 
     // ...a non-member send is not_found, and an empty body invalid_request.
     let (mut m, _) = WsClient::login(s.addr(), Sub::Json, &mallory.token, vec![]).await;
-    live(&mut m).await;
+    m.until_live().await;
     m.send(&send(4, conv, 4, "let me in")).await;
     let e = next_error(&mut m).await;
     assert_eq!(
@@ -530,7 +524,7 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
     })
     .await;
     let (mut a, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
-    live(&mut a).await;
+    a.until_live().await;
     a.send(&send(1, conv, 1, "still here?")).await;
     assert_eq!(
         next_message(&mut b).await.body.as_text(),
@@ -602,7 +596,7 @@ async fn sends_beyond_the_rate_limit_are_refused_with_a_retry_time() {
         (welcome.limits.send_rate, welcome.limits.send_burst),
         (1, 3)
     );
-    live(&mut a).await;
+    a.until_live().await;
     for i in 1..=4u32 {
         a.send(&send(i, conv, i as u8, "spam")).await;
     }
@@ -650,12 +644,12 @@ async fn a_reader_that_stops_reading_is_cut_off_while_others_keep_up() {
         .await;
     let conv = r.body["id"].as_u64().expect("id");
     let (mut a, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
-    live(&mut a).await;
+    a.until_live().await;
     let (mut bob_ws, _) = WsClient::login(s.addr(), Sub::Postcard, &bob.token, vec![]).await;
-    live(&mut bob_ws).await;
+    bob_ws.until_live().await;
     // Carol connects and then never reads again.
     let (mut carol_ws, _) = WsClient::login(s.addr(), Sub::Postcard, &carol.token, vec![]).await;
-    live(&mut carol_ws).await;
+    carol_ws.until_live().await;
 
     let text = "x".repeat(16 * 1024 - 100);
     let total = 1200u32;
@@ -722,11 +716,11 @@ async fn membership_changes_take_effect_live() {
     let bob = s.register("bob").await;
     let carol = s.register("carol").await;
     let (mut a, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
-    live(&mut a).await;
+    a.until_live().await;
     let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
-    live(&mut b).await;
+    b.until_live().await;
     let (mut c, _) = WsClient::login(s.addr(), Sub::Json, &carol.token, vec![]).await;
-    live(&mut c).await;
+    c.until_live().await;
 
     // Bob learns about a group he was put in, without polling.
     let r = s
@@ -826,7 +820,7 @@ async fn shutdown_sends_go_away_and_loses_nothing_acknowledged() {
     let bob = s.register("bob").await;
     let conv = dm(&s, &alice, &bob).await;
     let (mut a, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
-    live(&mut a).await;
+    a.until_live().await;
     for i in 1..=20u32 {
         a.send(&send(i, conv, i as u8, "before shutdown")).await;
     }
@@ -874,7 +868,7 @@ async fn quic_and_websocket_clients_chat_and_resume() {
     a.until(|f| matches!(f, ServerFrame::ReplayDone(_)).then_some(()))
         .await;
     let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
-    live(&mut b).await;
+    b.until_live().await;
     a.send(&send(1, conv, 1, "over QUIC")).await;
     let ack = a
         .until(|f| {
@@ -952,7 +946,7 @@ async fn floods_of_requests_are_bounded_by_the_in_flight_window() {
     let s = TestServer::start(TestDbKind::Sqlite).await;
     let alice = s.register("alice").await;
     let (mut a, welcome) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
-    live(&mut a).await;
+    a.until_live().await;
     let window = welcome.limits.max_in_flight;
     // Thousands of history requests at once, never waiting for answers.
     let total = 3000u32;
@@ -1016,9 +1010,9 @@ async fn metrics_report_sessions_and_traffic() {
     let bob = s.register("bob").await;
     let conv = dm(&s, &alice, &bob).await;
     let (mut a, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
-    live(&mut a).await;
+    a.until_live().await;
     let (mut b, _) = WsClient::login(s.addr(), Sub::Postcard, &bob.token, vec![]).await;
-    live(&mut b).await;
+    b.until_live().await;
     a.send(&send(1, conv, 1, "counted")).await;
     next_message(&mut b).await;
     let r = s.call(http::Method::GET, "/metrics", None, None).await;
@@ -1060,7 +1054,7 @@ async fn pages_are_cut_to_the_frame_limit() {
     let bob = s.register("bob").await;
     let conv = dm(&s, &alice, &bob).await;
     let (mut a, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
-    live(&mut a).await;
+    a.until_live().await;
     let big = "y".repeat(15 * 1024);
     for i in 1..=100u32 {
         a.send(&ClientFrame::Send(Send {

@@ -182,6 +182,21 @@ struct Track {
     sync_head: Seq,
 }
 
+impl Track {
+    /// Hands `message` to the application as the next one, then whatever buffered
+    /// messages now follow it without a gap.
+    fn hand_out(&mut self, message: Message, events: &mut VecDeque<Event>) {
+        self.delivered = message.seq;
+        events.push_back(Event::Message(message));
+        while let Some(next) = self.delivered.next()
+            && let Some(buffered) = self.buffer.remove(&next)
+        {
+            self.delivered = next;
+            events.push_back(Event::Message(buffered));
+        }
+    }
+}
+
 /// The client's protocol state: feed it server frames, timestamps and application
 /// requests; take client frames to transmit and events for the application.
 ///
@@ -757,15 +772,8 @@ impl ClientSession {
             while let Some(entry) = track.buffer.first_entry()
                 && *entry.key() <= known
             {
-                let (seq, message) = entry.remove_entry();
-                track.delivered = seq;
-                self.events.push_back(Event::Message(message));
-                while let Some(next) = track.delivered.next()
-                    && let Some(buffered) = track.buffer.remove(&next)
-                {
-                    track.delivered = next;
-                    self.events.push_back(Event::Message(buffered));
-                }
+                let message = entry.remove();
+                track.hand_out(message, &mut self.events);
             }
             if track.head <= known {
                 // Nothing newer is known: the rest up to `head` is gone, stop asking.
@@ -791,14 +799,7 @@ impl ClientSession {
         }
         track.head = track.head.max(message.seq);
         if track.delivered.next() == Some(message.seq) {
-            track.delivered = message.seq;
-            self.events.push_back(Event::Message(message));
-            while let Some(next) = track.delivered.next()
-                && let Some(buffered) = track.buffer.remove(&next)
-            {
-                track.delivered = next;
-                self.events.push_back(Event::Message(buffered));
-            }
+            track.hand_out(message, &mut self.events);
         } else if track.buffer.len() < self.config.max_buffered {
             track.buffer.insert(message.seq, message);
         }

@@ -205,6 +205,12 @@ impl WsClient {
     }
 
     /// Asserts nothing but `pick`-ignored frames arrive within `wait`.
+    /// Reads until the handshake replay is over (`replay_done`).
+    pub async fn until_live(&mut self) {
+        self.until(|f| matches!(f, ServerFrame::ReplayDone(_)).then_some(()))
+            .await;
+    }
+
     pub async fn expect_silence(
         &mut self,
         wait: Duration,
