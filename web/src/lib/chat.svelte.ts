@@ -90,6 +90,16 @@ export function insertBySeq(list: ChatMessage[], m: ChatMessage): boolean {
   return true;
 }
 
+/** Makes a stored message the conversation's latest if it is; says whether it was. */
+function newest(view: ConversationView, m: ChatMessage): boolean {
+  const seq = m.seq ?? 0;
+  if (seq < view.lastSeq) return false;
+  view.lastSeq = seq;
+  view.lastActivity = Math.max(view.lastActivity, m.sentAt);
+  view.lastMessage = m;
+  return true;
+}
+
 function describe(e: unknown): string {
   if (e instanceof ApiError || e instanceof RequestError || e instanceof Error) return e.message;
   return String(e);
@@ -398,10 +408,7 @@ export class Chat {
     if (pending >= 0) view.outbox.splice(pending, 1);
     insertBySeq(view.messages, msg);
     delete view.typing[m.sender];
-    if (m.seq >= view.lastSeq) {
-      view.lastSeq = m.seq;
-      view.lastActivity = Math.max(view.lastActivity, m.sent_at);
-      view.lastMessage = msg;
+    if (newest(view, msg)) {
       if (m.sender !== this.me?.id) {
         if (this.activeId === m.conversation && this.attentive) this.markRead(m.conversation);
         else view.unread += 1;
@@ -471,11 +478,7 @@ export class Chat {
         sent.sentAt = ack.sent_at;
         sent.status = 'sent';
         insertBySeq(view.messages, sent);
-        if (ack.seq >= view.lastSeq) {
-          view.lastSeq = ack.seq;
-          view.lastActivity = Math.max(view.lastActivity, ack.sent_at);
-          view.lastMessage = sent;
-        }
+        newest(view, sent);
       },
       (e: unknown) => {
         const m = view.outbox.find((x) => x.key === key);

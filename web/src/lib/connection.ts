@@ -123,6 +123,11 @@ interface Pending {
   notBefore: number;
 }
 
+/** A conversation tracked from `last`, with `head` the newest seq known to exist. */
+function newTrack(last: number, head: number): Track {
+  return { last, head, held: new Map(), syncing: false, member: true };
+}
+
 const OPEN = 1;
 const MAX_REQUEST_ID = 0xffffffff;
 
@@ -161,7 +166,7 @@ export class Connection {
       opts.createSocket ?? ((url, protocol) => new WebSocket(url, protocol) as SocketLike);
     this.random = opts.random ?? Math.random;
     for (const c of opts.resume ?? []) {
-      this.tracks.set(c.conversation, { last: c.seq, head: c.seq, held: new Map(), syncing: false, member: true });
+      this.tracks.set(c.conversation, newTrack(c.seq, c.seq));
     }
   }
 
@@ -192,7 +197,7 @@ export class Connection {
   track(conversation: number, seq: number): void {
     const t = this.tracks.get(conversation);
     if (!t) {
-      this.tracks.set(conversation, { last: seq, head: seq, held: new Map(), syncing: false, member: true });
+      this.tracks.set(conversation, newTrack(seq, seq));
     }
   }
 
@@ -473,7 +478,7 @@ export class Connection {
         t.member = true;
         t.head = Math.max(t.head, seq);
       }
-      else this.tracks.set(conversation, { last: seq, head: seq, held: new Map(), syncing: false, member: true });
+      else this.tracks.set(conversation, newTrack(seq, seq));
     }
     this.setState({ kind: 'replaying' });
     this.handlers.onWelcome?.(welcome);
@@ -511,7 +516,7 @@ export class Connection {
   private accept(m: Message): void {
     let t = this.tracks.get(m.conversation);
     if (!t) {
-      t = { last: m.seq - 1, head: m.seq, held: new Map(), syncing: false, member: true };
+      t = newTrack(m.seq - 1, m.seq);
       this.tracks.set(m.conversation, t);
     }
     if (m.seq <= t.last) return;
@@ -580,7 +585,7 @@ export class Connection {
       const t = this.tracks.get(m.conversation);
       if (m.change === 'added') {
         if (t) t.member = true;
-        else this.tracks.set(m.conversation, { last: 0, head: 0, held: new Map(), syncing: false, member: true });
+        else this.tracks.set(m.conversation, newTrack(0, 0));
       } else if (t) {
         t.member = false;
         t.held.clear();
