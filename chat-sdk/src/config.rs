@@ -87,6 +87,7 @@ pub struct ClientBuilder {
     pub(crate) resume: Vec<Cursor>,
     pub(crate) backoff: Backoff,
     pub(crate) connect_timeout: Duration,
+    pub(crate) device_key: Option<std::path::PathBuf>,
 }
 
 impl ClientBuilder {
@@ -105,6 +106,7 @@ impl ClientBuilder {
                 max: Duration::from_secs(30),
             },
             connect_timeout: Duration::from_secs(10),
+            device_key: None,
         }
     }
 
@@ -179,6 +181,17 @@ impl ClientBuilder {
         self
     }
 
+    /// Enables end-to-end encryption with this device's key, kept in the file at
+    /// `path`: created there on first use (owner-only permissions; a file others can
+    /// read is refused) and registered with the server on every connect. Sends to
+    /// encrypted conversations are then sealed for every member's every device, and
+    /// encrypted messages arrive opened. Keep the file: a new key cannot read what was
+    /// sealed for the old one.
+    pub fn device_key(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.device_key = Some(path.into());
+        self
+    }
+
     /// Signs in over HTTP, opens the real-time connection and completes the handshake.
     /// Later connection losses are repaired in the background.
     pub async fn connect(self) -> Result<Client> {
@@ -190,9 +203,16 @@ impl ClientBuilder {
             Target::Quic { host, port, .. } => Some(transport::quic_endpoint(host, *port).await?),
             Target::WebSocket { .. } => None,
         };
+        let device = self
+            .device_key
+            .as_deref()
+            .map(crate::e2e::load_or_create_key)
+            .transpose()?;
         let http = crate::api::Http::new(&parsed.api, parsed.http_tls);
         let auth = crate::api::Auth::sign_in(http, credentials).await?;
-        Client::start(self, parsed.target, quic, auth).await
+        let crypto = crate::e2e::Crypto::new(device);
+        crypto.register(&auth, &self.client_name).await?;
+        Client::start(self, parsed.target, quic, auth, crypto).await
     }
 }
 

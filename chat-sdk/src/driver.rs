@@ -98,6 +98,7 @@ pub(crate) struct Driver {
     pub(crate) target: Target,
     pub(crate) quic: Option<quinn::Endpoint>,
     pub(crate) auth: Arc<Auth>,
+    pub(crate) crypto: Arc<crate::e2e::Crypto>,
     pub(crate) status: watch::Sender<ConnectionState>,
     pub(crate) backoff: Backoff,
     pub(crate) connect_timeout: Duration,
@@ -407,18 +408,28 @@ impl Driver {
 
     fn on_event(&mut self, event: proto::Event) {
         match event {
-            proto::Event::Message(m) => self.emit(Event::Message(m)),
+            proto::Event::Message(mut message) => match self.crypto.open(&mut message) {
+                Ok(()) => self.emit(Event::Message(message)),
+                Err(reason) => self.emit(Event::Undecryptable { message, reason }),
+            },
             proto::Event::Typing(t) => self.emit(Event::Typing(t)),
             proto::Event::Presence(p) => self.emit(Event::Presence(p)),
             proto::Event::Receipt(r) => self.emit(Event::Receipt(r)),
-            proto::Event::Membership(m) => self.emit(Event::Membership(m)),
+            proto::Event::Membership(m) => {
+                self.crypto.members_changed(m.conversation);
+                self.emit(Event::Membership(m))
+            }
             proto::Event::Notice(e) => self.emit(Event::Notice(Error::server(e))),
             proto::Event::Acked(ack) => {
                 if let Some(Waiter::Send(tx)) = self.waiters.remove(&ack.request_id) {
                     let _ = tx.send(Ok(ack));
                 }
             }
-            proto::Event::HistoryPage(page) => {
+            proto::Event::HistoryPage(mut page) => {
+                for message in &mut page.messages {
+                    // What cannot be opened keeps its envelope.
+                    let _ = self.crypto.open(message);
+                }
                 if let Some(Waiter::History(tx)) = self.waiters.remove(&page.request_id) {
                     let _ = tx.send(Ok(page));
                 }

@@ -73,6 +73,7 @@
 mod api;
 mod config;
 mod driver;
+mod e2e;
 mod error;
 mod tls;
 mod transport;
@@ -98,16 +99,28 @@ pub use crate::api::{
 };
 pub use crate::config::ClientBuilder;
 use crate::driver::{Command, Driver};
+pub use crate::e2e::{DecryptError, Device};
 pub use crate::error::{Error, Result};
 pub use crate::tls::Trust;
+pub use chat_crypto::e2e::{DeviceId, DevicePublicKey, Fingerprint};
 
 /// What happens on the connection, in order.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Event {
     /// A message: per conversation in seq order, each exactly once, including the
-    /// user's own messages (from this and other devices).
+    /// user's own messages (from this and other devices). In an end-to-end encrypted
+    /// conversation the body arrives opened, as [`Body::Text`]: it was sealed for this
+    /// device and authenticated for this conversation, sender and client message id.
     Message(Message),
+    /// An end-to-end encrypted message this device cannot read, in its place in the
+    /// conversation's order; `message.body` is still the envelope.
+    Undecryptable {
+        /// The message as it arrived.
+        message: Message,
+        /// Why it could not be opened.
+        reason: DecryptError,
+    },
     /// Someone started or stopped typing.
     Typing(Typing),
     /// A contact came online or went offline.
@@ -163,6 +176,7 @@ impl futures_core::Stream for Events {
 struct Inner {
     commands: mpsc::UnboundedSender<Command>,
     auth: Arc<Auth>,
+    crypto: Arc<e2e::Crypto>,
     status: watch::Receiver<ConnectionState>,
 }
 
@@ -188,8 +202,10 @@ impl Client {
         target: config::Target,
         quic: Option<quinn::Endpoint>,
         auth: Auth,
+        crypto: e2e::Crypto,
     ) -> Result<Self> {
         let auth = Arc::new(auth);
+        let crypto = Arc::new(crypto);
         let mut session = ClientSession::new(ClientConfig {
             client_name: builder.client_name.clone(),
             ..ClientConfig::default()
@@ -207,6 +223,7 @@ impl Client {
             target,
             quic,
             auth: auth.clone(),
+            crypto: crypto.clone(),
             status: status_tx,
             backoff: builder.backoff,
             connect_timeout: builder.connect_timeout,
@@ -223,6 +240,7 @@ impl Client {
             inner: Arc::new(Inner {
                 commands,
                 auth,
+                crypto,
                 status,
             }),
         })
@@ -274,7 +292,10 @@ impl Client {
     }
 
     /// Sends a text message; resolves to the server's acknowledgement (message id, seq,
-    /// time) once it is stored. A rate-limited send waits and retries by itself.
+    /// time) once it is stored. A rate-limited send waits and retries by itself. In an
+    /// end-to-end encrypted conversation the text is sealed first (this needs
+    /// [`ClientBuilder::device_key`]; without one the server refuses the plain text
+    /// with `encryption_required`).
     pub async fn send_text(
         &self,
         conversation: ConversationId,
@@ -312,6 +333,11 @@ impl Client {
         client_msg_id: ClientMsgId,
         body: Body,
     ) -> Result<Ack> {
+        let body = self
+            .inner
+            .crypto
+            .prepare(&self.inner.auth, conversation, client_msg_id, body)
+            .await?;
         self.ask(|reply| Command::Send {
             conversation,
             client_msg_id,
@@ -322,7 +348,9 @@ impl Client {
     }
 
     /// A page of history, newest first: up to `limit` messages before `before` (or the
-    /// newest ones). Page further back with the smallest seq received.
+    /// newest ones). Page further back with the smallest seq received. Encrypted
+    /// messages come opened where this device can open them; the others keep their
+    /// envelope ([`Body::Encrypted`]).
     pub async fn history(
         &self,
         conversation: ConversationId,
@@ -457,6 +485,76 @@ impl Client {
             .await
     }
 
+    /// This device's end-to-end encryption key, if the client has one
+    /// ([`ClientBuilder::device_key`]); show its [`DevicePublicKey::fingerprint`] to
+    /// the user.
+    pub fn device_key(&self) -> Option<DevicePublicKey> {
+        self.inner.crypto.device().map(|d| d.public_key().clone())
+    }
+
+    /// The signed-in user's registered devices.
+    pub async fn devices(&self) -> Result<Vec<Device>> {
+        self.inner
+            .auth
+            .call(Method::GET, "/api/devices", None)
+            .await
+    }
+
+    /// A contact's devices (someone who shares a conversation with the user), to
+    /// compare fingerprints.
+    pub async fn user_devices(&self, user: UserId) -> Result<Vec<Device>> {
+        self.inner
+            .auth
+            .call(
+                Method::GET,
+                &format!("/api/users/{}/devices", user.get()),
+                None,
+            )
+            .await
+    }
+
+    /// Removes one of the user's devices (a lost phone): messages sealed afterwards
+    /// carry no key for it.
+    pub async fn remove_device(&self, id: DeviceId) -> Result<()> {
+        let _: serde_json::Value = self
+            .inner
+            .auth
+            .call(Method::DELETE, &format!("/api/devices/{id}"), None)
+            .await?;
+        Ok(())
+    }
+
+    /// The end-to-end encrypted direct conversation with `user` (a pair has one, apart
+    /// from their plain one), created if needed.
+    pub async fn create_encrypted_direct(&self, user: UserId) -> Result<Conversation> {
+        self.inner
+            .auth
+            .call(
+                Method::POST,
+                "/api/conversations",
+                Some(json!({"kind": "direct", "members": [user], "encrypted": true})),
+            )
+            .await
+    }
+
+    /// A new end-to-end encrypted group owned by the user (at most 40 members).
+    pub async fn create_encrypted_group(
+        &self,
+        title: &str,
+        members: &[UserId],
+    ) -> Result<Conversation> {
+        self.inner
+            .auth
+            .call(
+                Method::POST,
+                "/api/conversations",
+                Some(
+                    json!({"kind": "group", "title": title, "members": members, "encrypted": true}),
+                ),
+            )
+            .await
+    }
+
     /// The direct conversation with `user`, created if needed.
     pub async fn create_direct(&self, user: UserId) -> Result<Conversation> {
         self.inner
@@ -487,14 +585,18 @@ impl Client {
         conversation: ConversationId,
         user: UserId,
     ) -> Result<Conversation> {
-        self.inner
+        let updated = self
+            .inner
             .auth
             .call(
                 Method::POST,
                 &format!("/api/conversations/{}/members", conversation.get()),
                 Some(json!({"user_id": user})),
             )
-            .await
+            .await;
+        // The next sealed message must see the new member list.
+        self.inner.crypto.members_changed(conversation);
+        updated
     }
 
     /// Removes someone from a group (the owner, or members themselves).
@@ -512,6 +614,7 @@ impl Client {
                 None,
             )
             .await?;
+        self.inner.crypto.members_changed(conversation);
         Ok(())
     }
 

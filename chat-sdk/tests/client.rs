@@ -1,105 +1,18 @@
 //! The SDK against a real in-process server, over both transports.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_sdk::chat_proto::prelude::*;
 use chat_sdk::chat_proto::session::ConnectionState;
 use chat_sdk::{ClientBuilder, ConversationKind, Error, Event, Events, Trust};
-use chat_server::RunningServer;
-use chat_server::config::Config;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-const PASSWORD: &str = "correct horse battery";
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
 
-struct TestServer {
-    server: Option<RunningServer>,
-    addrs: (SocketAddr, SocketAddr),
-    dir: tempfile::TempDir,
-}
-
-impl TestServer {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let server = Self::spawn(dir.path(), |_| {}).await;
-        Self {
-            addrs: (server.http_addr, server.quic_addr),
-            server: Some(server),
-            dir,
-        }
-    }
-
-    async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let server = Self::spawn(dir.path(), tweak).await;
-        Self {
-            addrs: (server.http_addr, server.quic_addr),
-            server: Some(server),
-            dir,
-        }
-    }
-
-    async fn spawn(dir: &Path, tweak: impl FnOnce(&mut Config)) -> RunningServer {
-        let mut config = Config::for_tests(dir);
-        // Tests send bursts; the rate limit has its own tests in chat-server.
-        config.send_rate = 10_000;
-        config.send_burst = 10_000;
-        tweak(&mut config);
-        chat_server::Server::bind(config)
-            .await
-            .expect("server starts")
-            .spawn()
-    }
-
-    fn running(&self) -> &RunningServer {
-        self.server.as_ref().expect("running")
-    }
-
-    fn http(&self) -> SocketAddr {
-        self.running().http_addr
-    }
-
-    fn ws_url(&self) -> String {
-        format!("ws://{}", self.http())
-    }
-
-    fn cert(&self) -> PathBuf {
-        self.running().quic_cert.path.clone()
-    }
-
-    fn quic(&self, name: &str) -> ClientBuilder {
-        ClientBuilder::new(format!("quic://{}", self.running().quic_addr))
-            .api_url(format!("http://{}", self.http()))
-            .trust(Trust::certificate_file(self.cert()).expect("certificate"))
-            .client_name(name)
-    }
-
-    fn ws(&self, name: &str) -> ClientBuilder {
-        ClientBuilder::new(self.ws_url()).client_name(name)
-    }
-
-    async fn stop(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.stop().await.expect("clean shutdown");
-        }
-    }
-
-    /// Starts again on the same ports, data directory and SQLite file.
-    async fn restart(&mut self) {
-        let (http, quic) = self.addrs;
-        self.stop().await;
-        let server = Self::spawn(self.dir.path(), |c| {
-            c.http_addr = http;
-            c.quic_addr = quic;
-        })
-        .await;
-        self.server = Some(server);
-    }
-}
+use common::{PASSWORD, TestServer, next_event, next_message, text};
 
 /// A TCP relay that can sever every connection through it, as a flaky network does.
 struct Relay {
@@ -143,36 +56,6 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.accept.abort();
         self.cut();
-    }
-}
-
-async fn next_event(events: &mut Events, mut pick: impl FnMut(&Event) -> bool) -> Event {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let event = events.recv().await.expect("client still running");
-            if std::env::var_os("TEST_TRACE").is_some() {
-                eprintln!("event: {event:?}");
-            }
-            if pick(&event) {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("event within the deadline")
-}
-
-async fn next_message(events: &mut Events) -> Message {
-    match next_event(events, |e| matches!(e, Event::Message(_))).await {
-        Event::Message(m) => m,
-        _ => unreachable!(),
-    }
-}
-
-fn text(m: &Message) -> &str {
-    match &m.body {
-        Body::Text(t) => t,
-        Body::Encrypted(_) => "<encrypted>",
     }
 }
 

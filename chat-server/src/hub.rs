@@ -811,7 +811,12 @@ mod tests {
             session_user(i64, UserId) -> Option<crate::store::User>;
             revoke_session(i64, chat_proto::ids::Timestamp) -> ();
             revoke_other_sessions(UserId, i64, chat_proto::ids::Timestamp) -> ();
-            direct_conversation(UserId, UserId, chat_proto::ids::Timestamp) -> (crate::store::Conversation, bool);
+            direct_conversation(UserId, UserId, bool, chat_proto::ids::Timestamp) -> (crate::store::Conversation, bool);
+            add_device(UserId, chat_crypto::e2e::DevicePublicKey, String, chat_proto::ids::Timestamp) -> (crate::store::Device, bool);
+            devices(UserId) -> Vec<crate::store::Device>;
+            conversation_devices(ConversationId) -> Vec<crate::store::Device>;
+            remove_device(UserId, chat_crypto::e2e::DeviceId) -> bool;
+            share_conversation(UserId, UserId) -> bool;
             create_group(UserId, String, Vec<UserId>, bool, chat_proto::ids::Timestamp) -> crate::store::Conversation;
             conversation(ConversationId, UserId) -> Option<crate::store::Conversation>;
             conversations(UserId) -> Vec<crate::store::ConversationSummary>;

@@ -1002,3 +1002,196 @@ async fn connections_beyond_the_limit_are_closed() {
     );
     s.stop().await;
 }
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn device_keys_are_registered_and_shown_to_contacts_only() {
+    use chat_crypto::e2e::DeviceSecret;
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let (ann, ben, cy) = (
+        s.register("ann").await,
+        s.register("ben").await,
+        s.register("cyd").await,
+    );
+    let key = DeviceSecret::generate();
+    let body = json!({"public_key": b64(key.public_key().as_bytes()), "name": "laptop"});
+
+    let r = s.post("/api/devices", Some(&ann.token), body.clone()).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.raw)
+    );
+    assert_eq!(r.body["id"], key.id().to_string());
+    assert_eq!(r.body["user_id"], ann.id);
+    assert_eq!(r.body["name"], "laptop");
+    assert_eq!(r.body["public_key"], b64(key.public_key().as_bytes()));
+    // Registering again is idempotent; another account cannot claim the key.
+    assert_eq!(
+        s.post("/api/devices", Some(&ann.token), body.clone())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = s.post("/api/devices", Some(&ben.token), body.clone()).await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "conflict"));
+
+    // Keys that are not X25519 public keys are refused.
+    for (bad, code) in [
+        (json!({"public_key": "not base64!"}), "invalid_public_key"),
+        (json!({"public_key": b64(&[7; 31])}), "invalid_public_key"),
+        (json!({"public_key": b64(&[0; 32])}), "invalid_public_key"),
+        (
+            json!({"public_key": b64(DeviceSecret::generate().public_key().as_bytes()), "name": "a\u{202e}b"}),
+            "invalid_device_name",
+        ),
+    ] {
+        let r = s.post("/api/devices", Some(&ann.token), bad).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, code)
+        );
+    }
+    let r = s.post("/api/devices", None, body.clone()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // At most ten devices: nine more fit, the eleventh does not.
+    for n in 2..=11 {
+        let k = DeviceSecret::generate();
+        let r = s
+            .post(
+                "/api/devices",
+                Some(&ann.token),
+                json!({"public_key": b64(k.public_key().as_bytes())}),
+            )
+            .await;
+        if n <= 10 {
+            assert_eq!(r.status, StatusCode::CREATED);
+        } else {
+            assert_eq!(
+                (r.status, r.code()),
+                (StatusCode::CONFLICT, "too_many_devices")
+            );
+        }
+    }
+    assert_eq!(
+        s.get("/api/devices", &ann.token)
+            .await
+            .body
+            .as_array()
+            .map(Vec::len),
+        Some(10)
+    );
+
+    // Contacts see each other's devices; strangers do not.
+    let path = format!("/api/users/{}/devices", ann.id);
+    assert_eq!(s.get(&path, &ben.token).await.status, StatusCode::NOT_FOUND);
+    let r = s
+        .post(
+            "/api/conversations",
+            Some(&ann.token),
+            json!({"kind": "direct", "members": [ben.id], "encrypted": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.body["encrypted"], true);
+    let dm = r.body["id"].as_u64().expect("id");
+    let r = s.get(&path, &ben.token).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body[0]["id"], key.id().to_string());
+    assert_eq!(s.get(&path, &cy.token).await.status, StatusCode::NOT_FOUND);
+    let conv_path = format!("/api/conversations/{dm}/devices");
+    assert_eq!(
+        s.get(&conv_path, &ben.token)
+            .await
+            .body
+            .as_array()
+            .map(Vec::len),
+        Some(10)
+    );
+    assert_eq!(
+        s.get(&conv_path, &cy.token).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Removing a device takes it out of the conversation's set.
+    let del = format!("/api/devices/{}", key.id());
+    assert_eq!(
+        s.call(Method::DELETE, &del, Some(&ben.token), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.call(Method::DELETE, &del, Some(&ann.token), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.call(Method::DELETE, &del, Some(&ann.token), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.call(Method::DELETE, "/api/devices/xyz", Some(&ann.token), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = s.get(&conv_path, &ben.token).await;
+    assert!(
+        r.body
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|d| d["id"] != key.id().to_string())
+    );
+
+    // Encrypted groups are bounded so every device fits in one envelope.
+    let many: Vec<u64> = {
+        let mut ids = Vec::new();
+        for i in 0..40 {
+            ids.push(s.register(&format!("member{i:02}")).await.id);
+        }
+        ids
+    };
+    let r = s
+        .post(
+            "/api/conversations",
+            Some(&ann.token),
+            json!({"kind": "group", "title": "Big", "members": many, "encrypted": true}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "too_many_members")
+    );
+    let r = s
+        .post(
+            "/api/conversations",
+            Some(&ann.token),
+            json!({"kind": "group", "title": "Big", "members": &many[..39], "encrypted": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let group = r.body["id"].as_u64().expect("id");
+    let r = s
+        .post(
+            &format!("/api/conversations/{group}/members"),
+            Some(&ann.token),
+            json!({"user_id": many[39]}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "too_many_members")
+    );
+    s.stop().await;
+}

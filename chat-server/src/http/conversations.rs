@@ -23,6 +23,8 @@ pub const MAX_INITIAL_MEMBERS: usize = 255;
 enum CreateRequest {
     Direct {
         members: Vec<UserId>,
+        #[serde(default)]
+        encrypted: bool,
     },
     Group {
         title: String,
@@ -47,7 +49,7 @@ pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
     let body: CreateRequest = request::json(req).await?;
     let now = Timestamp::now();
     match body {
-        CreateRequest::Direct { members } => {
+        CreateRequest::Direct { members, encrypted } => {
             if members.len() > 2 {
                 return Err(ApiError::invalid(
                     "invalid_members",
@@ -67,7 +69,10 @@ pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
                     format!("user {other} does not exist"),
                 ));
             }
-            let (conversation, created) = app.store().direct_conversation(me, *other, now).await?;
+            let (conversation, created) = app
+                .store()
+                .direct_conversation(me, *other, encrypted, now)
+                .await?;
             if created {
                 announce_new(&app, &conversation, me);
             }
@@ -95,10 +100,11 @@ pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
             members.retain(|&m| m != me);
             members.sort_unstable();
             members.dedup();
-            if members.len() + 1 > MAX_GROUP_MEMBERS {
+            let most = max_members(encrypted);
+            if members.len() + 1 > most {
                 return Err(ApiError::invalid(
                     "too_many_members",
-                    format!("a group has at most {MAX_GROUP_MEMBERS} members"),
+                    format!("this group has at most {most} members"),
                 ));
             }
             for &m in &members {
@@ -116,6 +122,16 @@ pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
             announce_new(&app, &conversation, me);
             Ok(json_response(StatusCode::CREATED, &conversation))
         }
+    }
+}
+
+/// Most members of a group: end-to-end encrypted groups seal every message for every
+/// member's every device, which bounds them tighter.
+fn max_members(encrypted: bool) -> usize {
+    if encrypted {
+        super::devices::MAX_ENCRYPTED_GROUP_MEMBERS
+    } else {
+        MAX_GROUP_MEMBERS
     }
 }
 
@@ -204,10 +220,11 @@ pub async fn add_member(app: App, req: Request<Incoming>, params: Params) -> Han
     {
         return Ok(json_response(StatusCode::OK, &conversation));
     }
-    if conversation.members.len() >= MAX_GROUP_MEMBERS {
+    let most = max_members(conversation.encrypted);
+    if conversation.members.len() >= most {
         return Err(ApiError::invalid(
             "too_many_members",
-            format!("a group has at most {MAX_GROUP_MEMBERS} members"),
+            format!("this group has at most {most} members"),
         ));
     }
     if !app

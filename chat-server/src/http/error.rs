@@ -117,6 +117,11 @@ impl From<crate::store::StoreError> for ApiError {
                 err.retry_after = Some(1);
                 err
             }
+            crate::store::StoreError::Conflict(what) => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("this {what} already exists"),
+            ),
             other => Self::internal(other),
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod conversations;
+pub mod devices;
 pub mod error;
 pub mod request;
 pub mod static_files;
@@ -76,6 +77,16 @@ pub enum Route {
     Leave,
     /// `GET /api/conversations/{id}/messages`
     History,
+    /// `GET /api/conversations/{id}/devices`
+    ConversationDevices,
+    /// `GET /api/devices`
+    ListDevices,
+    /// `POST /api/devices`
+    RegisterDevice,
+    /// `DELETE /api/devices/{id}`
+    RemoveDevice,
+    /// `GET /api/users/{id}/devices`
+    UserDevices,
     /// `GET /ws`
     WebSocket,
     /// `GET /metrics`
@@ -124,6 +135,15 @@ pub const ROUTES: &[(Method, &str, Route)] = &[
         "/api/conversations/{id}/messages",
         Route::History,
     ),
+    (
+        Method::GET,
+        "/api/conversations/{id}/devices",
+        Route::ConversationDevices,
+    ),
+    (Method::GET, "/api/devices", Route::ListDevices),
+    (Method::POST, "/api/devices", Route::RegisterDevice),
+    (Method::DELETE, "/api/devices/{id}", Route::RemoveDevice),
+    (Method::GET, "/api/users/{id}/devices", Route::UserDevices),
     (Method::GET, "/ws", Route::WebSocket),
     (Method::GET, "/metrics", Route::Metrics),
 ];
@@ -313,6 +333,11 @@ async fn dispatch(app: App, peer: SocketAddr, req: Request<Incoming>) -> Handler
         Route::RemoveMember => conversations::remove_member(app, req, params).await,
         Route::Leave => conversations::leave(app, req, params).await,
         Route::History => conversations::history(app, req, params).await,
+        Route::ConversationDevices => devices::of_conversation(app, req, params).await,
+        Route::ListDevices => devices::mine(app, req).await,
+        Route::RegisterDevice => devices::register(app, req).await,
+        Route::RemoveDevice => devices::remove(app, req, params).await,
+        Route::UserDevices => devices::of_user(app, req, params).await,
         Route::WebSocket => crate::ws::upgrade(app, peer, req).await,
         Route::Metrics => {
             let mut response = Response::new(Full::new(Bytes::from(crate::metrics::render())));

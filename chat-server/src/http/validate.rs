@@ -92,6 +92,19 @@ pub fn title(raw: &str) -> Result<String, ApiError> {
     Ok(trimmed.to_owned())
 }
 
+/// A device's name: up to 64 characters (may be empty), no control or bidirectional
+/// override characters; surrounding whitespace is dropped.
+pub fn device_name(raw: &str) -> Result<String, ApiError> {
+    let trimmed = raw.trim();
+    if trimmed.chars().count() > 64 || trimmed.chars().any(is_forbidden_in_name) {
+        return Err(ApiError::invalid(
+            "invalid_device_name",
+            "device names are at most 64 characters without control or bidirectional override characters",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

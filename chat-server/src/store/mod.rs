@@ -15,6 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use chat_crypto::e2e::{DeviceId, DevicePublicKey};
 use chat_proto::body::Body;
 use chat_proto::frame::Message;
 use chat_proto::ids::{ClientMsgId, ConversationId, Seq, Timestamp, UserId};
@@ -180,6 +181,37 @@ pub struct ConversationSummary {
     pub unread: u64,
 }
 
+/// A device's end-to-end encryption key, as registered. Serialized as
+/// `{"id", "user_id", "public_key" (base64), "name", "created_at"}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// The key (its id is derived from it).
+    pub public_key: DevicePublicKey,
+    /// Owner.
+    pub user_id: UserId,
+    /// A name the user gave it ("laptop"), for their device list.
+    pub name: String,
+    /// When it was registered.
+    pub created_at: Timestamp,
+}
+
+impl Serialize for Device {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        use serde::ser::SerializeStruct as _;
+        let mut out = s.serialize_struct("Device", 5)?;
+        out.serialize_field("id", &self.public_key.id().to_string())?;
+        out.serialize_field("user_id", &self.user_id)?;
+        out.serialize_field(
+            "public_key",
+            &base64::engine::general_purpose::STANDARD.encode(self.public_key.as_bytes()),
+        )?;
+        out.serialize_field("name", &self.name)?;
+        out.serialize_field("created_at", &self.created_at)?;
+        out.end()
+    }
+}
+
 /// What the real-time hub needs to know about a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConversationMeta {
@@ -300,11 +332,13 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     fn revoke_other_sessions(&self, user: UserId, keep: i64, now: Timestamp)
     -> StoreFuture<'_, ()>;
 
-    /// The direct conversation of a pair, created if needed; `true` if created now.
+    /// The direct conversation of a pair, plain or end-to-end encrypted (a pair has
+    /// one of each), created if needed; `true` if created now.
     fn direct_conversation(
         &self,
         a: UserId,
         b: UserId,
+        encrypted: bool,
         now: Timestamp,
     ) -> StoreFuture<'_, (Conversation, bool)>;
     /// Creates a group owned by `owner` with the given other members.
@@ -331,6 +365,23 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     fn conversation_meta(&self, id: ConversationId) -> StoreFuture<'_, Option<ConversationMeta>>;
     /// Ids of a conversation's members.
     fn member_ids(&self, id: ConversationId) -> StoreFuture<'_, Vec<UserId>>;
+    /// Registers a device key for `user`; `true` if new, `false` if the user had it
+    /// already. [`StoreError::Conflict`] if another user registered the same key.
+    fn add_device(
+        &self,
+        user: UserId,
+        key: DevicePublicKey,
+        name: String,
+        now: Timestamp,
+    ) -> StoreFuture<'_, (Device, bool)>;
+    /// A user's devices, oldest first.
+    fn devices(&self, user: UserId) -> StoreFuture<'_, Vec<Device>>;
+    /// Every device of every member of a conversation.
+    fn conversation_devices(&self, id: ConversationId) -> StoreFuture<'_, Vec<Device>>;
+    /// Removes one of `user`'s devices; `false` if they have no such device.
+    fn remove_device(&self, user: UserId, id: DeviceId) -> StoreFuture<'_, bool>;
+    /// Whether two users are members of a common conversation.
+    fn share_conversation(&self, a: UserId, b: UserId) -> StoreFuture<'_, bool>;
     /// Adds a member; `false` if already one.
     fn add_member(
         &self,

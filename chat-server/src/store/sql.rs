@@ -18,6 +18,22 @@ macro_rules! impl_store {
                 })
             }
 
+            fn device_from_row(row: &<$db as sqlx::Database>::Row) -> Result<$crate::store::Device, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let key = chat_crypto::e2e::DevicePublicKey::from_bytes(row.try_get::<&[u8], _>("public_key")?)
+                    .map_err(|e| $crate::store::StoreError::Corrupt(e.to_string()))?;
+                let id: &[u8] = row.try_get("id")?;
+                if id != &key.id().as_bytes()[..] {
+                    return Err($crate::store::StoreError::Corrupt("device id does not match its key".into()));
+                }
+                Ok($crate::store::Device {
+                    public_key: key,
+                    user_id: $crate::store::user_id(row.try_get("user_id")?)?,
+                    name: row.try_get("name")?,
+                    created_at: chat_proto::ids::Timestamp(row.try_get("created_at")?),
+                })
+            }
+
             fn message_from_row(row: &<$db as sqlx::Database>::Row) -> Result<chat_proto::frame::Message, $crate::store::StoreError> {
                 use sqlx::Row as _;
                 Ok(chat_proto::frame::Message {
@@ -296,6 +312,10 @@ macro_rules! impl_store {
                         .bind(i64::from(id))
                         .execute(&mut *tx)
                         .await?;
+                    sqlx::query("DELETE FROM devices WHERE user_id = $1")
+                        .bind(i64::from(id))
+                        .execute(&mut *tx)
+                        .await?;
                     tx.commit().await?;
                     Ok(())
                 })
@@ -482,18 +502,21 @@ macro_rules! impl_store {
                 &self,
                 a: chat_proto::ids::UserId,
                 b: chat_proto::ids::UserId,
+                encrypted: bool,
                 now: chat_proto::ids::Timestamp,
             ) -> $crate::store::StoreFuture<'_, ($crate::store::Conversation, bool)> {
                 Box::pin(async move {
                     use sqlx::Row as _;
                     let (low, high) = if a < b { (a, b) } else { (b, a) };
-                    let key = format!("{low}:{high}");
+                    // A pair has one plain and one end-to-end encrypted conversation.
+                    let key = if encrypted { format!("{low}:{high}:e2e") } else { format!("{low}:{high}") };
                     let mut tx = self.pool.begin().await?;
                     let created = sqlx::query(
-                        "INSERT INTO conversations (kind, title, direct_key, created_by, created_at, last_activity) \
-                         VALUES ('direct', '', $1, $2, $3, $3) ON CONFLICT (direct_key) DO NOTHING RETURNING id",
+                        "INSERT INTO conversations (kind, title, direct_key, encrypted, created_by, created_at, last_activity) \
+                         VALUES ('direct', '', $1, $2, $3, $4, $4) ON CONFLICT (direct_key) DO NOTHING RETURNING id",
                     )
                     .bind(&key)
+                    .bind(encrypted)
                     .bind(i64::from(a))
                     .bind(now.0)
                     .fetch_optional(&mut *tx)
@@ -671,6 +694,101 @@ macro_rules! impl_store {
                         .fetch_all(&self.pool)
                         .await?;
                     rows.iter().map(|r| $crate::store::user_id(r.try_get("user_id")?)).collect()
+                })
+            }
+
+            fn add_device(
+                &self,
+                user: chat_proto::ids::UserId,
+                key: chat_crypto::e2e::DevicePublicKey,
+                name: String,
+                now: chat_proto::ids::Timestamp,
+            ) -> $crate::store::StoreFuture<'_, ($crate::store::Device, bool)> {
+                Box::pin(async move {
+                    let id = key.id();
+                    let inserted = sqlx::query(
+                        "INSERT INTO devices (id, user_id, public_key, name, created_at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT DO NOTHING RETURNING id",
+                    )
+                    .bind(&id.as_bytes()[..])
+                    .bind(i64::from(user))
+                    .bind(&key.as_bytes()[..])
+                    .bind(&name)
+                    .bind(now.0)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    let row = sqlx::query("SELECT id, user_id, public_key, name, created_at FROM devices WHERE id = $1")
+                        .bind(&id.as_bytes()[..])
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .ok_or($crate::store::StoreError::Conflict("device"))?;
+                    let device = Self::device_from_row(&row)?;
+                    if device.user_id != user {
+                        return Err($crate::store::StoreError::Conflict("device"));
+                    }
+                    Ok((device, inserted.is_some()))
+                })
+            }
+
+            fn devices(&self, user: chat_proto::ids::UserId) -> $crate::store::StoreFuture<'_, Vec<$crate::store::Device>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT id, user_id, public_key, name, created_at FROM devices WHERE user_id = $1 ORDER BY created_at, id",
+                    )
+                    .bind(i64::from(user))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter().map(Self::device_from_row).collect()
+                })
+            }
+
+            fn conversation_devices(
+                &self,
+                id: chat_proto::ids::ConversationId,
+            ) -> $crate::store::StoreFuture<'_, Vec<$crate::store::Device>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT d.id, d.user_id, d.public_key, d.name, d.created_at FROM devices d \
+                         JOIN members m ON m.user_id = d.user_id WHERE m.conversation_id = $1 \
+                         ORDER BY d.user_id, d.created_at, d.id",
+                    )
+                    .bind(i64::from(id))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter().map(Self::device_from_row).collect()
+                })
+            }
+
+            fn remove_device(
+                &self,
+                user: chat_proto::ids::UserId,
+                id: chat_crypto::e2e::DeviceId,
+            ) -> $crate::store::StoreFuture<'_, bool> {
+                Box::pin(async move {
+                    let done = sqlx::query("DELETE FROM devices WHERE id = $1 AND user_id = $2")
+                        .bind(&id.as_bytes()[..])
+                        .bind(i64::from(user))
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(done.rows_affected() > 0)
+                })
+            }
+
+            fn share_conversation(
+                &self,
+                a: chat_proto::ids::UserId,
+                b: chat_proto::ids::UserId,
+            ) -> $crate::store::StoreFuture<'_, bool> {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "SELECT 1 AS shared FROM members x JOIN members y ON x.conversation_id = y.conversation_id \
+                         WHERE x.user_id = $1 AND y.user_id = $2 LIMIT 1",
+                    )
+                    .bind(i64::from(a))
+                    .bind(i64::from(b))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    Ok(row.is_some())
                 })
             }
 

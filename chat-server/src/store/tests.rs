@@ -182,11 +182,17 @@ async fn conversations_and_members(store: &Arc<dyn Store>) {
     let (ann, ben, cat, dan) = (u[0].id, u[1].id, u[2].id, u[3].id);
     let now = Timestamp(5_000);
 
-    let (dm, created) = store.direct_conversation(ann, ben, now).await.expect("dm");
+    let (dm, created) = store
+        .direct_conversation(ann, ben, false, now)
+        .await
+        .expect("dm");
     assert!(created);
     assert_eq!(dm.kind, ConversationKind::Direct);
     assert_eq!(dm.members.len(), 2);
-    let (again, created) = store.direct_conversation(ben, ann, now).await.expect("dm");
+    let (again, created) = store
+        .direct_conversation(ben, ann, false, now)
+        .await
+        .expect("dm");
     assert!(!created, "one conversation per pair, either order");
     assert_eq!(again.id, dm.id);
 
@@ -315,7 +321,10 @@ async fn appends(store: &Arc<dyn Store>) {
     let u = users(store, &["eve", "fay"]).await;
     let (eve, fay) = (u[0].id, u[1].id);
     let now = Timestamp(7_000);
-    let (a, _) = store.direct_conversation(eve, fay, now).await.expect("dm");
+    let (a, _) = store
+        .direct_conversation(eve, fay, false, now)
+        .await
+        .expect("dm");
     let b = store
         .create_group(eve, "B".into(), vec![fay], false, now)
         .await
@@ -454,6 +463,108 @@ async fn appends(store: &Arc<dyn Store>) {
     assert_eq!(page[1].body.as_text(), Some(weird));
 }
 
+async fn devices(store: &Arc<dyn Store>) {
+    use chat_crypto::e2e::DeviceSecret;
+    let u = users(store, &["gil", "hal", "ivy"]).await;
+    let (gil, hal, ivy) = (u[0].id, u[1].id, u[2].id);
+    let now = Timestamp(9_000);
+    let laptop = DeviceSecret::generate();
+    let phone = DeviceSecret::generate();
+
+    let (d, created) = store
+        .add_device(gil, laptop.public_key().clone(), "laptop".into(), now)
+        .await
+        .expect("add");
+    assert!(created);
+    assert_eq!((d.user_id, d.name.as_str()), (gil, "laptop"));
+    assert_eq!(d.public_key.id(), laptop.id());
+    // The same key again is the same device, whatever the name.
+    let (again, created) = store
+        .add_device(gil, laptop.public_key().clone(), "renamed".into(), now)
+        .await
+        .expect("again");
+    assert!(!created);
+    assert_eq!(again, d);
+    // Another user cannot claim it.
+    assert!(matches!(
+        store
+            .add_device(hal, laptop.public_key().clone(), "mine".into(), now)
+            .await,
+        Err(StoreError::Conflict("device"))
+    ));
+    store
+        .add_device(
+            gil,
+            phone.public_key().clone(),
+            "phone".into(),
+            Timestamp(9_001),
+        )
+        .await
+        .expect("add");
+    let hal_key = DeviceSecret::generate();
+    store
+        .add_device(hal, hal_key.public_key().clone(), String::new(), now)
+        .await
+        .expect("add");
+    let mine: Vec<_> = store
+        .devices(gil)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.public_key.id())
+        .collect();
+    assert_eq!(mine, vec![laptop.id(), phone.id()]);
+
+    assert!(!store.share_conversation(gil, hal).await.expect("q"));
+    let (dm, _) = store
+        .direct_conversation(gil, hal, true, now)
+        .await
+        .expect("dm");
+    assert!(dm.encrypted);
+    let (plain, _) = store
+        .direct_conversation(gil, hal, false, now)
+        .await
+        .expect("dm");
+    assert!(!plain.encrypted);
+    assert_ne!(
+        plain.id, dm.id,
+        "a pair has a plain and an encrypted conversation"
+    );
+    assert!(store.share_conversation(gil, hal).await.expect("q"));
+    assert!(store.share_conversation(hal, gil).await.expect("q"));
+    assert!(!store.share_conversation(gil, ivy).await.expect("q"));
+
+    let all = store.conversation_devices(dm.id).await.expect("devices");
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|d| d.user_id == gil || d.user_id == hal));
+
+    assert!(
+        !store.remove_device(hal, laptop.id()).await.expect("q"),
+        "not hal's"
+    );
+    assert!(store.remove_device(gil, laptop.id()).await.expect("q"));
+    assert!(!store.remove_device(gil, laptop.id()).await.expect("q"));
+    assert_eq!(
+        store
+            .conversation_devices(dm.id)
+            .await
+            .expect("devices")
+            .len(),
+        2
+    );
+    // A removed member's devices are no longer the conversation's.
+    store.delete_user(hal, now).await.expect("delete");
+    assert!(store.devices(hal).await.expect("q").is_empty());
+    assert_eq!(
+        store
+            .conversation_devices(dm.id)
+            .await
+            .expect("devices")
+            .len(),
+        1
+    );
+}
+
 async fn suite(kind: TestDbKind) {
     let db = TestDb::new(kind).await;
     let store = db.store.clone();
@@ -461,6 +572,7 @@ async fn suite(kind: TestDbKind) {
     accounts_and_sessions(&store).await;
     conversations_and_members(&store).await;
     appends(&store).await;
+    devices(&store).await;
     db.cleanup().await;
 }
 
