@@ -27,4 +27,6 @@ if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
 fi
 npm run build
 cargo build -p chat-server
+# The Rust side of the browser interop test (an SDK bot with a device key).
+cargo build -p chat-examples --bin echo_bot
 npm run e2e

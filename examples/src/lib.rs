@@ -17,6 +17,10 @@ pub struct ConnectArgs {
     /// or a PEM file such as the server's quic-cert.pem.
     #[arg(long, env = "CHAT_PIN")]
     pub pin: Option<String>,
+    /// End-to-end encryption: this device's key file, created (owner-only) if missing.
+    /// Without it, encrypted conversations cannot be read or written.
+    #[arg(long, env = "CHAT_DEVICE_KEY")]
+    pub device_key: Option<std::path::PathBuf>,
 }
 
 impl ConnectArgs {
@@ -34,6 +38,9 @@ impl ConnectArgs {
             }
             .with_context(|| format!("--pin {pin}"))?;
             builder = builder.trust(trust);
+        }
+        if let Some(path) = &self.device_key {
+            builder = builder.device_key(path);
         }
         Ok(builder)
     }

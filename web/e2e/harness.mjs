@@ -13,13 +13,52 @@ export const webRoot = resolve(here, '..');
 export const repoRoot = resolve(webRoot, '..');
 export const artifacts = join(webRoot, 'e2e-artifacts');
 
-/** The server binary: `CHAT_SERVER_BIN`, else the workspace's debug build. */
-function serverBin() {
-  const bin = process.env.CHAT_SERVER_BIN ?? join(repoRoot, 'target', 'debug', 'chat-server');
+/** A workspace binary: `$ENV`, else the debug build of `name` from `pkg`. */
+function binary(name, pkg, env) {
+  const bin = process.env[env] ?? join(repoRoot, 'target', 'debug', name);
   if (!existsSync(bin)) {
-    throw new Error(`${bin} does not exist: run \`cargo build -p chat-server\` first`);
+    throw new Error(`${bin} does not exist: run \`cargo build -p ${pkg} --bin ${name}\` first`);
   }
   return bin;
+}
+
+const serverBin = () => binary('chat-server', 'chat-server', 'CHAT_SERVER_BIN');
+
+/**
+ * Starts the Rust SDK's echo bot as a new account with an end-to-end encryption device
+ * key; resolves once it is connected. `stop()` ends it.
+ */
+export async function startEchoBot(server, name, keyFile) {
+  const child = spawn(
+    binary('echo_bot', 'chat-examples', 'ECHO_BOT_BIN'),
+    ['--url', server.url.replace(/^http/, 'ws'), '--username', name, '--register', '--device-key', keyFile],
+    { env: { ...process.env, ECHO_BOT_PASSWORD: 'correct horse battery', RUST_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  child.stderr.on('data', (chunk) => (output += chunk));
+  await new Promise((resolveReady, reject) => {
+    const timer = setTimeout(() => reject(new Error(`echo_bot did not start:\n${output}`)), 30000);
+    child.stdout.on('data', (chunk) => {
+      output += chunk;
+      if (/echo_bot ready/.test(output)) {
+        clearTimeout(timer);
+        resolveReady();
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`echo_bot exited with ${code}:\n${output}`));
+    });
+  });
+  return {
+    output: () => output,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
 }
 
 /**

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Api } from '../src/lib/api';
 import { Chat, insertBySeq, type ChatMessage } from '../src/lib/chat.svelte';
+import { DeviceKey, type KeyStore, fromBase64, messageAad, parseHeader, toBase64 } from '../src/lib/e2e';
 import { message, sockets, welcome } from './fake';
 
 const ALICE = { id: 1, username: 'alice', display_name: 'Alice', bio: '', created_at: 0, last_seen: null };
@@ -103,6 +104,7 @@ describe('messages', () => {
     const { chat, socket } = await signedIn();
     for (const ackFirst of [true, false]) {
       chat.send(7, 'hello');
+      await vi.advanceTimersByTimeAsync(0);
       const view = chat.conversations[7];
       expect(view.outbox.map((m) => [m.text, m.status])).toEqual([['hello', 'sending']]);
       const sent = socket.sentOf('send').at(-1)!;
@@ -121,6 +123,7 @@ describe('messages', () => {
   it('a refused message is marked failed and can be retried with the same key', async () => {
     const { chat, socket } = await signedIn();
     chat.send(7, 'will fail');
+    await vi.advanceTimersByTimeAsync(0);
     const first = socket.sentOf('send')[0];
     socket.receive({ error: { request_id: first.request_id, code: 'internal', message: 'database hiccup', retry_after_ms: null } });
     await vi.advanceTimersByTimeAsync(0);
@@ -128,6 +131,7 @@ describe('messages', () => {
     expect(view.outbox.map((m) => [m.status, m.error])).toEqual([['failed', 'database hiccup']]);
     chat.retry(7, view.outbox[0].key);
     expect(view.outbox[0].status).toBe('sending');
+    await vi.advanceTimersByTimeAsync(0);
     expect(socket.sentOf('send')[1].client_msg_id).toBe(first.client_msg_id);
   });
 
@@ -237,5 +241,73 @@ describe('insertBySeq', () => {
     const list: ChatMessage[] = [];
     for (const seq of [5, 6, 2, 9, 6, 1, 5, 7]) insertBySeq(list, m(seq));
     expect(list.map((x) => x.seq)).toEqual([1, 2, 5, 6, 7, 9]);
+  });
+});
+
+describe('end-to-end encryption', () => {
+  it('seals sends for every device, opens what arrives and says what cannot be opened', async () => {
+    const alice = await DeviceKey.generate();
+    const bob = await DeviceKey.generate();
+    const keys = new Map<number, CryptoKeyPair>([[1, alice.pair]]);
+    const keyStore: KeyStore = { load: async (u) => keys.get(u) ?? null, save: async (u, p) => void keys.set(u, p) };
+    const device = (k: DeviceKey, user: number) => ({
+      id: k.device.idHex,
+      user_id: user,
+      public_key: toBase64(k.device.key),
+      name: '',
+      created_at: 0,
+    });
+    let registered: unknown = null;
+    let deviceLists = 0;
+    const server = fakeServer({
+      'POST /api/login': () => [200, session],
+      'GET /api/conversations': () => [200, { conversations: [{ ...conversation(8, 0), encrypted: true }] }],
+      'POST /api/devices': (body) => ((registered = body), [201, device(alice, 1)]),
+      'GET /api/conversations/8/devices': () => (deviceLists++, [200, [device(alice, 1), device(bob, 2)]]),
+    });
+    const s = sockets();
+    const chat = new Chat({ api: server.api, wsUrl: 'ws://chat.test/ws', createSocket: s.create, keyStore });
+    await chat.login('alice', 'secret password');
+    await vi.advanceTimersByTimeAsync(0);
+    const socket = s.made[0];
+    socket.open();
+    socket.receive(welcome(1, [[8, 0]]));
+    socket.receive({ replay_done: { truncated: [] } });
+    expect(registered).toEqual({ public_key: toBase64(alice.device.key), name: expect.stringContaining('(web)') });
+    expect(chat.device?.fingerprint).toBe(alice.device.fingerprint);
+
+    // A send goes out sealed for Bob's device and Alice's own.
+    chat.send(8, 'the vault code');
+    await vi.waitFor(() => expect(socket.sentOf('send')).toHaveLength(1));
+    const sent = socket.sentOf('send')[0] as { body: { encrypted?: string; text?: string }; client_msg_id: string };
+    expect(sent.body.text).toBeUndefined();
+    const envelope = fromBase64(sent.body.encrypted!);
+    expect(parseHeader(envelope).recipients.sort()).toEqual([alice.device.idHex, bob.device.idHex].sort());
+    const opened = await bob.open(envelope, messageAad(8, 1, sent.client_msg_id));
+    expect(new TextDecoder().decode(opened.body)).toBe('the vault code');
+
+    // What Bob seals for Alice arrives readable; what he sealed for himself only does not.
+    const incoming = async (seq: number, recipients: DeviceKey[], text: string) => {
+      const m = message(8, seq, 2, '');
+      const sealed = await bob.seal(new TextEncoder().encode(text), recipients.map((k) => k.device.key), messageAad(8, 2, m.client_msg_id));
+      socket.receive({ message: { ...m, body: { encrypted: toBase64(sealed) } } });
+    };
+    await incoming(1, [alice, bob], 'hi alice');
+    await incoming(2, [bob], 'not for alice');
+    const view = chat.conversations[8];
+    await vi.waitFor(() => expect(view.messages).toHaveLength(2));
+    expect(view.messages.map((m) => [m.text, m.encrypted])).toEqual([
+      ['hi alice', false],
+      ['Encrypted before this device was added', true],
+    ]);
+
+    // A membership change makes the next send fetch the device list again.
+    chat.send(8, 'second');
+    await vi.waitFor(() => expect(socket.sentOf('send')).toHaveLength(2));
+    expect(deviceLists).toBe(1);
+    socket.receive({ membership: { conversation: 8, user: 3, change: 'added', by: 1 } });
+    chat.send(8, 'third');
+    await vi.waitFor(() => expect(socket.sentOf('send')).toHaveLength(3));
+    expect(deviceLists).toBe(2);
   });
 });

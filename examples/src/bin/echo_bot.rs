@@ -1,7 +1,9 @@
 //! A bot that answers every message in every conversation it belongs to.
 //!
 //! `cargo run -p chat-examples --bin echo_bot -- --username echo --password 'long secret' --register`
-//! then start a direct conversation with `echo` and say something.
+//! then start a direct conversation with `echo` and say something. With
+//! `--device-key echo.key` it also answers in end-to-end encrypted conversations,
+//! sealing its echo for every device there.
 
 use anyhow::Context as _;
 use chat_examples::ConnectArgs;
@@ -50,12 +52,33 @@ async fn main() -> anyhow::Result<()> {
                     Body::Text(text) => format!("echo: {text}"),
                     Body::Encrypted(_) => "echo: (an encrypted message I cannot read)".into(),
                 };
-                client.send_text(m.conversation, reply).await?;
-                client.mark_read(m.conversation, m.seq).await?;
+                answer(&client, &m, reply).await?;
+            }
+            Event::Undecryptable { message, reason } if message.sender != client.user_id() => {
+                answer(
+                    &client,
+                    &message,
+                    format!("echo: (I could not read that: {reason})"),
+                )
+                .await?;
             }
             Event::Stopped(error) => return Err(error).context("the client stopped"),
             _ => {}
         }
     }
+    Ok(())
+}
+
+async fn answer(
+    client: &chat_sdk::Client,
+    to: &chat_sdk::chat_proto::frame::Message,
+    reply: String,
+) -> anyhow::Result<()> {
+    match client.send_text(to.conversation, reply).await {
+        Ok(_) => {}
+        // An encrypted conversation and no device key: say so once in the log, go on.
+        Err(e) => tracing::warn!(error = %e, conversation = to.conversation.get(), "cannot answer"),
+    }
+    client.mark_read(to.conversation, to.seq).await?;
     Ok(())
 }

@@ -38,6 +38,17 @@ export interface ConversationSummary extends Conversation {
   unread: number;
 }
 
+/** A device's end-to-end encryption key as the server lists it. */
+export interface Device {
+  /** 32 hex digits, derived from the key (clients check it). */
+  id: string;
+  user_id: number;
+  /** X25519 public key, standard base64. */
+  public_key: string;
+  name: string;
+  created_at: number;
+}
+
 export interface Session {
   user: User;
   access_token: string;
@@ -233,12 +244,31 @@ export class Api {
     return this.authed('GET', `/api/conversations/${id}`);
   }
 
-  createDirect(userId: number): Promise<Conversation> {
-    return this.authed('POST', '/api/conversations', { kind: 'direct', members: [userId] });
+  /** The pair's plain direct conversation, or with `encrypted` its end-to-end encrypted one. */
+  createDirect(userId: number, encrypted = false): Promise<Conversation> {
+    return this.authed('POST', '/api/conversations', { kind: 'direct', members: [userId], encrypted });
   }
 
-  createGroup(title: string, members: number[]): Promise<Conversation> {
-    return this.authed('POST', '/api/conversations', { kind: 'group', title, members });
+  createGroup(title: string, members: number[], encrypted = false): Promise<Conversation> {
+    return this.authed('POST', '/api/conversations', { kind: 'group', title, members, encrypted });
+  }
+
+  registerDevice(publicKey: string, name: string): Promise<Device> {
+    return this.authed('POST', '/api/devices', { public_key: publicKey, name });
+  }
+
+  myDevices(): Promise<Device[]> {
+    return this.authed('GET', '/api/devices');
+  }
+
+  /** A contact's devices (404 for people who share no conversation with the user). */
+  userDevices(userId: number): Promise<Device[]> {
+    return this.authed('GET', `/api/users/${userId}/devices`);
+  }
+
+  /** Every device of every member: what an encrypted message is sealed for. */
+  conversationDevices(conversation: number): Promise<Device[]> {
+    return this.authed('GET', `/api/conversations/${conversation}/devices`);
   }
 
   addMember(conversation: number, userId: number): Promise<Conversation> {

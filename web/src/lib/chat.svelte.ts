@@ -4,7 +4,20 @@
 
 import { Api, ApiError, type Conversation, type Member, SignedOutError, type User } from './api';
 import { Connection, type ConnectionState, RequestError, SessionEndedError, type SocketFactory } from './connection';
-import { type Message, TYPING_TTL_MS, newClientMsgId } from './protocol';
+import {
+  DeviceKey,
+  IndexedDbKeyStore,
+  type KeyStore,
+  OpenError,
+  type PublicDevice,
+  describeKey,
+  deviceKeyFor,
+  fromBase64,
+  messageAad,
+  toBase64,
+  unreadableText,
+} from './e2e';
+import { type Body, type Message, TYPING_TTL_MS, newClientMsgId } from './protocol';
 
 /** A message as the UI shows it: stored ones have a seq, the user's unsent ones do not. */
 export interface ChatMessage {
@@ -15,7 +28,7 @@ export interface ChatMessage {
   sender: number;
   sentAt: number;
   text: string;
-  /** An end-to-end encrypted body this client cannot show. */
+  /** An end-to-end encrypted body this device cannot open; `text` says why. */
   encrypted: boolean;
   status: 'sending' | 'sent' | 'failed';
   error: string | null;
@@ -51,7 +64,20 @@ export interface ChatOptions {
   createSocket?: SocketFactory;
   /** Repeat of the typing indicator while the user keeps typing. */
   typingRepeatMs?: number;
+  /** Where this browser's device keys live (IndexedDB by default). */
+  keyStore?: KeyStore;
 }
+
+/** A device as the UI shows it: the fingerprint is computed here, from the key. */
+export interface DeviceView extends PublicDevice {
+  name: string;
+  createdAt: number;
+  /** This browser's own device. */
+  current: boolean;
+}
+
+/** How long a conversation's device list is trusted before a send fetches it again. */
+const DEVICES_TTL_MS = 10_000;
 
 const PAGE = 50;
 
@@ -100,6 +126,13 @@ function newest(view: ConversationView, m: ChatMessage): boolean {
   return true;
 }
 
+/** A name for this browser in the user's device list. */
+function deviceName(): string {
+  const ua = typeof navigator === 'undefined' ? '' : navigator.userAgent;
+  const browser = /Firefox\//.test(ua) ? 'Firefox' : /Edg\//.test(ua) ? 'Edge' : /Chrom/.test(ua) ? 'Chromium' : /Safari\//.test(ua) ? 'Safari' : 'Browser';
+  return `${browser} (web)`;
+}
+
 function describe(e: unknown): string {
   if (e instanceof ApiError || e instanceof RequestError || e instanceof Error) return e.message;
   return String(e);
@@ -119,6 +152,8 @@ export class Chat {
   notice = $state<string | null>(null);
   /** The document is visible and focused: arriving messages count as read. */
   attentive = $state(true);
+  /** This browser's end-to-end encryption device, once set up; null where WebCrypto lacks X25519. */
+  device = $state<PublicDevice | null>(null);
 
   sorted = $derived(
     Object.values(this.conversations).sort((a, b) => b.lastActivity - a.lastActivity || b.id - a.id),
@@ -131,6 +166,8 @@ export class Chat {
   private sweeper: ReturnType<typeof setInterval> | null = null;
   private fetchingConversation = new Map<number, Promise<void>>();
   private readSent = new Map<number, number>();
+  private deviceKey: DeviceKey | null = null;
+  private recipients = new Map<number, { keys: Uint8Array[]; at: number }>();
 
   constructor(opts: ChatOptions = {}) {
     this.opts = opts;
@@ -170,13 +207,19 @@ export class Chat {
 
   private async begin(user: User): Promise<void> {
     this.notice = null;
+    // The device key first: what the UI shows once `me` is set may need opening.
+    await this.setUpDevice(user.id);
     this.me = user;
     this.users[user.id] = user;
     const list = await this.api.conversations();
     for (const summary of list) {
       const view = this.view(summary);
       view.unread = summary.unread;
-      if (summary.last_message) view.lastMessage = toChat(summary.last_message);
+      const last = summary.last_message;
+      if (last) {
+        view.lastMessage = toChat(last);
+        if ('encrypted' in last.body) void this.decode(last).then((m) => (view.lastMessage = m));
+      }
     }
     this.connect(list.map((c) => ({ conversation: c.id, seq: c.last_seq })));
     this.sweeper = setInterval(() => this.sweepTyping(), 1000);
@@ -227,6 +270,7 @@ export class Chat {
           if (r.user === this.me?.id && r.seq >= view.lastSeq) view.unread = 0;
         },
         onMembership: (m) => {
+          this.recipients.delete(m.conversation);
           if (m.user === this.me?.id && m.change === 'removed') {
             delete this.conversations[m.conversation];
             if (this.activeId === m.conversation) this.activeId = null;
@@ -238,6 +282,76 @@ export class Chat {
       },
     });
     this.conn.start();
+  }
+
+  /** Loads or creates this browser's device key for the account and registers it. */
+  private async setUpDevice(user: number): Promise<void> {
+    this.deviceKey = null;
+    this.device = null;
+    try {
+      const key = await deviceKeyFor(user, this.opts.keyStore ?? new IndexedDbKeyStore());
+      await this.api.registerDevice(toBase64(key.device.key), deviceName());
+      this.deviceKey = key;
+      this.device = key.device;
+    } catch (e) {
+      // Encrypted conversations then show why they cannot be read or written.
+      console.warn('end-to-end encryption is unavailable in this browser:', describe(e));
+    }
+  }
+
+  /** A message for the UI: encrypted bodies are opened with this device's key. */
+  private async decode(m: Message): Promise<ChatMessage> {
+    const msg = toChat(m);
+    if (!('encrypted' in m.body)) return msg;
+    try {
+      if (!this.deviceKey) throw new OpenError('no_device_key');
+      const opened = await this.deviceKey.open(
+        fromBase64(m.body.encrypted),
+        messageAad(m.conversation, m.sender, m.client_msg_id),
+      );
+      msg.text = new TextDecoder('utf-8', { fatal: true }).decode(opened.body);
+      msg.encrypted = false;
+    } catch (e) {
+      msg.text = unreadableText(e instanceof OpenError ? e.reason : 'rejected');
+    }
+    return msg;
+  }
+
+  /** The body to send: sealed for every member's every device in an encrypted conversation. */
+  private async body(view: ConversationView, msg: ChatMessage): Promise<Body> {
+    if (!view.encrypted) return { text: msg.text };
+    const key = this.deviceKey;
+    if (!key || !this.me) throw new Error('This browser cannot encrypt messages (no X25519 in WebCrypto).');
+    let cached = this.recipients.get(view.id);
+    if (!cached || Date.now() - cached.at > DEVICES_TTL_MS) {
+      const devices = await this.api.conversationDevices(view.id);
+      const keys: Uint8Array[] = [];
+      for (const d of devices) {
+        const key = fromBase64(d.public_key);
+        // The id the server lists must be the key's own.
+        if ((await describeKey(key)).idHex === d.id) keys.push(key);
+      }
+      cached = { keys, at: Date.now() };
+      this.recipients.set(view.id, cached);
+    }
+    const sealed = await key.seal(
+      new TextEncoder().encode(msg.text),
+      [...cached.keys, key.device.key],
+      messageAad(view.id, this.me.id, msg.key),
+    );
+    return { encrypted: toBase64(sealed) };
+  }
+
+  /** The devices of a user, with fingerprints computed here. */
+  async devicesOf(userId: number): Promise<DeviceView[]> {
+    const list = userId === this.me?.id ? await this.api.myDevices() : await this.api.userDevices(userId);
+    const out: DeviceView[] = [];
+    for (const d of list) {
+      const described = await describeKey(fromBase64(d.public_key));
+      if (described.idHex !== d.id) continue;
+      out.push({ ...described, name: d.name, createdAt: d.created_at, current: d.id === this.device?.idHex });
+    }
+    return out;
   }
 
   private stop(): void {
@@ -257,6 +371,9 @@ export class Chat {
     this.activeId = null;
     this.everLive = false;
     this.readSent.clear();
+    this.recipients.clear();
+    this.deviceKey = null;
+    this.device = null;
     this.connection = { kind: 'connecting', attempt: 0 };
   }
 
@@ -362,7 +479,7 @@ export class Chat {
     try {
       const before = view.historyLoaded ? (view.messages[0]?.seq ?? null) : null;
       const page = await this.api.history(id, before, PAGE);
-      for (const m of page.messages) insertBySeq(view.messages, toChat(m));
+      for (const m of await Promise.all(page.messages.map((m) => this.decode(m)))) insertBySeq(view.messages, m);
       view.hasMore = page.has_more;
       view.historyLoaded = true;
       const newest = page.messages[0];
@@ -394,16 +511,20 @@ export class Chat {
   }
 
   private onMessage(m: Message): void {
+    if ('encrypted' in m.body) void this.decode(m).then((msg) => this.deliver(m, msg));
+    else this.deliver(m, toChat(m));
+  }
+
+  private deliver(m: Message, msg: ChatMessage): void {
     const view = this.conversations[m.conversation];
     if (!view) {
       // A conversation we do not know yet (created by someone else): fetch it, then
       // deliver; its history fills in when it is opened.
       void this.refreshConversation(m.conversation).then(() => {
-        if (this.conversations[m.conversation]) this.onMessage(m);
+        if (this.conversations[m.conversation]) this.deliver(m, msg);
       });
       return;
     }
-    const msg = toChat(m);
     const pending = view.outbox.findIndex((p) => p.key === msg.key && m.sender === this.me?.id);
     if (pending >= 0) view.outbox.splice(pending, 1);
     insertBySeq(view.messages, msg);
@@ -468,8 +589,11 @@ export class Chat {
 
   private transmit(view: ConversationView, key: string): void {
     const msg = view.outbox.find((m) => m.key === key);
-    if (!msg || !this.conn) return;
-    this.conn.send(view.id, key, { text: msg.text }).then(
+    const conn = this.conn;
+    if (!msg || !conn) return;
+    this.body(view, msg)
+      .then((body) => conn.send(view.id, key, body))
+      .then(
       (ack) => {
         const i = view.outbox.findIndex((m) => m.key === key);
         if (i < 0) return;
@@ -543,15 +667,15 @@ export class Chat {
   }
 
   /** The direct conversation with `userId`, created on first use. */
-  async startDirect(userId: number): Promise<number> {
-    const c = await this.api.createDirect(userId);
+  async startDirect(userId: number, encrypted = false): Promise<number> {
+    const c = await this.api.createDirect(userId, encrypted);
     this.view(c);
     this.conn?.track(c.id, c.last_seq);
     return c.id;
   }
 
-  async createGroup(title: string, members: number[]): Promise<number> {
-    const c = await this.api.createGroup(title, members);
+  async createGroup(title: string, members: number[], encrypted = false): Promise<number> {
+    const c = await this.api.createGroup(title, members, encrypted);
     this.view(c);
     this.conn?.track(c.id, c.last_seq);
     return c.id;
@@ -559,10 +683,13 @@ export class Chat {
 
   async addMember(id: number, userId: number): Promise<void> {
     this.view(await this.api.addMember(id, userId));
+    this.recipients.delete(id);
   }
 
   async removeMember(id: number, userId: number): Promise<void> {
     await this.api.removeMember(id, userId);
+    // The next sealed message must not carry a key for the removed member's devices.
+    this.recipients.delete(id);
     await this.refreshConversation(id);
   }
 
