@@ -10,6 +10,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 const BODY: usize = 16 * 1024;
 
 fn body_layer(c: &mut Criterion) {
+    eprintln!("{}", chat_crypto::backend());
     // The body is what scales with message size: sealing for one device with and
     // without a 16 KiB body isolates its AES-256-GCM cost from the fixed HPKE cost.
     let sender = DeviceSecret::generate();

@@ -109,3 +109,34 @@ impl fmt::Display for Backend {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_says_what_was_detected() {
+        let b = backend();
+        let shown = b.to_string();
+        for (name, on) in [
+            ("AES-NI", b.aes_ni),
+            ("PCLMULQDQ", b.pclmulqdq),
+            ("AVX2", b.avx2),
+            ("VAES", b.vaes),
+            ("SHA-NI", b.sha_ni),
+        ] {
+            let expected = format!("{name} {}", if on { "yes" } else { "no" });
+            assert!(
+                shown.contains(&expected),
+                "{expected:?} missing from {shown:?}"
+            );
+        }
+        assert_eq!(b.aes_gcm_accelerated(), b.aes_ni && b.pclmulqdq);
+        assert_eq!(
+            shown.contains("hardware AES + GHASH"),
+            b.aes_gcm_accelerated()
+        );
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(b.aes_ni, std::arch::is_x86_feature_detected!("aes"));
+    }
+}

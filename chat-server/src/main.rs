@@ -17,6 +17,7 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Human => logs.with_ansi(ansi).init(),
         LogFormat::Json => logs.json().init(),
     }
+    tracing::info!(backend = %chat_crypto::backend(), "cryptography");
     let server = chat_server::Server::bind(config)
         .await
         .context("starting chat-server")?;
