@@ -1,5 +1,6 @@
 //! Error codes on the wire and the codecs' typed errors (PROTOCOL.md §7 "Errors").
 
+use crate::version::ProtocolVersion;
 use serde::{Deserialize, Serialize};
 
 /// Stable error codes carried by `error` frames.
@@ -51,11 +52,15 @@ pub enum ErrorCode {
     Unavailable,
     /// An unexpected server failure; the request may be retried.
     Internal,
+    /// An end-to-end encrypted body was not sealed for exactly the devices of the
+    /// conversation's members (one was added or removed): fetch the device list again,
+    /// seal again and resend with the same client message id. Since version 1.1.
+    DevicesChanged,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadFrame,
         ErrorCode::UnsupportedFrame,
         ErrorCode::UnsupportedVersion,
@@ -75,6 +80,7 @@ impl ErrorCode {
         ErrorCode::IdleTimeout,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::DevicesChanged,
     ];
 
     /// The snake_case name used in JSON.
@@ -99,6 +105,26 @@ impl ErrorCode {
             ErrorCode::IdleTimeout => "idle_timeout",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::DevicesChanged => "devices_changed",
+        }
+    }
+
+    /// The first protocol version that defines this code.
+    pub const fn since(self) -> ProtocolVersion {
+        match self {
+            ErrorCode::DevicesChanged => ProtocolVersion { major: 1, minor: 1 },
+            _ => ProtocolVersion { major: 1, minor: 0 },
+        }
+    }
+
+    /// The code to send a peer that negotiated `version`: this one if that version
+    /// defines it, else the nearest older code (`invalid_request` for refusals added
+    /// later), so peers never receive a value they cannot decode (§2).
+    pub fn for_version(self, version: ProtocolVersion) -> ErrorCode {
+        if version.minor >= self.since().minor {
+            self
+        } else {
+            ErrorCode::InvalidRequest
         }
     }
 
@@ -198,4 +224,30 @@ pub enum EncodeError {
     /// The serializer failed (cannot happen for frames built from this crate's types).
     #[error("serialization failed: {0}")]
     Serialize(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_newer_than_the_peer_fall_back_to_invalid_request() {
+        let v1_0 = ProtocolVersion { major: 1, minor: 0 };
+        let v1_1 = ProtocolVersion { major: 1, minor: 1 };
+        assert_eq!(
+            ErrorCode::DevicesChanged.for_version(v1_0),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            ErrorCode::DevicesChanged.for_version(v1_1),
+            ErrorCode::DevicesChanged
+        );
+        for code in ErrorCode::ALL {
+            assert_eq!(code.for_version(ProtocolVersion::CURRENT), code);
+            if code.since() == v1_0 {
+                assert_eq!(code.for_version(v1_0), code);
+            }
+        }
+        assert!(!ErrorCode::DevicesChanged.is_fatal());
+    }
 }

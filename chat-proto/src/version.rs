@@ -27,7 +27,7 @@ pub struct ProtocolVersion {
 
 impl ProtocolVersion {
     /// The version this crate implements.
-    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 1 };
 
     /// The version both peers speak, given the client's announced version, or `None`
     /// when the majors differ.

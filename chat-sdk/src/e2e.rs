@@ -230,21 +230,31 @@ impl Crypto {
         self.recipients.lock().expect("lock").remove(&conversation);
     }
 
-    /// `body` as it must be sent: text to an encrypted conversation is sealed for every
-    /// member's every device; everything else goes as it is.
-    pub(crate) async fn prepare(
+    /// Whether text sent to `conversation` is sealed first: the conversation is
+    /// encrypted and this client has a device key. Other bodies go as they are.
+    pub(crate) async fn seals_text(
+        &self,
+        auth: &Auth,
+        conversation: ConversationId,
+    ) -> Result<bool> {
+        if self.device.is_none() {
+            return Ok(false);
+        }
+        self.is_encrypted(auth, conversation).await
+    }
+
+    /// `text` sealed for every member's every device (the list is fetched when stale).
+    pub(crate) async fn seal_text(
         &self,
         auth: &Auth,
         conversation: ConversationId,
         client_msg_id: ClientMsgId,
-        body: Body,
+        text: &str,
     ) -> Result<Body> {
-        let (Some(device), Body::Text(text)) = (&self.device, &body) else {
-            return Ok(body);
-        };
-        if !self.is_encrypted(auth, conversation).await? {
-            return Ok(body);
-        }
+        let device = self
+            .device
+            .as_ref()
+            .ok_or_else(|| Error::Config("no device key".into()))?;
         let recipients = self.recipients(auth, conversation).await?;
         let aad = message_aad(
             conversation.get(),

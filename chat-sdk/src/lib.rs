@@ -85,6 +85,7 @@ use std::time::Duration;
 
 pub use chat_proto;
 use chat_proto::body::Body;
+use chat_proto::error::ErrorCode;
 use chat_proto::frame::{Ack, Cursor, Membership, Message, Page, Presence, Receipt, Typing};
 use chat_proto::ids::{ClientMsgId, ConversationId, Seq, UserId};
 use chat_proto::session::{ClientConfig, ClientSession, ConnectionState};
@@ -333,11 +334,38 @@ impl Client {
         client_msg_id: ClientMsgId,
         body: Body,
     ) -> Result<Ack> {
-        let body = self
-            .inner
-            .crypto
-            .prepare(&self.inner.auth, conversation, client_msg_id, body)
-            .await?;
+        let crypto = &self.inner.crypto;
+        let auth = &self.inner.auth;
+        let text = match body {
+            Body::Text(text) if crypto.seals_text(auth, conversation).await? => text,
+            body => return self.send_as_is(conversation, client_msg_id, body).await,
+        };
+        // Sealed here: if the conversation's devices changed since the list was fetched,
+        // the server says so and the text is sealed again for the new list.
+        let mut attempts = 0;
+        loop {
+            let sealed = crypto
+                .seal_text(auth, conversation, client_msg_id, &text)
+                .await?;
+            match self.send_as_is(conversation, client_msg_id, sealed).await {
+                Err(Error::Server {
+                    code: ErrorCode::DevicesChanged,
+                    ..
+                }) if attempts < 3 => {
+                    attempts += 1;
+                    crypto.members_changed(conversation);
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn send_as_is(
+        &self,
+        conversation: ConversationId,
+        client_msg_id: ClientMsgId,
+        body: Body,
+    ) -> Result<Ack> {
         self.ask(|reply| Command::Send {
             conversation,
             client_msg_id,

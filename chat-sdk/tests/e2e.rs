@@ -182,8 +182,7 @@ async fn encrypted_direct_chat_across_devices_never_stores_plaintext() {
 async fn what_must_not_open_does_not() {
     let server = TestServer::start().await;
     let keys = tempfile::tempdir().expect("key dir");
-    let (alice, mut alice_events) =
-        user(&server, "alice", Some(&keys.path().join("alice.key"))).await;
+    let (alice, _) = user(&server, "alice", Some(&keys.path().join("alice.key"))).await;
     let (bob, mut bob_events) = user(&server, "bob", Some(&keys.path().join("bob.key"))).await;
     let (carol, mut carol_events) =
         user(&server, "carol", Some(&keys.path().join("carol.key"))).await;
@@ -217,29 +216,49 @@ async fn what_must_not_open_does_not() {
         panic!("the envelope stays")
     };
 
-    // Replayed by another member under a new message id: authentication fails for
-    // everyone (it is bound to Alice and her message id).
-    bob.send(
-        group.id,
-        chat_sdk::new_client_msg_id(),
-        Body::Encrypted(envelope.clone()),
-    )
-    .await
-    .expect("the server forwards it unread");
-    let (_, reason) = undecryptable(&mut carol_events).await;
-    assert_eq!(reason, DecryptError::Rejected);
-    let (_, reason) = undecryptable(&mut alice_events).await;
-    assert_eq!(reason, DecryptError::Rejected);
-    // Garbage in an envelope is malformed, not a crash.
-    bob.send(
-        group.id,
-        chat_sdk::new_client_msg_id(),
-        Body::Encrypted(Envelope(vec![9u8; 40].into())),
-    )
-    .await
-    .expect("forwarded");
-    let (_, reason) = undecryptable(&mut carol_events).await;
-    assert_eq!(reason, DecryptError::Malformed);
+    // In the encrypted group the server refuses what is not a well-formed envelope from
+    // one of the sender's own devices: another member cannot replay Alice's envelope.
+    for forged in [envelope.clone(), Envelope(vec![9u8; 40].into())] {
+        let refused = bob
+            .send(
+                group.id,
+                chat_sdk::new_client_msg_id(),
+                Body::Encrypted(forged),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Error::Server {
+                    code: ErrorCode::InvalidRequest,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+    }
+    // Where the server does not check (a plain conversation), the receivers do:
+    // Alice's envelope replayed under Bob's name fails authentication, garbage is
+    // malformed, and neither is a crash.
+    let plain = bob
+        .create_group("Plain", &[carol.user_id()])
+        .await
+        .expect("plain group");
+    for (forged, expected) in [
+        (envelope.clone(), DecryptError::Rejected),
+        (Envelope(vec![9u8; 40].into()), DecryptError::Malformed),
+    ] {
+        bob.send(
+            plain.id,
+            chat_sdk::new_client_msg_id(),
+            Body::Encrypted(forged),
+        )
+        .await
+        .expect("forwarded unread");
+        let (message, reason) = undecryptable(&mut carol_events).await;
+        assert_eq!((message.conversation, reason), (plain.id, expected));
+    }
 
     // Carol is removed: the next message is not sealed for her device.
     alice
@@ -268,6 +287,25 @@ async fn what_must_not_open_does_not() {
             .contains(&bob.device_key().expect("key").id())
     );
     assert_eq!(header.sender_device, alice.device_key().expect("key").id());
+    // An envelope still sealed for Carol's device is refused: the devices changed.
+    let stale = alice
+        .send(
+            group.id,
+            chat_sdk::new_client_msg_id(),
+            Body::Encrypted(envelope.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            Error::Server {
+                code: ErrorCode::DevicesChanged,
+                ..
+            }
+        ),
+        "{stale:?}"
+    );
 
     // A device added later cannot read what was sent before it existed.
     let (bob_tablet, _) = device(&server, "bob", &keys.path().join("bob-tablet.key")).await;
@@ -284,11 +322,8 @@ async fn what_must_not_open_does_not() {
         matches!(first_seen.body, Body::Encrypted(_)),
         "sealed before the tablet existed"
     );
-    // ... but reads what is sent after (the sender refetches the device list).
-    alice
-        .remove_member(group.id, dave.user_id())
-        .await
-        .expect("membership change refreshes");
+    // ... but reads what is sent after, at once: Alice's cached device list is stale,
+    // the server says so, and her client seals again for the new list.
     let later = alice
         .send_text(group.id, "hello tablet")
         .await

@@ -231,6 +231,8 @@ struct Driver {
     proto: ServerSession,
     handle: SessionHandle,
     user: Option<UserId>,
+    /// The negotiated protocol version (the newest until the handshake).
+    version: chat_proto::version::ProtocolVersion,
     registered: bool,
     pending: FuturesOrdered<PendingAck>,
     typing: HashMap<ConversationId, Instant>,
@@ -248,6 +250,7 @@ impl Driver {
             proto: ServerSession::new(limits),
             handle,
             user: None,
+            version: chat_proto::version::ProtocolVersion::CURRENT,
             registered: false,
             pending: FuturesOrdered::new(),
             typing: HashMap::new(),
@@ -267,6 +270,7 @@ impl Driver {
     }
 
     fn error(&self, request_id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) {
+        let code = code.for_version(self.version);
         self.push(ServerFrame::error(request_id, code, message));
     }
 
@@ -449,6 +453,7 @@ impl Driver {
             }
         };
         let user = caller.user.id;
+        self.version = version;
         tracing::Span::current().record("user", tracing::field::display(user));
         if self.proto.established(user).is_err() {
             return Some(CloseReason::Policy);
@@ -637,6 +642,14 @@ impl Driver {
                     }));
                     return;
                 }
+                // After the rate limit: this check reads the database.
+                if let (true, Body::Encrypted(envelope)) = (c.encrypted, &send.body)
+                    && let Err((code, message)) = self
+                        .check_recipients(user, send.conversation, envelope)
+                        .await
+                {
+                    return self.fail(request_id, code, message);
+                }
                 let message = NewMessage {
                     conversation: send.conversation,
                     sender: user,
@@ -736,6 +749,48 @@ impl Driver {
                 );
             }
         }
+    }
+
+    /// An encrypted conversation's envelope must come from one of the sender's devices
+    /// and be sealed for exactly the members' devices (PROTOCOL.md §5.1).
+    async fn check_recipients(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        envelope: &chat_proto::body::Envelope,
+    ) -> Result<(), (ErrorCode, &'static str)> {
+        use std::collections::BTreeSet;
+        let header = chat_crypto::e2e::EnvelopeHeader::parse(&envelope.0).map_err(|_| {
+            (
+                ErrorCode::InvalidRequest,
+                "not an end-to-end envelope (PROTOCOL.md §5.1)",
+            )
+        })?;
+        let devices = match self.app.store().conversation_devices(conversation).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "device lookup failed");
+                return Err((ErrorCode::Unavailable, "storage is unavailable"));
+            }
+        };
+        let sender_device = devices
+            .iter()
+            .any(|d| d.user_id == user && d.public_key.id() == header.sender_device);
+        if !sender_device {
+            return Err((
+                ErrorCode::InvalidRequest,
+                "the sealing device is not registered to this account",
+            ));
+        }
+        let expected: BTreeSet<_> = devices.iter().map(|d| d.public_key.id()).collect();
+        let sealed_for: BTreeSet<_> = header.recipients.iter().copied().collect();
+        if sealed_for != expected || sealed_for.len() != header.recipients.len() {
+            return Err((
+                ErrorCode::DevicesChanged,
+                "the conversation's devices changed: fetch them again and seal again",
+            ));
+        }
+        Ok(())
     }
 
     fn fail(&mut self, request_id: Option<RequestId>, code: ErrorCode, message: &str) {

@@ -1097,3 +1097,119 @@ async fn pages_are_cut_to_the_frame_limit() {
     assert_eq!(page.messages[0].seq.get(), 100, "newest first");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn encrypted_sends_must_be_sealed_for_exactly_the_members_devices() {
+    use base64::Engine as _;
+    use chat_crypto::e2e::{DevicePublicKey, DeviceSecret, message_aad};
+    use chat_proto::body::Envelope;
+    use chat_proto::version::ProtocolVersion;
+
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let (ann, ben) = (s.register("ann").await, s.register("ben").await);
+    let (ann_key, ben_key) = (DeviceSecret::generate(), DeviceSecret::generate());
+    for (account, key) in [(&ann, &ann_key), (&ben, &ben_key)] {
+        let public = base64::engine::general_purpose::STANDARD.encode(key.public_key().as_bytes());
+        let r = s
+            .post(
+                "/api/devices",
+                Some(&account.token),
+                json!({"public_key": public}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let r = s
+        .post(
+            "/api/conversations",
+            Some(&ann.token),
+            json!({"kind": "direct", "members": [ben.id], "encrypted": true}),
+        )
+        .await;
+    let conv = r.body["id"].as_u64().expect("id");
+    let sealed = |by: &DeviceSecret, for_: &[&DevicePublicKey], key: u8| {
+        let aad = message_aad(conv, ann.id, &[key; 16]);
+        Envelope(
+            by.seal(b"sealed", for_.iter().copied(), &aad)
+                .expect("seal")
+                .into(),
+        )
+    };
+    let frame = |request: u32, key: u8, body: Body| {
+        ClientFrame::Send(Send {
+            request_id: RequestId(request),
+            conversation: cid(conv),
+            client_msg_id: ClientMsgId::from_bytes([key; 16]),
+            body,
+        })
+    };
+    let (mut b, _) = WsClient::login(s.addr(), Sub::Postcard, &ben.token, vec![]).await;
+    b.until_live().await;
+    let (mut a, welcome) = WsClient::login(s.addr(), Sub::Json, &ann.token, vec![]).await;
+    assert_eq!(welcome.version, ProtocolVersion::CURRENT);
+    a.until_live().await;
+
+    // Plain text is refused; an envelope for both devices is stored and forwarded as is.
+    a.send(&send(1, conv, 1, "plain")).await;
+    assert_eq!(next_error(&mut a).await.code, ErrorCode::EncryptionRequired);
+    let good = sealed(&ann_key, &[ann_key.public_key(), ben_key.public_key()], 2);
+    a.send(&frame(2, 2, Body::Encrypted(good.clone()))).await;
+    let m = next_message(&mut b).await;
+    assert_eq!(m.body, Body::Encrypted(good));
+
+    // Not for exactly the members' devices: a device missing, or an outsider's added.
+    let outsider = DeviceSecret::generate();
+    for (request, for_) in [
+        (3, vec![ann_key.public_key()]),
+        (
+            4,
+            vec![
+                ann_key.public_key(),
+                ben_key.public_key(),
+                outsider.public_key(),
+            ],
+        ),
+    ] {
+        a.send(&frame(
+            request,
+            request as u8,
+            Body::Encrypted(sealed(&ann_key, &for_, request as u8)),
+        ))
+        .await;
+        let e = next_error(&mut a).await;
+        assert_eq!(
+            (e.request_id, e.code),
+            (Some(RequestId(request)), ErrorCode::DevicesChanged)
+        );
+    }
+    // Sealed by a device that is not Ann's, or not an envelope at all.
+    let foreign = sealed(&ben_key, &[ann_key.public_key(), ben_key.public_key()], 5);
+    for (request, body) in [(5, foreign), (6, Envelope(vec![1u8; 30].into()))] {
+        a.send(&frame(request, request as u8, Body::Encrypted(body)))
+            .await;
+        let e = next_error(&mut a).await;
+        assert_eq!(
+            (e.request_id, e.code),
+            (Some(RequestId(request)), ErrorCode::InvalidRequest)
+        );
+    }
+
+    // A 1.0 client never sees the 1.1 code: it gets invalid_request instead.
+    let older = ProtocolVersion { major: 1, minor: 0 };
+    let (mut old, welcome) =
+        WsClient::login_at(s.addr(), Sub::Postcard, &ann.token, vec![], older).await;
+    assert_eq!(welcome.version, older);
+    old.until_live().await;
+    old.send(&frame(
+        7,
+        7,
+        Body::Encrypted(sealed(&ann_key, &[ann_key.public_key()], 7)),
+    ))
+    .await;
+    let e = next_error(&mut old).await;
+    assert_eq!(
+        (e.request_id, e.code),
+        (Some(RequestId(7)), ErrorCode::InvalidRequest)
+    );
+    s.stop().await;
+}

@@ -309,5 +309,18 @@ describe('end-to-end encryption', () => {
     chat.send(8, 'third');
     await vi.waitFor(() => expect(socket.sentOf('send')).toHaveLength(3));
     expect(deviceLists).toBe(2);
+
+    // The server refuses a send sealed for an outdated device list: the app fetches the
+    // list again and resends, sealed anew, under the same idempotency key.
+    const third = socket.sentOf('send')[2] as { request_id: number; client_msg_id: string; body: { encrypted: string } };
+    socket.receive({
+      error: { request_id: third.request_id, code: 'devices_changed', message: 'devices changed', retry_after_ms: null },
+    });
+    await vi.waitFor(() => expect(socket.sentOf('send')).toHaveLength(4));
+    const resent = socket.sentOf('send')[3] as typeof third;
+    expect(deviceLists).toBe(3);
+    expect(resent.client_msg_id).toBe(third.client_msg_id);
+    expect(resent.body.encrypted).not.toBe(third.body.encrypted);
+    expect(chat.conversations[8].outbox.map((m) => m.status)).toEqual(['sending', 'sending', 'sending']);
   });
 });

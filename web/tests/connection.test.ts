@@ -60,7 +60,7 @@ describe('handshake and requests', () => {
     expect(socket.sent).toEqual([
       {
         hello: {
-          version: { major: 1, minor: 0 },
+          version: { major: 1, minor: 1 },
           token: 'token',
           client: 'chat-web/0.1',
           resume: [{ conversation: 7, seq: 14 }],

@@ -110,9 +110,20 @@ impl WsClient {
         token: &str,
         resume: Vec<Cursor>,
     ) -> (Self, Welcome) {
+        Self::login_at(addr, sub, token, resume, ProtocolVersion::CURRENT).await
+    }
+
+    /// [`WsClient::login`] announcing an older protocol version.
+    pub async fn login_at(
+        addr: SocketAddr,
+        sub: Sub,
+        token: &str,
+        resume: Vec<Cursor>,
+        version: ProtocolVersion,
+    ) -> (Self, Welcome) {
         let mut c = Self::connect(addr, sub).await;
         c.send(&ClientFrame::Hello(Hello {
-            version: ProtocolVersion::CURRENT,
+            version,
             token: token.to_owned(),
             client: "test".into(),
             resume,

@@ -587,7 +587,7 @@ export class Chat {
     view.outbox = view.outbox.filter((m) => m.key !== key || m.status !== 'failed');
   }
 
-  private transmit(view: ConversationView, key: string): void {
+  private transmit(view: ConversationView, key: string, resealed = 0): void {
     const msg = view.outbox.find((m) => m.key === key);
     const conn = this.conn;
     if (!msg || !conn) return;
@@ -605,6 +605,13 @@ export class Chat {
         newest(view, sent);
       },
       (e: unknown) => {
+        if (e instanceof RequestError && e.code === 'devices_changed' && resealed < 3) {
+          // A member's device came or went since the list was fetched: seal again for
+          // the current list, under the same idempotency key.
+          this.recipients.delete(view.id);
+          this.transmit(view, key, resealed + 1);
+          return;
+        }
         const m = view.outbox.find((x) => x.key === key);
         if (!m) return;
         m.status = 'failed';

@@ -5,7 +5,7 @@
 export const SUBPROTOCOL = 'chat.v1.json';
 
 /** The protocol version this client speaks. */
-export const VERSION = { major: 1, minor: 0 } as const;
+export const VERSION = { major: 1, minor: 1 } as const;
 
 /** Defaults of PROTOCOL.md §8, used until `welcome` announces the server's values. */
 export const DEFAULT_LIMITS: Limits = {
@@ -125,7 +125,8 @@ export type ErrorCode =
   | 'slow_consumer'
   | 'idle_timeout'
   | 'unavailable'
-  | 'internal';
+  | 'internal'
+  | 'devices_changed';
 
 /** Error codes after which the server closes the connection (PROTOCOL.md §7). */
 export const FATAL_CODES: ReadonlySet<string> = new Set([
