@@ -63,6 +63,26 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # End-to-end encryption
+//!
+//! Give the client a device key file and it takes part in encrypted conversations:
+//! texts are sealed for every member's every device before they leave, and arrive
+//! opened ([`Event::Undecryptable`] says why one could not be). The server only ever
+//! sees ciphertext (SECURITY.md in the repository describes the design).
+//!
+//! ```no_run
+//! # async fn run(bob: chat_sdk::chat_proto::ids::UserId) -> Result<(), chat_sdk::Error> {
+//! let client = chat_sdk::ClientBuilder::new("ws://127.0.0.1:8080")
+//!     .login("alice", "correct horse battery")
+//!     .device_key("alice.key") // created owner-only on first use, registered on connect
+//!     .connect()
+//!     .await?;
+//! println!("this device: {}", client.device_key().expect("a key").fingerprint());
+//! let chat = client.create_encrypted_direct(bob).await?;
+//! client.send_text(chat.id, "only bob's devices and mine can read this").await?;
+//! # Ok(()) }
+//! ```
+//!
 //! The handle is cheap to clone and `Send + Sync`; dropping the last clone shuts the
 //! connection down. Every method is cancellation-safe: a dropped future never leaves
 //! the client in a broken state (a send whose future is dropped may still be

@@ -1091,13 +1091,7 @@ async fn device_keys_are_registered_and_shown_to_contacts_only() {
     // Contacts see each other's devices; strangers do not.
     let path = format!("/api/users/{}/devices", ann.id);
     assert_eq!(s.get(&path, &ben.token).await.status, StatusCode::NOT_FOUND);
-    let r = s
-        .post(
-            "/api/conversations",
-            Some(&ann.token),
-            json!({"kind": "direct", "members": [ben.id], "encrypted": true}),
-        )
-        .await;
+    let r = s.encrypted_direct(&ann, &ben).await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.body["encrypted"], true);
     let dm = r.body["id"].as_u64().expect("id");

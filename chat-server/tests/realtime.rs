@@ -1119,14 +1119,9 @@ async fn encrypted_sends_must_be_sealed_for_exactly_the_members_devices() {
             .await;
         assert_eq!(r.status, StatusCode::CREATED);
     }
-    let r = s
-        .post(
-            "/api/conversations",
-            Some(&ann.token),
-            json!({"kind": "direct", "members": [ben.id], "encrypted": true}),
-        )
-        .await;
-    let conv = r.body["id"].as_u64().expect("id");
+    let conv = s.encrypted_direct(&ann, &ben).await.body["id"]
+        .as_u64()
+        .expect("id");
     let sealed = |by: &DeviceSecret, for_: &[&DevicePublicKey], key: u8| {
         let aad = message_aad(conv, ann.id, &[key; 16]);
         Envelope(

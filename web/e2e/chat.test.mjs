@@ -7,6 +7,7 @@ import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   artifacts,
+  eventually,
   launchBrowser,
   messages,
   openConversation,
@@ -29,22 +30,6 @@ after(async () => {
   await browser?.close();
   await server?.close();
 });
-
-/** Waits until `f()` deep-equals `expected`, or fails with the last value seen. */
-async function eventually(f, expected, timeout = 10000) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    last = await f();
-    try {
-      assert.deepEqual(last, expected);
-      return;
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test('two people chat in a direct conversation, with typing, receipts and a reload', async () => {
   const alice = await person(browser, server, 'alice', 'Alice Liddell');

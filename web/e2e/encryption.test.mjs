@@ -8,6 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  eventually,
   launchBrowser,
   messages,
   openConversation,
@@ -33,21 +34,6 @@ after(async () => {
   await server?.close();
   rmSync(keys, { recursive: true, force: true });
 });
-
-async function eventually(f, expected, timeout = 15000) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    last = await f();
-    try {
-      assert.deepEqual(last, expected);
-      return;
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Starts (or reopens) the end-to-end encrypted conversation with `other`. */
 async function startEncrypted(p, other) {

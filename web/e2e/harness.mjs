@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, existsSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -210,4 +211,20 @@ export async function say(p, text) {
 /** The texts of the messages shown in the open conversation, in order. */
 export async function messages(p) {
   return p.page.locator('[role="log"] article .text').allInnerTexts();
+}
+
+/** Waits until `f()` deep-equals `expected`, or fails with the last value seen. */
+export async function eventually(f, expected, timeout = 15000) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await f();
+    try {
+      assert.deepEqual(last, expected);
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

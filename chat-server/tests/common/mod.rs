@@ -136,6 +136,17 @@ impl TestServer {
         r.body["id"].as_u64().expect("conversation id")
     }
 
+    /// The end-to-end encrypted direct conversation of `a` and `b` (created by `a`):
+    /// the answer to the request.
+    pub async fn encrypted_direct(&self, a: &Account, b: &Account) -> Reply {
+        self.post(
+            "/api/conversations",
+            Some(&a.token),
+            json!({"kind": "direct", "members": [b.id], "encrypted": true}),
+        )
+        .await
+    }
+
     /// Registers a user; returns (access token, refresh token, user id).
     pub async fn register(&self, username: &str) -> Account {
         let r = self
