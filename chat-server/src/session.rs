@@ -124,6 +124,9 @@ type PendingAck = Pin<Box<dyn Future<Output = (RequestId, Option<AppendResult>)>
 
 /// Most frames the writer takes from the queue per write.
 const WRITE_BATCH: usize = 256;
+/// Largest batch vector kept between writes: a connection that had a burst gives the
+/// memory back instead of holding it while idle.
+const KEEP_BATCH: usize = 16;
 /// Minimum interval between typing updates relayed per conversation and session.
 const TYPING_INTERVAL: Duration = Duration::from_millis(300);
 
@@ -133,7 +136,8 @@ pub async fn write_loop<W: FrameWriter>(
     mut queue: SessionQueue,
     mut close: tokio::sync::oneshot::Receiver<CloseReason>,
 ) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    // Grown by bursts and shrunk after them: idle connections are most connections.
+    let mut batch = Vec::new();
     let reason = loop {
         tokio::select! {
             biased;
@@ -145,6 +149,9 @@ pub async fn write_loop<W: FrameWriter>(
                 let result = writer.write_batch(&batch).await;
                 queue.queued.fetch_sub(bytes, Ordering::AcqRel);
                 batch.clear();
+                if batch.capacity() > KEEP_BATCH {
+                    batch = Vec::new();
+                }
                 if result.is_err() {
                     return;
                 }

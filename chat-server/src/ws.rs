@@ -9,13 +9,13 @@
 use bytes::{Bytes, BytesMut};
 use chat_proto::limits::{MAX_CLIENT_FRAME, MAX_CLIENT_FRAME_JSON};
 use chat_proto::version::{WS_SUBPROTOCOL_JSON, WS_SUBPROTOCOL_POSTCARD};
-use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketRead, WebSocketWrite};
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketRead};
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{BufWriter, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt as _, ReadHalf, WriteHalf};
 
 use crate::app::App;
 use crate::http::HandlerResult;
@@ -119,11 +119,10 @@ pub async fn upgrade(
         };
         let io = ws.into_inner();
         let (read, write) = tokio::io::split(io);
-        let (mut ws_read, mut ws_write) = fastwebsockets::after_handshake_split(
-            read,
-            BufWriter::with_capacity(64 * 1024, write),
-            Role::Server,
-        );
+        // Reading goes through fastwebsockets; writing encodes whole batches itself
+        // (below), so its write half gets nothing to write to.
+        let (mut ws_read, _) =
+            fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
         let max = if wire == Wire::WsJson {
             MAX_CLIENT_FRAME_JSON
         } else {
@@ -132,14 +131,17 @@ pub async fn upgrade(
         ws_read.set_auto_close(false);
         ws_read.set_auto_pong(false);
         ws_read.set_max_message_size(max);
-        ws_write.set_writev(false);
         let reader = WsReader {
             ws: ws_read,
             wire,
             max,
             partial: None,
         };
-        let writer = WsWriter { ws: ws_write, wire };
+        let writer = WsWriter {
+            io: write,
+            wire,
+            buf: Vec::new(),
+        };
         crate::session::run(app, wire, reader, writer, peer.to_string()).await;
     });
     Ok(response)
@@ -231,15 +233,38 @@ impl FrameReader for WsReader {
     }
 }
 
+/// Writes each batch of frames as one buffer: one write for the whole burst.
 struct WsWriter {
-    ws: WebSocketWrite<BufWriter<WriteHalf<Io>>>,
+    io: WriteHalf<Io>,
     wire: Wire,
+    /// The batch being written, encoded. Kept between batches only while small, so an
+    /// idle connection holds next to no write memory.
+    buf: Vec<u8>,
 }
 
-fn io_error(e: WebSocketError) -> std::io::Error {
-    match e {
-        WebSocketError::IoError(e) => e,
-        other => std::io::Error::other(other.to_string()),
+/// Largest write buffer kept between batches, bytes.
+const KEEP_WRITE_BUFFER: usize = 4 * 1024;
+/// Longest WebSocket frame header a server writes (unmasked, 64-bit length).
+const MAX_HEAD: usize = 10;
+
+impl WsWriter {
+    fn encode(&mut self, mut frame: Frame<'_>) {
+        let mut head = [0u8; MAX_HEAD];
+        let n = frame.fmt_head(&mut head);
+        self.buf.extend_from_slice(&head[..n]);
+        self.buf.extend_from_slice(&frame.payload);
+    }
+
+    async fn send_buffered(&mut self) -> std::io::Result<()> {
+        let result = match self.io.write_all(&self.buf).await {
+            Ok(()) => self.io.flush().await,
+            Err(e) => Err(e),
+        };
+        self.buf.clear();
+        if self.buf.capacity() > KEEP_WRITE_BUFFER {
+            self.buf = Vec::new();
+        }
+        result
     }
 }
 
@@ -250,14 +275,21 @@ impl FrameWriter for WsWriter {
         } else {
             OpCode::Binary
         };
+        let total: usize = batch
+            .iter()
+            .map(|item| match item {
+                Outbound::Frame(b) | Outbound::Pong(b) => b.len() + MAX_HEAD,
+            })
+            .sum();
+        self.buf.reserve(total);
         for item in batch {
             let frame = match item {
                 Outbound::Frame(bytes) => Frame::new(true, opcode, None, Payload::Borrowed(bytes)),
                 Outbound::Pong(bytes) => Frame::pong(Payload::Borrowed(bytes)),
             };
-            self.ws.write_frame(frame).await.map_err(io_error)?;
+            self.encode(frame);
         }
-        self.ws.flush().await.map_err(io_error)
+        self.send_buffered().await
     }
 
     async fn close(&mut self, reason: CloseReason) {
@@ -269,7 +301,7 @@ impl FrameWriter for WsWriter {
             CloseReason::Policy => 1008,
             CloseReason::TooLarge => 1009,
         };
-        let _ = self.ws.write_frame(Frame::close(code, b"")).await;
-        let _ = self.ws.flush().await;
+        self.encode(Frame::close(code, b""));
+        let _ = self.send_buffered().await;
     }
 }
