@@ -213,7 +213,7 @@ async fn connection(app: App, incoming: quinn::Incoming) -> anyhow::Result<()> {
         .context("no stream opened")??;
     let reader = QuicReader {
         recv,
-        buf: BytesMut::with_capacity(16 * 1024),
+        buf: BytesMut::new(),
         decoder: StreamDecoder::new(),
     };
     let writer = QuicWriter {
