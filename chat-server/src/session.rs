@@ -789,9 +789,15 @@ impl Driver {
                 "the sealing device is not registered to this account",
             ));
         }
-        let expected: BTreeSet<_> = devices.iter().map(|d| d.public_key.id()).collect();
         let sealed_for: BTreeSet<_> = header.recipients.iter().copied().collect();
-        if sealed_for != expected || sealed_for.len() != header.recipients.len() {
+        if sealed_for.len() != header.recipients.len() {
+            return Err((
+                ErrorCode::InvalidRequest,
+                "the envelope names a device twice",
+            ));
+        }
+        let expected: BTreeSet<_> = devices.iter().map(|d| d.public_key.id()).collect();
+        if sealed_for != expected {
             return Err((
                 ErrorCode::DevicesChanged,
                 "the conversation's devices changed: fetch them again and seal again",

@@ -1177,9 +1177,20 @@ async fn encrypted_sends_must_be_sealed_for_exactly_the_members_devices() {
             (Some(RequestId(request)), ErrorCode::DevicesChanged)
         );
     }
-    // Sealed by a device that is not Ann's, or not an envelope at all.
+    // Sealed by a device that is not Ann's, not an envelope at all, or naming a device
+    // twice (the second entry relabelled with the first one's id).
     let foreign = sealed(&ben_key, &[ann_key.public_key(), ben_key.public_key()], 5);
-    for (request, body) in [(5, foreign), (6, Envelope(vec![1u8; 30].into()))] {
+    let mut twice = sealed(&ann_key, &[ann_key.public_key(), ben_key.public_key()], 8)
+        .0
+        .to_vec();
+    let (first, second) = (19, 19 + 96);
+    let id: Vec<u8> = twice[first..first + 16].to_vec();
+    twice[second..second + 16].copy_from_slice(&id);
+    for (request, body) in [
+        (5, foreign),
+        (6, Envelope(vec![1u8; 30].into())),
+        (8, Envelope(twice.into())),
+    ] {
         a.send(&frame(request, request as u8, Body::Encrypted(body)))
             .await;
         let e = next_error(&mut a).await;
