@@ -393,9 +393,7 @@ impl DeviceSecret {
         out.extend_from_slice(&(keys.len() as u16).to_be_bytes());
 
         let context = context(aad);
-        let mut wrap_aad = Vec::with_capacity(context.len() + 1 + DEVICE_ID_LEN);
-        wrap_aad.extend_from_slice(&context);
-        wrap_aad.extend_from_slice(&out[..1 + DEVICE_ID_LEN]);
+        let wrap_aad = key_wrap_aad(&context, &out);
         for key in keys {
             let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(key.as_bytes())
                 .map_err(|_| SealError::Failed)?;
@@ -452,9 +450,7 @@ impl DeviceSecret {
         content_key.copy_from_slice(&entry[DEVICE_ID_LEN + ENC_LEN..][..CONTENT_KEY_LEN]);
 
         let context = context(aad);
-        let mut wrap_aad = Vec::with_capacity(context.len() + 1 + DEVICE_ID_LEN);
-        wrap_aad.extend_from_slice(&context);
-        wrap_aad.extend_from_slice(&envelope[..1 + DEVICE_ID_LEN]);
+        let wrap_aad = key_wrap_aad(&context, envelope);
         hpke::single_shot_open_in_place_detached::<AesGcm256, HkdfSha256, Kem>(
             &OpModeR::Base,
             &self.secret,
@@ -494,6 +490,15 @@ fn context(aad: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + aad.len() + HEADER_LEN + 2 * ENTRY_LEN);
     out.extend_from_slice(&u32::try_from(aad.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(aad);
+    out
+}
+
+/// The key wrap's associated data: the context, the version and the sending device,
+/// which are the first bytes of `envelope`.
+fn key_wrap_aad(context: &[u8], envelope: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(context.len() + 1 + DEVICE_ID_LEN);
+    out.extend_from_slice(context);
+    out.extend_from_slice(&envelope[..1 + DEVICE_ID_LEN]);
     out
 }
 
