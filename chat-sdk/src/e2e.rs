@@ -61,19 +61,18 @@ impl From<OpenError> for DecryptError {
 pub(crate) fn load_or_create_key(path: &Path) -> Result<DeviceSecret> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
+            let text = zeroize::Zeroizing::new(text);
             check_private(path)?;
+            let not_a_key_file =
+                || Error::Config(format!("{} is not a device key file", path.display()));
             let encoded = text
                 .strip_prefix(KEY_FILE_HEADER)
                 .map(str::trim)
-                .ok_or_else(|| {
-                    Error::Config(format!("{} is not a device key file", path.display()))
-                })?;
+                .ok_or_else(not_a_key_file)?;
             let bytes = zeroize::Zeroizing::new(
                 base64::engine::general_purpose::STANDARD
                     .decode(encoded)
-                    .map_err(|_| {
-                        Error::Config(format!("{} is not a device key file", path.display()))
-                    })?,
+                    .map_err(|_| not_a_key_file())?,
             );
             DeviceSecret::from_bytes(&bytes)
                 .map_err(|_| Error::Config(format!("{} holds no valid device key", path.display())))
@@ -96,26 +95,15 @@ pub(crate) fn load_or_create_key(path: &Path) -> Result<DeviceSecret> {
     }
 }
 
-#[cfg(unix)]
+/// Writes a new file only the owner can read (on Unix; elsewhere with the default
+/// permissions of its directory).
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }

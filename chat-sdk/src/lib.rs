@@ -575,13 +575,7 @@ impl Client {
     /// The end-to-end encrypted direct conversation with `user` (a pair has one, apart
     /// from their plain one), created if needed.
     pub async fn create_encrypted_direct(&self, user: UserId) -> Result<Conversation> {
-        self.inner
-            .auth
-            .call(
-                Method::POST,
-                "/api/conversations",
-                Some(json!({"kind": "direct", "members": [user], "encrypted": true})),
-            )
+        self.create_conversation(json!({"kind": "direct", "members": [user], "encrypted": true}))
             .await
     }
 
@@ -591,39 +585,29 @@ impl Client {
         title: &str,
         members: &[UserId],
     ) -> Result<Conversation> {
-        self.inner
-            .auth
-            .call(
-                Method::POST,
-                "/api/conversations",
-                Some(
-                    json!({"kind": "group", "title": title, "members": members, "encrypted": true}),
-                ),
-            )
-            .await
+        self.create_conversation(
+            json!({"kind": "group", "title": title, "members": members, "encrypted": true}),
+        )
+        .await
     }
 
     /// The direct conversation with `user`, created if needed.
     pub async fn create_direct(&self, user: UserId) -> Result<Conversation> {
-        self.inner
-            .auth
-            .call(
-                Method::POST,
-                "/api/conversations",
-                Some(json!({"kind": "direct", "members": [user]})),
-            )
+        self.create_conversation(json!({"kind": "direct", "members": [user]}))
             .await
     }
 
     /// A new group owned by the user, with `members` in it.
     pub async fn create_group(&self, title: &str, members: &[UserId]) -> Result<Conversation> {
+        self.create_conversation(json!({"kind": "group", "title": title, "members": members}))
+            .await
+    }
+
+    /// `POST /api/conversations` with `request`.
+    async fn create_conversation(&self, request: serde_json::Value) -> Result<Conversation> {
         self.inner
             .auth
-            .call(
-                Method::POST,
-                "/api/conversations",
-                Some(json!({"kind": "group", "title": title, "members": members})),
-            )
+            .call(Method::POST, "/api/conversations", Some(request))
             .await
     }
 
