@@ -2,7 +2,7 @@
 // presence, typing and receipts, fed by the HTTP API and the real-time connection.
 // Components read it and call its methods; they never talk to the network themselves.
 
-import { Api, ApiError, type Conversation, type Member, SignedOutError, type User } from './api';
+import { Api, ApiError, type Conversation, type Device, type Member, SignedOutError, type User } from './api';
 import { Connection, type ConnectionState, RequestError, SessionEndedError, type SocketFactory } from './connection';
 import {
   DeviceKey,
@@ -124,6 +124,16 @@ function newest(view: ConversationView, m: ChatMessage): boolean {
   view.lastActivity = Math.max(view.lastActivity, m.sentAt);
   view.lastMessage = m;
   return true;
+}
+
+/** The listed devices whose id is their key's own, each with its key described here. */
+async function verified(devices: Device[]): Promise<[Device, PublicDevice][]> {
+  const out: [Device, PublicDevice][] = [];
+  for (const d of devices) {
+    const described = await describeKey(fromBase64(d.public_key));
+    if (described.idHex === d.id) out.push([d, described]);
+  }
+  return out;
 }
 
 /** A name for this browser in the user's device list. */
@@ -324,14 +334,8 @@ export class Chat {
     if (!key || !this.me) throw new Error('This browser cannot encrypt messages (no X25519 in WebCrypto).');
     let cached = this.recipients.get(view.id);
     if (!cached || Date.now() - cached.at > DEVICES_TTL_MS) {
-      const devices = await this.api.conversationDevices(view.id);
-      const keys: Uint8Array[] = [];
-      for (const d of devices) {
-        const key = fromBase64(d.public_key);
-        // The id the server lists must be the key's own.
-        if ((await describeKey(key)).idHex === d.id) keys.push(key);
-      }
-      cached = { keys, at: Date.now() };
+      const devices = await verified(await this.api.conversationDevices(view.id));
+      cached = { keys: devices.map(([, d]) => d.key), at: Date.now() };
       this.recipients.set(view.id, cached);
     }
     const sealed = await key.seal(
@@ -345,13 +349,12 @@ export class Chat {
   /** The devices of a user, with fingerprints computed here. */
   async devicesOf(userId: number): Promise<DeviceView[]> {
     const list = userId === this.me?.id ? await this.api.myDevices() : await this.api.userDevices(userId);
-    const out: DeviceView[] = [];
-    for (const d of list) {
-      const described = await describeKey(fromBase64(d.public_key));
-      if (described.idHex !== d.id) continue;
-      out.push({ ...described, name: d.name, createdAt: d.created_at, current: d.id === this.device?.idHex });
-    }
-    return out;
+    return (await verified(list)).map(([d, described]) => ({
+      ...described,
+      name: d.name,
+      createdAt: d.created_at,
+      current: d.id === this.device?.idHex,
+    }));
   }
 
   private stop(): void {
