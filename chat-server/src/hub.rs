@@ -7,7 +7,7 @@
 //! slow consumer and closed by its own task, so it never delays anyone else.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -16,9 +16,10 @@ use chat_proto::codec;
 use chat_proto::frame::{Cursor, Message, Presence, PresenceStatus, ServerFrame};
 use chat_proto::ids::Timestamp;
 use chat_proto::ids::{ConversationId, UserId};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::cluster::{Bus, Event};
+use crate::outbox::Outbox;
 use crate::store::{ConversationMeta, Store, StoreError};
 
 /// How a session's frames travel.
@@ -119,100 +120,28 @@ pub struct SessionHandle {
     pub user: UserId,
     /// Its wire encoding.
     pub wire: Wire,
-    tx: mpsc::Sender<Outbound>,
-    queued: Arc<AtomicUsize>,
-    slow: Arc<SlowFlag>,
-    max_bytes: usize,
-}
-
-/// Raised when a session's queue overflows.
-#[derive(Debug, Default)]
-pub struct SlowFlag {
-    raised: AtomicBool,
-    notify: Notify,
-}
-
-impl SlowFlag {
-    /// Whether the session fell behind.
-    pub fn is_raised(&self) -> bool {
-        self.raised.load(Ordering::Acquire)
-    }
-
-    /// Resolves once the session fell behind.
-    pub async fn wait(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.is_raised() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn raise(&self) {
-        if !self.raised.swap(true, Ordering::AcqRel) {
-            self.notify.notify_waiters();
-        }
-    }
-}
-
-/// The receiving end of a session's queue, for its writer.
-#[derive(Debug)]
-pub struct SessionQueue {
-    /// Frames to write.
-    pub rx: mpsc::Receiver<Outbound>,
-    /// Bytes currently queued (the writer subtracts what it wrote).
-    pub queued: Arc<AtomicUsize>,
-    /// Raised on overflow.
-    pub slow: Arc<SlowFlag>,
+    outbox: Arc<Outbox>,
 }
 
 impl SessionHandle {
     /// A handle and the queue its writer drains.
-    pub fn new(id: u64, user: UserId, wire: Wire, limits: QueueLimits) -> (Self, SessionQueue) {
-        let (tx, rx) = mpsc::channel(limits.frames.max(1));
-        let queued = Arc::new(AtomicUsize::new(0));
-        let slow = Arc::new(SlowFlag::default());
+    pub fn new(id: u64, user: UserId, wire: Wire, limits: QueueLimits) -> (Self, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(limits));
         (
             Self {
                 id,
                 user,
                 wire,
-                tx,
-                queued: queued.clone(),
-                slow: slow.clone(),
-                max_bytes: limits.bytes,
+                outbox: outbox.clone(),
             },
-            SessionQueue { rx, queued, slow },
+            outbox,
         )
     }
 
     /// Queues encoded bytes without waiting; on overflow marks the session slow and
     /// returns `false`.
     pub fn push(&self, item: Outbound) -> bool {
-        if self.slow.is_raised() {
-            return false;
-        }
-        let len = match &item {
-            Outbound::Frame(b) | Outbound::Pong(b) => b.len(),
-        };
-        if self.queued.fetch_add(len, Ordering::AcqRel) + len > self.max_bytes {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
-            self.slow.raise();
-            return false;
-        }
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.queued.fetch_sub(len, Ordering::AcqRel);
-                self.slow.raise();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.queued.fetch_sub(len, Ordering::AcqRel);
-                false
-            }
-        }
+        self.outbox.push(item)
     }
 
     /// Queues a frame shared with other sessions.
@@ -311,7 +240,7 @@ impl Hub {
     }
 
     /// A new session's handle and queue; not yet registered.
-    pub fn new_session(&self, user: UserId, wire: Wire) -> (SessionHandle, SessionQueue) {
+    pub fn new_session(&self, user: UserId, wire: Wire) -> (SessionHandle, Arc<Outbox>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         SessionHandle::new(id, user, wire, self.queue_limits)
     }
@@ -645,6 +574,10 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::sync::Notify;
+
     use super::*;
 
     fn user(n: u64) -> UserId {
@@ -672,37 +605,6 @@ mod tests {
             frame.bytes(Wire::WsJson).as_deref(),
             Some(&br#"{"ping":{"nonce":3}}"#[..])
         );
-    }
-
-    #[test]
-    fn overflowing_queues_mark_the_session_slow() {
-        let limits = QueueLimits {
-            frames: 4,
-            bytes: 1000,
-        };
-        let (handle, queue) = SessionHandle::new(1, user(1), Wire::WsPostcard, limits);
-        for _ in 0..4 {
-            assert!(handle.push(Outbound::Frame(Bytes::from_static(b"x"))));
-        }
-        assert!(!queue.slow.is_raised());
-        assert!(
-            !handle.push(Outbound::Frame(Bytes::from_static(b"x"))),
-            "frame bound"
-        );
-        assert!(queue.slow.is_raised());
-        assert!(
-            !handle.push(Outbound::Frame(Bytes::from_static(b"x"))),
-            "stays slow"
-        );
-
-        let (handle, queue) = SessionHandle::new(2, user(1), Wire::WsPostcard, limits);
-        assert!(handle.push(Outbound::Frame(Bytes::from(vec![0u8; 600]))));
-        assert!(
-            !handle.push(Outbound::Frame(Bytes::from(vec![0u8; 600]))),
-            "byte bound"
-        );
-        assert!(queue.slow.is_raised());
-        assert_eq!(queue.queued.load(Ordering::Acquire), 600);
     }
 
     #[test]

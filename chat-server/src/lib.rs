@@ -19,6 +19,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod outbox;
 pub mod quic;
 pub mod server;
 pub mod session;

@@ -234,7 +234,7 @@ impl RunningServer {
 /// connections can be closed (hyper's header timeout only covers the wait for a
 /// request's headers).
 #[derive(Debug)]
-struct IdleIo<T> {
+pub(crate) struct IdleIo<T> {
     inner: T,
     activity: Activity,
 }
@@ -265,7 +265,15 @@ impl Activity {
     }
 }
 
+/// What hyper serves HTTP on; an upgraded connection (`/ws`) is one of these inside.
+pub(crate) type HttpIo = TokioIo<IdleIo<tokio::net::TcpStream>>;
+
 impl<T> IdleIo<T> {
+    /// The connection itself, for a protocol that takes it over after an upgrade.
+    pub(crate) fn into_inner(self) -> T {
+        self.inner
+    }
+
     fn new(inner: T) -> (Self, Activity) {
         let activity = Activity {
             start: Instant::now(),

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,7 +28,8 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
 
 use crate::app::App;
-use crate::hub::{Outbound, SessionHandle, SessionQueue, SharedFrame, Wire};
+use crate::hub::{Outbound, SessionHandle, SharedFrame, Wire};
+use crate::outbox::{Outbox, SlowFlag, Taken};
 use crate::store::append::AppendResult;
 use crate::store::{Appended, NewMessage};
 
@@ -79,34 +80,16 @@ pub enum CloseReason {
 
 /// Reads complete frames from a transport.
 pub trait FrameReader: Send + 'static {
-    /// The next event. Need not be cancel-safe: the session reads in a task of its own
-    /// and never drops this future midway.
+    /// The next event. Need not be cancel-safe: the session keeps one read in flight
+    /// across everything else it waits for, and only drops it when the session ends.
     fn next(&mut self) -> impl Future<Output = Result<ReadEvent, ReadError>> + Send;
 }
 
-/// Events read ahead of the session at most; past this the reader stops reading and
-/// the transport's own flow control pushes back on the peer.
-const READ_AHEAD: usize = 16;
-
-/// Reads in a task of its own, so that the session's `select!` only ever waits on a
-/// cancel-safe channel.
-fn spawn_reader<R: FrameReader>(
-    mut reader: R,
-) -> (
-    tokio::sync::mpsc::Receiver<Result<ReadEvent, ReadError>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
-    let task = tokio::spawn(async move {
-        loop {
-            let event = reader.next().await;
-            let end = !matches!(event, Ok(ReadEvent::Frame(_) | ReadEvent::Ping(_)));
-            if tx.send(event).await.is_err() || end {
-                return;
-            }
-        }
-    });
-    (rx, task)
+/// One read that owns its reader, so the session can keep it in flight across its
+/// `select!` rounds and start the next one from what it returns.
+async fn read<R: FrameReader>(mut reader: R) -> (R, Result<ReadEvent, ReadError>) {
+    let event = reader.next().await;
+    (reader, event)
 }
 
 /// Writes queued frames to a transport.
@@ -124,51 +107,28 @@ type PendingAck = Pin<Box<dyn Future<Output = (RequestId, Option<AppendResult>)>
 
 /// Most frames the writer takes from the queue per write.
 const WRITE_BATCH: usize = 256;
-/// Largest batch vector kept between writes: a connection that had a burst gives the
-/// memory back instead of holding it while idle.
-const KEEP_BATCH: usize = 16;
 /// Minimum interval between typing updates relayed per conversation and session.
 const TYPING_INTERVAL: Duration = Duration::from_millis(300);
 
-/// Drains a session's queue into the transport, batching writes.
-pub async fn write_loop<W: FrameWriter>(
-    mut writer: W,
-    mut queue: SessionQueue,
-    mut close: tokio::sync::oneshot::Receiver<CloseReason>,
-) {
-    // Grown by bursts and shrunk after them: idle connections are most connections.
-    let mut batch = Vec::new();
-    let reason = loop {
-        tokio::select! {
-            biased;
-            n = queue.rx.recv_many(&mut batch, WRITE_BATCH) => {
-                if n == 0 {
-                    break CloseReason::Normal;
-                }
-                let bytes: usize = batch.iter().map(|o| match o { Outbound::Frame(b) | Outbound::Pong(b) => b.len() }).sum();
+/// Drains a session's outbox into the transport, one write per batch, and closes the
+/// transport once the session asked to and everything queued before was written.
+pub async fn write_loop<W: FrameWriter>(mut writer: W, outbox: Arc<Outbox>) {
+    loop {
+        match outbox.take(WRITE_BATCH).await {
+            Taken::Frames(batch) => {
                 let result = writer.write_batch(&batch).await;
-                queue.queued.fetch_sub(bytes, Ordering::AcqRel);
-                batch.clear();
-                if batch.capacity() > KEEP_BATCH {
-                    batch = Vec::new();
-                }
+                outbox.written(&batch);
                 if result.is_err() {
+                    outbox.writer_gone();
                     return;
                 }
             }
-            reason = &mut close => {
-                // Flush what is already queued, then close.
-                while let Ok(item) = queue.rx.try_recv() {
-                    batch.push(item);
-                }
-                if !batch.is_empty() {
-                    let _ = writer.write_batch(&batch).await;
-                }
-                break reason.unwrap_or(CloseReason::Normal);
+            Taken::Close(reason) => {
+                writer.close(reason).await;
+                return;
             }
         }
-    };
-    writer.close(reason).await;
+    }
 }
 
 /// Runs one connection's session to its end.
@@ -179,14 +139,12 @@ pub async fn run<R: FrameReader, W: FrameWriter>(
     writer: W,
     peer: String,
 ) {
-    let (mut events, reader_task) = spawn_reader(reader);
+    let mut reading = std::pin::pin!(read(reader));
     let user_placeholder = UserId::new(1).unwrap_or_else(|_| unreachable!("1 is a valid id"));
     // The handle exists before authentication so errors can be queued; it is only
     // registered with the hub once the user is known.
-    let (handle, queue) = app.hub().new_session(user_placeholder, wire);
-    let (close_tx, close_rx) = tokio::sync::oneshot::channel();
-    let slow = queue.slow.clone();
-    let mut writer_task = tokio::spawn(write_loop(writer, queue, close_rx));
+    let (handle, outbox) = app.hub().new_session(user_placeholder, wire);
+    let mut writer_task = tokio::spawn(write_loop(writer, outbox.clone()));
     let transport = match wire {
         Wire::WsJson => "websocket_json",
         Wire::WsPostcard => "websocket_postcard",
@@ -198,7 +156,7 @@ pub async fn run<R: FrameReader, W: FrameWriter>(
     let mut driver = Driver::new(app.clone(), wire, handle);
     let reason = tracing::Instrument::instrument(
         async {
-            let reason = driver.run(&mut events, &slow).await;
+            let reason = driver.run(reading.as_mut(), read::<R>, outbox.slow()).await;
             driver.finish().await;
             reason
         },
@@ -206,14 +164,21 @@ pub async fn run<R: FrameReader, W: FrameWriter>(
     )
     .await;
     connections.decrement(1.0);
-    let _ = close_tx.send(reason);
+    outbox.close(reason);
     // Read (and discard) until the peer answers the close or a second passes, so the
     // connection is not reset under a close frame the peer has not read yet.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Some(Ok(ReadEvent::Frame(_) | ReadEvent::Ping(_))) = events.recv().await {}
-    })
-    .await;
-    reader_task.abort();
+    if !driver.read_ended {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                let (reader, event) = reading.as_mut().await;
+                if !matches!(event, Ok(ReadEvent::Frame(_) | ReadEvent::Ping(_))) {
+                    return;
+                }
+                reading.set(read(reader));
+            }
+        })
+        .await;
+    }
     // A writer stuck on a peer that stopped reading is abandoned after a grace period.
     if tokio::time::timeout(Duration::from_secs(2), &mut writer_task)
         .await
@@ -246,6 +211,8 @@ struct Driver {
     last_heard: Instant,
     ping_sent: bool,
     draining: bool,
+    /// The reader returned its last event (a close or an error).
+    read_ended: bool,
 }
 
 impl Driver {
@@ -264,6 +231,7 @@ impl Driver {
             last_heard: Instant::now(),
             ping_sent: false,
             draining: false,
+            read_ended: false,
         }
     }
 
@@ -288,11 +256,17 @@ impl Driver {
         }
     }
 
-    async fn run(
+    /// Runs the session until it ends. `reading` is the read in flight; `restart`
+    /// starts the next one from the reader the last one returned.
+    async fn run<R, F>(
         &mut self,
-        events: &mut tokio::sync::mpsc::Receiver<Result<ReadEvent, ReadError>>,
-        slow: &crate::hub::SlowFlag,
-    ) -> CloseReason {
+        mut reading: Pin<&mut F>,
+        restart: fn(R) -> F,
+        slow: &SlowFlag,
+    ) -> CloseReason
+    where
+        F: Future<Output = (R, Result<ReadEvent, ReadError>)>,
+    {
         let mut shutdown = self.app.shutdown_signal();
         let mut resync = self.app.hub().resync_signal();
         let handshake_deadline = tokio::time::Instant::now()
@@ -350,8 +324,13 @@ impl Driver {
                     self.ping_sent = true;
                     self.push(ServerFrame::Ping(Ping { nonce: rand::random() }));
                 }
-                event = events.recv() => {
-                    let Some(event) = event else { return CloseReason::Normal };
+                (reader, event) = reading.as_mut(), if !self.read_ended => {
+                    if matches!(event, Ok(ReadEvent::Frame(_) | ReadEvent::Ping(_))) {
+                        reading.set(restart(reader));
+                    } else {
+                        // The connection's reading side is over; nothing to poll again.
+                        self.read_ended = true;
+                    }
                     self.last_heard = Instant::now();
                     self.ping_sent = false;
                     match event {

@@ -6,24 +6,28 @@
 //! assembled from fragments here, with the frame limit applied to the whole message
 //! (the library's own limit only bounds single frames).
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+
 use bytes::{Bytes, BytesMut};
 use chat_proto::limits::{MAX_CLIENT_FRAME, MAX_CLIENT_FRAME_JSON};
 use chat_proto::version::{WS_SUBPROTOCOL_JSON, WS_SUBPROTOCOL_POSTCARD};
-use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketRead};
+use fastwebsockets::WebSocketRead;
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError};
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncWriteExt as _, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::app::App;
 use crate::http::HandlerResult;
 use crate::http::error::ApiError;
 use crate::hub::{Outbound, Wire};
+use crate::server::HttpIo;
 use crate::session::{CloseReason, FrameReader, FrameWriter, ReadError, ReadEvent};
-
-type Io = TokioIo<Upgraded>;
 
 /// Picks the first offered subprotocol this server speaks.
 fn choose_subprotocol(req: &Request<Incoming>) -> Option<Wire> {
@@ -110,45 +114,189 @@ pub async fn upgrade(
     );
     let tracker = app.sessions().clone();
     tracker.spawn(async move {
-        let ws = match fut.await {
-            Ok(ws) => ws,
+        let upgraded = match fut.await {
+            Ok(ws) => ws.into_inner().into_inner(),
             Err(e) => {
                 tracing::debug!(error = %e, "WebSocket upgrade did not complete");
                 return;
             }
         };
-        let io = ws.into_inner();
-        let (read, write) = tokio::io::split(io);
-        // Reading goes through fastwebsockets; writing encodes whole batches itself
-        // (below), so its write half gets nothing to write to.
-        let (mut ws_read, _) =
-            fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
+        // The TCP connection itself, so that an idle connection can wait for data
+        // without a read buffer (see `WsReader`).
+        let hyper::upgrade::Parts { io, read_buf, .. } = match upgraded.downcast::<HttpIo>() {
+            Ok(parts) => parts,
+            Err(_) => {
+                tracing::error!("upgraded connection is not the server's TCP stream");
+                return;
+            }
+        };
+        // Shared by the reading and the writing side, each waiting for its own
+        // readiness.
+        let socket = Arc::new(io.into_inner().into_inner());
         let max = if wire == Wire::WsJson {
             MAX_CLIENT_FRAME_JSON
         } else {
             MAX_CLIENT_FRAME
         };
-        ws_read.set_auto_close(false);
-        ws_read.set_auto_pong(false);
-        ws_read.set_max_message_size(max);
+        // Usually empty; then it is dropped here, as an empty view would still keep
+        // hyper's whole read buffer for as long as the session runs.
+        let early = if read_buf.is_empty() {
+            drop(read_buf);
+            Bytes::new()
+        } else {
+            read_buf
+        };
         let reader = WsReader {
-            ws: ws_read,
-            wire,
-            max,
-            partial: None,
+            socket: socket.clone(),
+            early,
+            parser: None,
+            delivered: Arc::new(AtomicUsize::new(0)),
+            messages: Messages {
+                wire,
+                max,
+                partial: None,
+            },
         };
-        let writer = WsWriter {
-            io: write,
-            wire,
-            buf: Vec::new(),
-        };
+        let writer = WsWriter { socket, wire };
         crate::session::run(app, wire, reader, writer, peer.to_string()).await;
     });
     Ok(response)
 }
 
+/// The reading side of a WebSocket connection.
+///
+/// Frames are parsed by fastwebsockets, whose reader owns an 8 KiB buffer from
+/// creation to drop. Most connections of a chat server sit idle most of the time, so
+/// a parser exists only while data flows: the connection waits for readability
+/// without one, and the parser is dropped again once every byte it took from the
+/// socket belonged to a frame it returned (nothing is left in its buffer).
 struct WsReader {
-    ws: WebSocketRead<ReadHalf<Io>>,
+    socket: Arc<TcpStream>,
+    /// Bytes that arrived with the upgrade request, read before the socket.
+    early: Bytes,
+    parser: Option<Parser>,
+    /// Bytes the current parser read (its source counts them).
+    delivered: Arc<AtomicUsize>,
+    messages: Messages,
+}
+
+/// A frame parser and how many of the bytes it read it has returned as frames.
+struct Parser {
+    ws: WebSocketRead<Source>,
+    consumed: usize,
+}
+
+/// What a parser reads: the early bytes, then the socket. Adds the bytes it reads
+/// from the socket to `delivered`, which the reader shares.
+struct Source {
+    socket: Arc<TcpStream>,
+    early: Bytes,
+    delivered: Arc<AtomicUsize>,
+}
+
+impl AsyncRead for Source {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.early.is_empty() {
+            // Counted as delivered when the parser was made.
+            let n = this.early.len().min(buf.remaining());
+            buf.put_slice(&this.early.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            ready!(this.socket.poll_read_ready(cx))?;
+            match this.socket.try_read_buf(buf) {
+                Ok(n) => {
+                    this.delivered.fetch_add(n, Ordering::Relaxed);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Bytes a received frame took on the wire, computed from what the parser returned,
+/// and whether it was masked. Never more than it really took: a frame whose length
+/// was not minimally encoded took more, which only keeps its parser alive.
+fn wire_len(frame: &mut Frame<'_>) -> (usize, bool) {
+    let mut head = [0u8; MAX_HEAD + 4];
+    let head_len = frame.fmt_head(&mut head);
+    let masked = head[1] & 0x80 != 0;
+    (head_len + frame.payload.len(), masked)
+}
+
+impl WsReader {
+    /// Makes the parser when there is something to read.
+    async fn ensure_parser(&mut self) -> std::io::Result<()> {
+        if self.parser.is_some() {
+            return Ok(());
+        }
+        if self.early.is_empty() {
+            // No parser, so no buffer, while waiting. Readiness alone could be stale
+            // (the last read may have taken everything without seeing the socket
+            // empty), so wait for a byte to be there, or for the end.
+            self.socket.peek(&mut [0u8; 1]).await?;
+        }
+        // The previous parser is gone: count afresh. The early bytes count from the
+        // start, so the parser is never taken for drained while some are left.
+        self.delivered.store(self.early.len(), Ordering::Relaxed);
+        let source = Source {
+            socket: self.socket.clone(),
+            early: std::mem::take(&mut self.early),
+            delivered: self.delivered.clone(),
+        };
+        let (mut ws, _) =
+            fastwebsockets::after_handshake_split(source, tokio::io::sink(), Role::Server);
+        ws.set_auto_close(false);
+        ws.set_auto_pong(false);
+        ws.set_max_message_size(self.messages.max);
+        self.parser = Some(Parser { ws, consumed: 0 });
+        Ok(())
+    }
+}
+
+impl FrameReader for WsReader {
+    async fn next(&mut self) -> Result<ReadEvent, ReadError> {
+        loop {
+            self.ensure_parser()
+                .await
+                .map_err(|e| ReadError::Io(e.to_string()))?;
+            let Some(parser) = self.parser.as_mut() else {
+                unreachable!("made above")
+            };
+            // Control frames are answered by the session (auto pong and close are off),
+            // so the parser never needs to write.
+            let mut frame = parser
+                .ws
+                .read_frame(&mut |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) })
+                .await
+                .map_err(read_error)?;
+            let (len, masked) = wire_len(&mut frame);
+            parser.consumed += len;
+            let drained = parser.consumed == self.delivered.load(Ordering::Relaxed);
+            if !masked {
+                // RFC 6455 §5.1: a server closes on an unmasked client frame.
+                return Err(ReadError::Protocol("unmasked frame from a client".into()));
+            }
+            let event = self.messages.add(frame);
+            if drained {
+                self.parser = None;
+            }
+            if let Some(event) = event? {
+                return Ok(event);
+            }
+        }
+    }
+}
+
+/// Assembles whole messages from frames.
+struct Messages {
     wire: Wire,
     max: usize,
     partial: Option<BytesMut>,
@@ -174,60 +322,56 @@ fn complete(wire: Wire, message: Bytes) -> Result<ReadEvent, ReadError> {
     Ok(ReadEvent::Frame(message))
 }
 
-impl FrameReader for WsReader {
-    async fn next(&mut self) -> Result<ReadEvent, ReadError> {
+impl Messages {
+    /// Takes one frame; an event when it completes a message or is a control frame.
+    fn add(&mut self, frame: Frame<'_>) -> Result<Option<ReadEvent>, ReadError> {
         let expected = if self.wire == Wire::WsJson {
             OpCode::Text
         } else {
             OpCode::Binary
         };
-        loop {
-            // Control frames are answered by the session (auto pong/close are off), so
-            // the library never needs to write from here.
-            let frame = self
-                .ws
-                .read_frame(&mut |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) })
-                .await
-                .map_err(read_error)?;
-            match frame.opcode {
-                OpCode::Close => return Ok(ReadEvent::Closed),
-                OpCode::Ping => return Ok(ReadEvent::Ping(Bytes::copy_from_slice(&frame.payload))),
-                OpCode::Pong => continue,
-                OpCode::Text | OpCode::Binary => {
-                    if frame.opcode != expected {
-                        return Err(ReadError::Protocol(format!(
-                            "{:?} message on a {} connection",
-                            frame.opcode,
-                            if expected == OpCode::Text {
-                                "text"
-                            } else {
-                                "binary"
-                            }
-                        )));
-                    }
-                    if self.partial.is_some() {
-                        return Err(ReadError::Protocol(
-                            "new message inside a fragmented one".into(),
-                        ));
-                    }
-                    if frame.fin {
-                        return complete(self.wire, Bytes::copy_from_slice(&frame.payload));
-                    }
-                    self.partial = Some(BytesMut::from(&frame.payload[..]));
+        match frame.opcode {
+            OpCode::Close => Ok(Some(ReadEvent::Closed)),
+            OpCode::Ping => Ok(Some(ReadEvent::Ping(Bytes::copy_from_slice(
+                &frame.payload,
+            )))),
+            OpCode::Pong => Ok(None),
+            OpCode::Text | OpCode::Binary => {
+                if frame.opcode != expected {
+                    return Err(ReadError::Protocol(format!(
+                        "{:?} message on a {} connection",
+                        frame.opcode,
+                        if expected == OpCode::Text {
+                            "text"
+                        } else {
+                            "binary"
+                        }
+                    )));
                 }
-                OpCode::Continuation => {
-                    let Some(partial) = self.partial.as_mut() else {
-                        return Err(ReadError::Protocol("continuation without a message".into()));
-                    };
-                    if partial.len() + frame.payload.len() > self.max {
-                        return Err(ReadError::TooLarge);
-                    }
-                    partial.extend_from_slice(&frame.payload);
-                    if frame.fin {
-                        let whole = self.partial.take().unwrap_or_default().freeze();
-                        return complete(self.wire, whole);
-                    }
+                if self.partial.is_some() {
+                    return Err(ReadError::Protocol(
+                        "new message inside a fragmented one".into(),
+                    ));
                 }
+                if frame.fin {
+                    return complete(self.wire, Bytes::copy_from_slice(&frame.payload)).map(Some);
+                }
+                self.partial = Some(BytesMut::from(&frame.payload[..]));
+                Ok(None)
+            }
+            OpCode::Continuation => {
+                let Some(partial) = self.partial.as_mut() else {
+                    return Err(ReadError::Protocol("continuation without a message".into()));
+                };
+                if partial.len() + frame.payload.len() > self.max {
+                    return Err(ReadError::TooLarge);
+                }
+                partial.extend_from_slice(&frame.payload);
+                if !frame.fin {
+                    return Ok(None);
+                }
+                let whole = self.partial.take().unwrap_or_default().freeze();
+                complete(self.wire, whole).map(Some)
             }
         }
     }
@@ -235,36 +379,36 @@ impl FrameReader for WsReader {
 
 /// Writes each batch of frames as one buffer: one write for the whole burst.
 struct WsWriter {
-    io: WriteHalf<Io>,
+    socket: Arc<TcpStream>,
     wire: Wire,
-    /// The batch being written, encoded. Kept between batches only while small, so an
-    /// idle connection holds next to no write memory.
-    buf: Vec<u8>,
 }
 
-/// Largest write buffer kept between batches, bytes.
-const KEEP_WRITE_BUFFER: usize = 4 * 1024;
 /// Longest WebSocket frame header a server writes (unmasked, 64-bit length).
 const MAX_HEAD: usize = 10;
 
-impl WsWriter {
-    fn encode(&mut self, mut frame: Frame<'_>) {
-        let mut head = [0u8; MAX_HEAD];
-        let n = frame.fmt_head(&mut head);
-        self.buf.extend_from_slice(&head[..n]);
-        self.buf.extend_from_slice(&frame.payload);
-    }
+fn encode(buf: &mut Vec<u8>, mut frame: Frame<'_>) {
+    let mut head = [0u8; MAX_HEAD];
+    let n = frame.fmt_head(&mut head);
+    buf.extend_from_slice(&head[..n]);
+    buf.extend_from_slice(&frame.payload);
+}
 
-    async fn send_buffered(&mut self) -> std::io::Result<()> {
-        let result = match self.io.write_all(&self.buf).await {
-            Ok(()) => self.io.flush().await,
-            Err(e) => Err(e),
-        };
-        self.buf.clear();
-        if self.buf.capacity() > KEEP_WRITE_BUFFER {
-            self.buf = Vec::new();
+impl WsWriter {
+    /// Writes one encoded buffer, the batch's own: an idle connection keeps no write
+    /// memory.
+    async fn send(&self, buf: Vec<u8>) -> std::io::Result<()> {
+        let mut rest = &buf[..];
+        while !rest.is_empty() {
+            match self.socket.try_write(rest) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.socket.writable().await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        result
+        Ok(())
     }
 }
 
@@ -281,15 +425,15 @@ impl FrameWriter for WsWriter {
                 Outbound::Frame(b) | Outbound::Pong(b) => b.len() + MAX_HEAD,
             })
             .sum();
-        self.buf.reserve(total);
+        let mut buf = Vec::with_capacity(total);
         for item in batch {
             let frame = match item {
                 Outbound::Frame(bytes) => Frame::new(true, opcode, None, Payload::Borrowed(bytes)),
                 Outbound::Pong(bytes) => Frame::pong(Payload::Borrowed(bytes)),
             };
-            self.encode(frame);
+            encode(&mut buf, frame);
         }
-        self.send_buffered().await
+        self.send(buf).await
     }
 
     async fn close(&mut self, reason: CloseReason) {
@@ -301,7 +445,102 @@ impl FrameWriter for WsWriter {
             CloseReason::Policy => 1008,
             CloseReason::TooLarge => 1009,
         };
-        self.encode(Frame::close(code, b""));
-        let _ = self.send_buffered().await;
+        let mut buf = Vec::with_capacity(MAX_HEAD + 2);
+        encode(&mut buf, Frame::close(code, b""));
+        let _ = self.send(buf).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt as _;
+
+    use super::*;
+
+    /// A client frame (masked) as the wire carries it.
+    fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut frame = Frame::new(true, opcode, Some([3, 1, 4, 1]), payload.to_vec().into());
+        frame.mask();
+        let mut head = [0u8; MAX_HEAD + 4];
+        let n = frame.fmt_head(&mut head);
+        let mut out = head[..n].to_vec();
+        out.extend_from_slice(&frame.payload);
+        out
+    }
+
+    /// A reader on the server end of a loopback connection, and the client end.
+    async fn pair(early: Vec<u8>) -> (WsReader, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let reader = WsReader {
+            socket: Arc::new(server),
+            early: Bytes::from(early),
+            parser: None,
+            delivered: Arc::new(AtomicUsize::new(0)),
+            messages: Messages {
+                wire: Wire::WsPostcard,
+                max: MAX_CLIENT_FRAME,
+                partial: None,
+            },
+        };
+        (reader, client)
+    }
+
+    async fn next_payload(reader: &mut WsReader) -> Vec<u8> {
+        match tokio::time::timeout(Duration::from_secs(5), reader.next()).await {
+            Ok(Ok(ReadEvent::Frame(payload))) => payload.to_vec(),
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_parser_and_its_buffer_exist_only_while_bytes_are_unread() {
+        let (mut reader, mut client) = pair(Vec::new()).await;
+        let mut two = client_frame(OpCode::Binary, b"one");
+        two.extend(client_frame(OpCode::Binary, &[7u8; 300]));
+        client.write_all(&two).await.expect("write");
+        assert_eq!(next_payload(&mut reader).await, b"one");
+        assert!(reader.parser.is_some(), "the second frame is in its buffer");
+        assert_eq!(next_payload(&mut reader).await, vec![7u8; 300]);
+        assert!(reader.parser.is_none(), "everything read was returned");
+
+        // A frame cut in two: the parser waits for the rest and is dropped after it.
+        let frame = client_frame(OpCode::Binary, b"split across writes");
+        client.write_all(&frame[..5]).await.expect("write");
+        let read = tokio::spawn(async move {
+            let payload = next_payload(&mut reader).await;
+            (reader, payload)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(&frame[5..]).await.expect("write");
+        let (reader, payload) = read.await.expect("reader task");
+        assert_eq!(payload, b"split across writes");
+        assert!(reader.parser.is_none());
+    }
+
+    #[tokio::test]
+    async fn early_bytes_beyond_one_parser_buffer_are_all_read() {
+        // Whole frames filling exactly the parser's first read (8 KiB), then one more:
+        // the parser must not be taken for drained at the boundary.
+        let first = client_frame(OpCode::Binary, &[1u8; 100]);
+        let mut early = first.clone();
+        let mut filler = 8192 - early.len() - 8;
+        while early.len() + client_frame(OpCode::Binary, &vec![2u8; filler]).len() > 8192 {
+            filler -= 1;
+        }
+        early.extend(client_frame(OpCode::Binary, &vec![2u8; filler]));
+        assert_eq!(early.len(), 8192, "a frame boundary at the buffer's end");
+        early.extend(client_frame(OpCode::Binary, b"after the boundary"));
+        let (mut reader, _client) = pair(early).await;
+        assert_eq!(next_payload(&mut reader).await, vec![1u8; 100]);
+        assert_eq!(next_payload(&mut reader).await, vec![2u8; filler]);
+        assert_eq!(next_payload(&mut reader).await, b"after the boundary");
+        assert!(reader.parser.is_none());
     }
 }

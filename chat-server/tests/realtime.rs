@@ -12,7 +12,7 @@ use chat_proto::frame::{
 };
 use chat_proto::ids::{ClientMsgId, ConversationId, RequestId, Seq, UserId};
 use chat_server::testing::TestDbKind;
-use common::ws::{End, Sub, WsClient, connect_raw};
+use common::ws::{End, RawWs, Sub, WsClient, connect_raw, masked_frame};
 use common::{Account, TestServer};
 use fastwebsockets::OpCode;
 use http::StatusCode;
@@ -538,6 +538,85 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
             .map(Vec::len),
         Some(1)
     );
+    s.stop().await;
+}
+
+/// The server reads frames wherever TCP cuts them: one sent in the same write as the
+/// upgrade request, one trickled a byte at a time, several in one write, a ping
+/// between them; and it refuses an unmasked client frame (RFC 6455 §5.1).
+#[tokio::test]
+async fn frames_are_read_however_tcp_delivers_them() {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let conv = dm(&s, &alice, &bob).await;
+    let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
+    b.until_live().await;
+
+    let json = |frame: &ClientFrame| chat_proto::codec::encode_json(frame).expect("encodes");
+    let hello = json(&ClientFrame::Hello(chat_proto::frame::Hello {
+        version: chat_proto::version::ProtocolVersion::CURRENT,
+        token: alice.token.clone(),
+        client: "raw".into(),
+        resume: vec![],
+    }));
+    let mut a =
+        RawWs::upgrade_with(s.addr(), &masked_frame(1, hello.as_bytes(), [1, 2, 3, 4])).await;
+    assert!(matches!(a.recv().await, ServerFrame::Welcome(_)));
+    while !matches!(a.recv().await, ServerFrame::ReplayDone(_)) {}
+
+    // A byte at a time, the last byte after a pause.
+    let one = masked_frame(
+        1,
+        json(&send(1, conv, 1, "trickled")).as_bytes(),
+        [9, 8, 7, 6],
+    );
+    for byte in &one[..one.len() - 1] {
+        a.write(std::slice::from_ref(byte)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.write(&one[one.len() - 1..]).await;
+    assert_eq!(next_message(&mut b).await.body.as_text(), Some("trickled"));
+
+    // Three messages and a ping in one write, the last message longer than 125 bytes.
+    let long = "x".repeat(300);
+    let mut burst = masked_frame(1, json(&send(2, conv, 2, "first")).as_bytes(), [5, 5, 5, 5]);
+    burst.extend(masked_frame(9, b"are you there", [0, 1, 0, 1]));
+    burst.extend(masked_frame(
+        1,
+        json(&send(3, conv, 3, "second")).as_bytes(),
+        [7, 0, 0, 7],
+    ));
+    burst.extend(masked_frame(
+        1,
+        json(&send(4, conv, 4, &long)).as_bytes(),
+        [3, 3, 3, 3],
+    ));
+    a.write(&burst).await;
+    for text in ["first", "second", long.as_str()] {
+        assert_eq!(next_message(&mut b).await.body.as_text(), Some(text));
+    }
+    let pong = loop {
+        let (opcode, payload) = a.next().await;
+        if opcode == 0xA {
+            break payload;
+        }
+    };
+    assert_eq!(pong, b"are you there");
+
+    // An unmasked frame: bad_frame, then close 1002.
+    let (mut m, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
+    m.until_live().await;
+    m.send_unmasked(OpCode::Text, json(&send(5, conv, 5, "bare")).into_bytes())
+        .await;
+    let e = next_error(&mut m).await;
+    assert_eq!(e.code, ErrorCode::BadFrame);
+    assert!(e.message.contains("unmasked"), "{}", e.message);
+    assert_eq!(m.recv().await.err(), Some(End::Closed(1002)));
+    b.expect_silence(Duration::from_millis(200), |f| {
+        matches!(f, ServerFrame::Presence(_) | ServerFrame::Typing(_))
+    })
+    .await;
     s.stop().await;
 }
 

@@ -165,6 +165,13 @@ impl WsClient {
             .await;
     }
 
+    /// Sends a frame without the client mask RFC 6455 requires.
+    pub async fn send_unmasked(&mut self, opcode: OpCode, bytes: Vec<u8>) {
+        self.ws.set_auto_apply_mask(false);
+        self.send_raw(opcode, bytes).await;
+        self.ws.set_auto_apply_mask(true);
+    }
+
     /// The next protocol frame (waits at most 5 s).
     pub async fn recv(&mut self) -> Result<ServerFrame, End> {
         self.recv_within(Duration::from_secs(5)).await
@@ -232,6 +239,122 @@ impl WsClient {
                 Err(End::Timeout) => return,
                 Ok(f) if ignore(&f) => continue,
                 other => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// A client frame as the wire carries it: final, masked with `key`.
+pub fn masked_frame(opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let mut out = vec![0x80 | opcode];
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
+}
+
+/// A WebSocket connection driven byte by byte over plain TCP, for tests of how the
+/// server reads what arrives together with, or split across, TCP writes.
+pub struct RawWs {
+    pub stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawWs {
+    /// Sends the upgrade request for `chat.v1.json` followed by `early` in one write,
+    /// and reads the `101` response.
+    pub async fn upgrade_with(addr: SocketAddr, early: &[u8]) -> Self {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("tcp connect");
+        let key = fastwebsockets::handshake::generate_key();
+        let mut bytes = format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: chat.v1.json\r\n\r\n"
+        )
+        .into_bytes();
+        bytes.extend_from_slice(early);
+        stream.write_all(&bytes).await.expect("write");
+        let mut raw = Self {
+            stream,
+            buf: Vec::new(),
+        };
+        let end = loop {
+            if let Some(i) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            raw.fill().await;
+        };
+        let head = String::from_utf8_lossy(&raw.buf[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        raw.buf.drain(..end);
+        raw
+    }
+
+    async fn fill(&mut self) {
+        use tokio::io::AsyncReadExt as _;
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk))
+            .await
+            .expect("server answered within 5 s")
+            .expect("read");
+        assert!(n > 0, "connection closed");
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt as _;
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// The next server frame: opcode and payload (servers do not mask).
+    pub async fn next(&mut self) -> (u8, Vec<u8>) {
+        loop {
+            if self.buf.len() >= 2 {
+                let (len, head) = match self.buf[1] & 0x7f {
+                    126 if self.buf.len() >= 4 => (
+                        usize::from(u16::from_be_bytes([self.buf[2], self.buf[3]])),
+                        4,
+                    ),
+                    127 if self.buf.len() >= 10 => {
+                        let mut n = [0u8; 8];
+                        n.copy_from_slice(&self.buf[2..10]);
+                        (u64::from_be_bytes(n) as usize, 10)
+                    }
+                    126 | 127 => (usize::MAX, 0),
+                    n => (usize::from(n), 2),
+                };
+                if len != usize::MAX && self.buf.len() >= head + len {
+                    let opcode = self.buf[0] & 0x0f;
+                    let payload = self.buf[head..head + len].to_vec();
+                    self.buf.drain(..head + len);
+                    return (opcode, payload);
+                }
+            }
+            self.fill().await;
+        }
+    }
+
+    /// The next protocol frame (JSON), skipping pings.
+    pub async fn recv(&mut self) -> ServerFrame {
+        loop {
+            let (opcode, payload) = self.next().await;
+            match opcode {
+                1 => return codec::decode_json(&payload).expect("valid JSON frame"),
+                8 => panic!("closed: {payload:?}"),
+                _ => continue,
             }
         }
     }
