@@ -183,7 +183,8 @@ impl Outbox {
     }
 
     /// Heap capacity the queue holds now, in frames (zero when it is empty).
-    pub fn capacity(&self) -> usize {
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
         self.lock().frames.capacity()
     }
 }

@@ -239,6 +239,10 @@ impl FrameReader for QuicReader {
                 Err(DecodeError::TooLarge { .. }) => return Err(ReadError::TooLarge),
                 Err(e) => return Err(ReadError::Protocol(e.to_string())),
             }
+            if self.buf.is_empty() {
+                // Let go of the last chunk's allocation while waiting for the next.
+                self.buf = BytesMut::new();
+            }
             match self.recv.read_chunk(64 * 1024, true).await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                 Ok(None) => {
