@@ -232,6 +232,12 @@ impl Driver {
         let mut retry_after = None;
         let mut transport_reason: Option<String> = None;
         let mut refresh_at = tokio_instant(self.auth.refresh_due());
+        // Reading happens here, one read in flight across every round of the select
+        // below: no task or channel between the socket and the session.
+        let mut read_ended = false;
+        let mut reading = std::pin::pin!(transport::read(
+            link.reader.take().unwrap_or_else(transport::Reader::ended)
+        ));
         loop {
             while let Some(frame) = self.session.poll_transmit() {
                 link.send(frame);
@@ -302,15 +308,17 @@ impl Driver {
                     Some(Command::Close(tx)) => return self.close(link, Some(tx)).await,
                     Some(c) => self.command(c),
                 },
-                incoming = link.rx.recv() => match incoming {
-                    Some(Incoming::Frame(frame)) => {
+                (reader, incoming) = reading.as_mut(), if !read_ended => match incoming {
+                    Incoming::Frame(frame) => {
+                        reading.set(transport::read(reader));
                         self.session.handle(frame, std::time::Instant::now());
                     }
-                    Some(Incoming::Closed(reason)) => {
+                    Incoming::Closed(reason) => {
+                        // Nothing more to read: the finished read is not polled again.
+                        read_ended = true;
                         transport_reason = Some(reason);
                         self.session.transport_closed();
                     }
-                    None => self.session.transport_closed(),
                 },
                 () = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => {
                     self.session.handle_timeout(std::time::Instant::now());

@@ -1,5 +1,6 @@
-//! Moving frames: a WebSocket (`ws://`, `wss://`) or QUIC (`quic://`) link, each as a
-//! reader task and a writer task around two channels. The protocol lives elsewhere.
+//! Moving frames: a WebSocket (`ws://`, `wss://`) or QUIC (`quic://`) link. Reading
+//! happens in the session's own task (a [`Reader`] it polls), writing in a task of its
+//! own behind a channel. The protocol lives elsewhere.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::config::Target;
 use crate::error::{Error, Result, chain};
 
-/// What the reader task reports.
+/// What a read returns.
 #[derive(Debug)]
 pub(crate) enum Incoming {
     Frame(ServerFrame),
@@ -35,13 +36,139 @@ enum Outgoing {
     Close,
 }
 
-/// A live connection. Dropping it tears both tasks down.
+/// A live connection. Dropping it tears the writer task down.
 #[derive(Debug)]
 pub(crate) struct Link {
     tx: mpsc::UnboundedSender<Outgoing>,
-    pub(crate) rx: mpsc::Receiver<Incoming>,
+    /// Taken by the session, which reads in its own task.
+    pub(crate) reader: Option<Reader>,
     tasks: Vec<JoinHandle<()>>,
     quic: Option<quinn::Connection>,
+}
+
+type WsRead = fastwebsockets::WebSocketRead<tokio::io::ReadHalf<TokioIo<hyper::upgrade::Upgraded>>>;
+
+/// The reading side of a link. Reads are not cancel-safe: keep one in flight until it
+/// completes (see [`read`]).
+#[derive(Debug)]
+pub(crate) struct Reader(Side);
+
+impl Reader {
+    /// A reader whose link already ended.
+    pub(crate) fn ended() -> Self {
+        Reader(Side::Ended)
+    }
+}
+
+enum Side {
+    /// WebSocket messages; pings are answered through the writer.
+    Ws {
+        ws: WsRead,
+        partial: Option<BytesMut>,
+        pong: mpsc::UnboundedSender<Outgoing>,
+    },
+    /// Length-delimited postcard frames on a QUIC stream.
+    Quic {
+        recv: quinn::RecvStream,
+        decoder: StreamDecoder<ServerFrame>,
+        buf: BytesMut,
+    },
+    /// Reading ended; `next` reports it again.
+    Ended,
+}
+
+impl std::fmt::Debug for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Ws { .. } => "WebSocket",
+            Side::Quic { .. } => "QUIC",
+            Side::Ended => "ended",
+        })
+    }
+}
+
+/// One read that owns its reader, so a session can keep it in flight across its
+/// `select!` rounds and start the next read from what this one returns.
+pub(crate) async fn read(mut reader: Reader) -> (Reader, Incoming) {
+    let incoming = reader.0.next().await;
+    if matches!(incoming, Incoming::Closed(_)) {
+        reader = Reader::ended();
+    }
+    (reader, incoming)
+}
+
+impl Side {
+    /// The next frame, or why the link ended.
+    async fn next(&mut self) -> Incoming {
+        match self {
+            Side::Ws { ws, partial, pong } => loop {
+                let frame = match ws
+                    .read_frame(&mut |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) })
+                    .await
+                {
+                    Ok(frame) => frame,
+                    Err(e) => return Incoming::Closed(e.to_string()),
+                };
+                let message = match (frame.opcode, frame.fin) {
+                    (OpCode::Binary, true) => Bytes::copy_from_slice(&frame.payload),
+                    (OpCode::Binary, false) => {
+                        *partial = Some(BytesMut::from(&frame.payload[..]));
+                        continue;
+                    }
+                    (OpCode::Continuation, fin) => {
+                        let Some(buf) = partial.as_mut() else {
+                            return Incoming::Closed("continuation without a start".into());
+                        };
+                        if buf.len() + frame.payload.len() > MAX_SERVER_FRAME {
+                            return Incoming::Closed("message too large".into());
+                        }
+                        buf.extend_from_slice(&frame.payload);
+                        if !fin {
+                            continue;
+                        }
+                        partial.take().map(BytesMut::freeze).unwrap_or_default()
+                    }
+                    (OpCode::Ping, _) => {
+                        let _ = pong.send(Outgoing::Pong(Bytes::copy_from_slice(&frame.payload)));
+                        continue;
+                    }
+                    (OpCode::Close, _) => {
+                        let code = (frame.payload.len() >= 2)
+                            .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                        let text = String::from_utf8_lossy(frame.payload.get(2..).unwrap_or(&[]))
+                            .into_owned();
+                        return Incoming::Closed(format!("closed by the server ({code:?} {text})"));
+                    }
+                    (OpCode::Pong, _) => continue,
+                    (OpCode::Text, _) => {
+                        return Incoming::Closed("text message on a binary connection".into());
+                    }
+                };
+                if let Some(incoming) = decoded(codec::decode_postcard(&message)) {
+                    return incoming;
+                }
+            },
+            Side::Quic { recv, decoder, buf } => loop {
+                loop {
+                    match decoder.decode(buf) {
+                        Ok(Some(frame)) => {
+                            if let Some(incoming) = decoded(frame) {
+                                return incoming;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => return Incoming::Closed(format!("stream out of sync: {e}")),
+                    }
+                }
+                match recv.read_chunk(64 * 1024, true).await {
+                    Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                    Ok(None) => return Incoming::Closed("the server finished the stream".into()),
+                    Err(e) => return Incoming::Closed(chain(&e)),
+                }
+            },
+            Side::Ended => Incoming::Closed("the link already ended".into()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -179,56 +306,10 @@ where
     ws_write.set_writev(false);
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
-    let (in_tx, in_rx) = mpsc::channel(256);
-    let pong_tx = out_tx.clone();
-    let reader = tokio::spawn(async move {
-        let mut partial: Option<BytesMut> = None;
-        let reason = loop {
-            let frame = match ws_read
-                .read_frame(&mut |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) })
-                .await
-            {
-                Ok(frame) => frame,
-                Err(e) => break e.to_string(),
-            };
-            let message = match (frame.opcode, frame.fin) {
-                (OpCode::Binary, true) => Bytes::copy_from_slice(&frame.payload),
-                (OpCode::Binary, false) => {
-                    partial = Some(BytesMut::from(&frame.payload[..]));
-                    continue;
-                }
-                (OpCode::Continuation, fin) => {
-                    let Some(buf) = partial.as_mut() else {
-                        break "continuation without a start".to_owned();
-                    };
-                    if buf.len() + frame.payload.len() > MAX_SERVER_FRAME {
-                        break "message too large".to_owned();
-                    }
-                    buf.extend_from_slice(&frame.payload);
-                    if !fin {
-                        continue;
-                    }
-                    partial.take().map(BytesMut::freeze).unwrap_or_default()
-                }
-                (OpCode::Ping, _) => {
-                    let _ = pong_tx.send(Outgoing::Pong(Bytes::copy_from_slice(&frame.payload)));
-                    continue;
-                }
-                (OpCode::Close, _) => {
-                    let code = (frame.payload.len() >= 2)
-                        .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
-                    let text =
-                        String::from_utf8_lossy(frame.payload.get(2..).unwrap_or(&[])).into_owned();
-                    break format!("closed by the server ({code:?} {text})");
-                }
-                (OpCode::Pong, _) => continue,
-                (OpCode::Text, _) => break "text message on a binary connection".to_owned(),
-            };
-            if !deliver(&in_tx, codec::decode_postcard(&message)).await {
-                return;
-            }
-        };
-        let _ = in_tx.send(Incoming::Closed(reason)).await;
+    let reader = Reader(Side::Ws {
+        ws: ws_read,
+        partial: None,
+        pong: out_tx.clone(),
     });
     let writer = tokio::spawn(async move {
         'write: while let Some(first) = out_rx.recv().await {
@@ -264,29 +345,27 @@ where
     });
     Ok(Link {
         tx: out_tx,
-        rx: in_rx,
-        tasks: vec![reader, writer],
+        reader: Some(reader),
+        tasks: vec![writer],
         quic: None,
     })
 }
 
-/// Hands a decoded frame to the session; undecodable frames of a kind this client does
-/// not know are skipped (a newer server), anything else ends the link. Returns `false`
-/// once the session is gone.
-async fn deliver(
-    tx: &mpsc::Sender<Incoming>,
+/// What a decoded frame means for the session: frames of a kind this client does not
+/// know are skipped (`None`; a newer server), anything else undecodable ends the link.
+fn decoded(
     decoded: std::result::Result<ServerFrame, chat_proto::error::DecodeError>,
-) -> bool {
-    let item = match decoded {
-        Ok(frame) => Incoming::Frame(frame),
+) -> Option<Incoming> {
+    match decoded {
+        Ok(frame) => Some(Incoming::Frame(frame)),
         Err(e @ chat_proto::error::DecodeError::UnknownKind(_)) => {
             tracing::debug!(error = %e, "skipping a frame of an unknown kind");
-            return true;
+            None
         }
-        Err(e) => Incoming::Closed(format!("undecodable frame from the server: {e}")),
-    };
-    let end = matches!(item, Incoming::Closed(_));
-    tx.send(item).await.is_ok() && !end
+        Err(e) => Some(Incoming::Closed(format!(
+            "undecodable frame from the server: {e}"
+        ))),
+    }
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
@@ -333,32 +412,13 @@ async fn connect_quic(
         .map_err(|e| Error::Config(format!("QUIC: {e}")))?
         .await
         .map_err(|e| Error::connect(&e))?;
-    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| Error::connect(&e))?;
+    let (mut send, recv) = connection.open_bi().await.map_err(|e| Error::connect(&e))?;
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
-    let (in_tx, in_rx) = mpsc::channel(256);
-    let reader = tokio::spawn(async move {
-        let mut decoder = StreamDecoder::<ServerFrame>::new();
-        let mut buf = BytesMut::new();
-        let reason = 'read: loop {
-            loop {
-                match decoder.decode(&mut buf) {
-                    Ok(Some(decoded)) => {
-                        if !deliver(&in_tx, decoded).await {
-                            return;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => break 'read format!("stream out of sync: {e}"),
-                }
-            }
-            match recv.read_chunk(64 * 1024, true).await {
-                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
-                Ok(None) => break "the server finished the stream".to_owned(),
-                Err(e) => break chain(&e),
-            }
-        };
-        let _ = in_tx.send(Incoming::Closed(reason)).await;
+    let reader = Reader(Side::Quic {
+        recv,
+        decoder: StreamDecoder::new(),
+        buf: BytesMut::new(),
     });
     let writer = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(16 * 1024);
@@ -396,8 +456,8 @@ async fn connect_quic(
     });
     Ok(Link {
         tx: out_tx,
-        rx: in_rx,
-        tasks: vec![reader, writer],
+        reader: Some(reader),
+        tasks: vec![writer],
         quic: Some(connection),
     })
 }
