@@ -1,4 +1,5 @@
-//! Test support: throwaway databases for both backends.
+//! Test support: throwaway databases for both backends, and client WebSocket frames
+//! as the wire carries them.
 //!
 //! PostgreSQL tests use the server named by `CHAT_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`), each in a fresh schema that is dropped
@@ -89,4 +90,16 @@ impl TestDb {
             }
         }
     }
+}
+
+/// A final client WebSocket frame (masked with `key`, as RFC 6455 requires of clients)
+/// as the wire carries it, for tests that write raw bytes.
+pub fn client_frame(opcode: fastwebsockets::OpCode, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let mut frame = fastwebsockets::Frame::new(true, opcode, Some(key), payload.to_vec().into());
+    frame.mask();
+    let mut head = [0u8; 14];
+    let n = frame.fmt_head(&mut head);
+    let mut out = head[..n].to_vec();
+    out.extend_from_slice(&frame.payload);
+    out
 }

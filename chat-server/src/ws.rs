@@ -461,13 +461,7 @@ mod tests {
 
     /// A client frame (masked) as the wire carries it.
     fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
-        let mut frame = Frame::new(true, opcode, Some([3, 1, 4, 1]), payload.to_vec().into());
-        frame.mask();
-        let mut head = [0u8; MAX_HEAD + 4];
-        let n = frame.fmt_head(&mut head);
-        let mut out = head[..n].to_vec();
-        out.extend_from_slice(&frame.payload);
-        out
+        crate::testing::client_frame(opcode, payload, [3, 1, 4, 1])
     }
 
     /// A reader on the server end of a loopback connection, and the client end.

@@ -11,8 +11,8 @@ use chat_proto::frame::{
     ClientFrame, Cursor, History, MarkRead, PresenceStatus, Send, ServerFrame, SetTyping, Sync,
 };
 use chat_proto::ids::{ClientMsgId, ConversationId, RequestId, Seq, UserId};
-use chat_server::testing::TestDbKind;
-use common::ws::{End, RawWs, Sub, WsClient, connect_raw, masked_frame};
+use chat_server::testing::{TestDbKind, client_frame};
+use common::ws::{End, RawWs, Sub, WsClient, connect_raw};
 use common::{Account, TestServer};
 use fastwebsockets::OpCode;
 use http::StatusCode;
@@ -560,14 +560,17 @@ async fn frames_are_read_however_tcp_delivers_them() {
         client: "raw".into(),
         resume: vec![],
     }));
-    let mut a =
-        RawWs::upgrade_with(s.addr(), &masked_frame(1, hello.as_bytes(), [1, 2, 3, 4])).await;
+    let mut a = RawWs::upgrade_with(
+        s.addr(),
+        &client_frame(OpCode::Text, hello.as_bytes(), [1, 2, 3, 4]),
+    )
+    .await;
     assert!(matches!(a.recv().await, ServerFrame::Welcome(_)));
     while !matches!(a.recv().await, ServerFrame::ReplayDone(_)) {}
 
     // A byte at a time, the last byte after a pause.
-    let one = masked_frame(
-        1,
+    let one = client_frame(
+        OpCode::Text,
         json(&send(1, conv, 1, "trickled")).as_bytes(),
         [9, 8, 7, 6],
     );
@@ -580,15 +583,19 @@ async fn frames_are_read_however_tcp_delivers_them() {
 
     // Three messages and a ping in one write, the last message longer than 125 bytes.
     let long = "x".repeat(300);
-    let mut burst = masked_frame(1, json(&send(2, conv, 2, "first")).as_bytes(), [5, 5, 5, 5]);
-    burst.extend(masked_frame(9, b"are you there", [0, 1, 0, 1]));
-    burst.extend(masked_frame(
-        1,
+    let mut burst = client_frame(
+        OpCode::Text,
+        json(&send(2, conv, 2, "first")).as_bytes(),
+        [5, 5, 5, 5],
+    );
+    burst.extend(client_frame(OpCode::Ping, b"are you there", [0, 1, 0, 1]));
+    burst.extend(client_frame(
+        OpCode::Text,
         json(&send(3, conv, 3, "second")).as_bytes(),
         [7, 0, 0, 7],
     ));
-    burst.extend(masked_frame(
-        1,
+    burst.extend(client_frame(
+        OpCode::Text,
         json(&send(4, conv, 4, &long)).as_bytes(),
         [3, 3, 3, 3],
     ));
