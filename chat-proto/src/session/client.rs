@@ -813,8 +813,10 @@ impl ClientSession {
         conversation: ConversationId,
         start: Seq,
     ) -> &'a mut Track {
-        let floor = retired.remove(&conversation).unwrap_or(Seq::ZERO);
+        // One lookup for a conversation already tracked, the common case per frame; a
+        // conversation is never both tracked and retired.
         tracks.entry(conversation).or_insert_with(|| {
+            let floor = retired.remove(&conversation).unwrap_or(Seq::ZERO);
             let start = start.max(floor);
             Track {
                 delivered: start,
