@@ -24,6 +24,9 @@ use crate::transport::{self, Incoming, Link};
 
 /// Events kept for the first subscriber when none has subscribed yet.
 const MAX_BACKLOG: usize = 65_536;
+/// Most frames handled from one wake-up of the reader before the driver looks at its
+/// commands and timers again.
+const READ_AHEAD: usize = 64;
 /// A rate-limited send without a hint is retried after this long.
 const DEFAULT_RETRY: Duration = Duration::from_secs(1);
 
@@ -109,6 +112,45 @@ pub(crate) struct Driver {
     pub(crate) subscribed: bool,
     pub(crate) waiters: HashMap<RequestId, Waiter>,
     pub(crate) retries: Vec<Retry>,
+}
+
+/// A deadline the driver's select waits on, moved on the timer wheel only when it must
+/// fire sooner. A later deadline is left to fire early and be re-armed (every handler
+/// checks what is actually due), so a deadline that moves with every frame, like the
+/// idle timer, costs no timer update per frame.
+struct Alarm {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl Alarm {
+    fn new() -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: None,
+        }
+    }
+
+    /// Makes the alarm go off no later than `deadline` (`None`: not at all).
+    fn arm(&mut self, deadline: Option<Instant>) {
+        match (deadline, self.armed) {
+            (None, _) => self.armed = None,
+            (Some(at), Some(armed)) if armed <= at => {}
+            (Some(at), _) => {
+                self.sleep.as_mut().reset(at);
+                self.armed = Some(at);
+            }
+        }
+    }
+
+    /// Waits for the armed deadline; pending forever when disarmed.
+    async fn ring(&mut self) {
+        if self.armed.is_none() {
+            return std::future::pending().await;
+        }
+        self.sleep.as_mut().await;
+        self.armed = None;
+    }
 }
 
 fn tokio_instant(at: SystemTime) -> Instant {
@@ -232,6 +274,7 @@ impl Driver {
         let mut retry_after = None;
         let mut transport_reason: Option<String> = None;
         let mut refresh_at = tokio_instant(self.auth.refresh_due());
+        let (mut timer, mut retry, mut refresh) = (Alarm::new(), Alarm::new(), Alarm::new());
         // Reading happens here, one read in flight across every round of the select
         // below: no task or channel between the socket and the session.
         let mut read_ended = false;
@@ -299,8 +342,9 @@ impl Driver {
                     other => self.on_event(other),
                 }
             }
-            let timer = self.session.poll_timeout().map(Instant::from_std);
-            let retry_at = self.retries.iter().map(|r| r.at).min();
+            timer.arm(self.session.poll_timeout().map(Instant::from_std));
+            retry.arm(self.retries.iter().map(|r| r.at).min());
+            refresh.arm(Some(refresh_at));
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
@@ -308,40 +352,65 @@ impl Driver {
                     Some(Command::Close(tx)) => return self.close(link, Some(tx)).await,
                     Some(c) => self.command(c),
                 },
-                (reader, incoming) = reading.as_mut(), if !read_ended => match incoming {
-                    Incoming::Frame(frame) => {
-                        reading.set(transport::read(reader));
-                        self.session.handle(frame, std::time::Instant::now());
+                (reader, incoming) = reading.as_mut(), if !read_ended => {
+                    // The frames a server batch brought in with this one are already
+                    // buffered: handle them now rather than one round of the select
+                    // each. The next read is always left in flight.
+                    let now = std::time::Instant::now();
+                    let mut read = (reader, incoming);
+                    let mut handled = 0;
+                    loop {
+                        let (reader, incoming) = read;
+                        match incoming {
+                            Incoming::Frame(frame) => {
+                                reading.set(transport::read(reader));
+                                self.session.handle(frame, now);
+                            }
+                            Incoming::Closed(reason) => {
+                                // Nothing more to read: the finished read is not
+                                // polled again.
+                                read_ended = true;
+                                transport_reason = Some(reason);
+                                self.session.transport_closed();
+                                break;
+                            }
+                        }
+                        handled += 1;
+                        if handled == READ_AHEAD {
+                            break;
+                        }
+                        // Polled without a waker: if nothing is buffered, the select
+                        // polls it again with the real one.
+                        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                        match reading.as_mut().poll(&mut cx) {
+                            std::task::Poll::Ready(next) => read = next,
+                            std::task::Poll::Pending => break,
+                        }
                     }
-                    Incoming::Closed(reason) => {
-                        // Nothing more to read: the finished read is not polled again.
-                        read_ended = true;
-                        transport_reason = Some(reason);
-                        self.session.transport_closed();
-                    }
-                },
-                () = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => {
+                }
+                () = timer.ring() => {
                     self.session.handle_timeout(std::time::Instant::now());
                 }
-                () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                () = retry.ring() => {
                     self.resubmit_due();
                 }
-                () = tokio::time::sleep_until(refresh_at) => {
-                    // Renew in the background; the next check is after the new expiry
-                    // (or in a minute if this refresh fails).
-                    let auth = self.auth.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = auth.access_token().await {
-                            tracing::warn!(error = %e, "token refresh failed");
-                        }
-                    });
-                    refresh_at = Instant::now() + crate::api::REFRESH_MARGIN;
-                }
-            }
-            if refresh_at <= Instant::now() + crate::api::REFRESH_MARGIN {
-                let due = tokio_instant(self.auth.refresh_due());
-                if due > refresh_at {
-                    refresh_at = due;
+                () = refresh.ring() => {
+                    let now = Instant::now();
+                    let due = tokio_instant(self.auth.refresh_due());
+                    if due > now {
+                        // Renewed meanwhile (by an earlier refresh or an API call).
+                        refresh_at = due;
+                    } else if refresh_at <= now {
+                        // Renew in the background; the next check is in a minute, when
+                        // the new expiry (or a failed refresh) is known.
+                        let auth = self.auth.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = auth.access_token().await {
+                                tracing::warn!(error = %e, "token refresh failed");
+                            }
+                        });
+                        refresh_at = now + crate::api::REFRESH_MARGIN;
+                    }
                 }
             }
         }
@@ -513,14 +582,20 @@ impl Driver {
             self.backlog.push_back(event);
             return;
         }
-        self.subscribers.retain(|s| !s.is_closed());
-        // Clones for all but the last subscriber, which gets the event itself.
-        if let Some((last, others)) = self.subscribers.split_last() {
-            for s in others {
-                let _ = s.send(event.clone());
-            }
-            let _ = last.send(event);
-        }
+        // Clones for all but the last subscriber, which gets the event itself; a
+        // subscriber whose receiver is gone is dropped when a send to it fails.
+        let last = self.subscribers.len().saturating_sub(1);
+        let mut event = Some(event);
+        let mut index = 0;
+        self.subscribers.retain(|s| {
+            let e = if index == last {
+                event.take()
+            } else {
+                event.clone()
+            };
+            index += 1;
+            e.is_some_and(|e| s.send(e).is_ok())
+        });
     }
 
     /// Ends the client: everything pending fails with `error`.
@@ -545,5 +620,51 @@ impl Driver {
         if let Some(endpoint) = &self.quic {
             endpoint.close(0u32.into(), b"");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the alarm rings within `within` of (paused) time.
+    async fn rings_within(alarm: &mut Alarm, within: Duration) -> bool {
+        tokio::time::timeout(within, alarm.ring()).await.is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_alarm_rings_at_its_earliest_deadline_and_is_rearmed_after() {
+        let start = Instant::now();
+        let mut alarm = Alarm::new();
+        assert!(
+            !rings_within(&mut alarm, Duration::from_secs(3600)).await,
+            "disarmed: never"
+        );
+
+        let start = start + Duration::from_secs(3600);
+        alarm.arm(Some(start + Duration::from_secs(10)));
+        // A later deadline (the idle timer moving with every frame) leaves the
+        // armed one: the alarm goes off early and the caller finds nothing due.
+        alarm.arm(Some(start + Duration::from_secs(30)));
+        assert!(rings_within(&mut alarm, Duration::from_secs(11)).await);
+        assert_eq!(Instant::now(), start + Duration::from_secs(10));
+        assert_eq!(alarm.armed, None, "spent once it rang");
+
+        // Re-armed at the current deadline it rings then, not again at once.
+        alarm.arm(Some(start + Duration::from_secs(30)));
+        assert!(!rings_within(&mut alarm, Duration::from_secs(19)).await);
+        assert!(rings_within(&mut alarm, Duration::from_secs(2)).await);
+        assert_eq!(Instant::now(), start + Duration::from_secs(30));
+
+        // An earlier deadline moves it forward.
+        alarm.arm(Some(start + Duration::from_secs(100)));
+        alarm.arm(Some(start + Duration::from_secs(40)));
+        assert!(rings_within(&mut alarm, Duration::from_secs(11)).await);
+        assert_eq!(Instant::now(), start + Duration::from_secs(40));
+
+        // Disarming silences it even with a deadline set before.
+        alarm.arm(Some(start + Duration::from_secs(50)));
+        alarm.arm(None);
+        assert!(!rings_within(&mut alarm, Duration::from_secs(60)).await);
     }
 }
