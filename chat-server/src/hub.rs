@@ -42,6 +42,14 @@ pub enum Outbound {
     Pong(Bytes),
 }
 
+impl Outbound {
+    /// The bytes to send (before any transport framing).
+    pub fn payload(&self) -> &Bytes {
+        let (Self::Frame(bytes) | Self::Pong(bytes)) = self;
+        bytes
+    }
+}
+
 /// A frame encoded lazily, at most once per encoding, shared by every recipient.
 #[derive(Debug)]
 pub struct SharedFrame {

@@ -77,9 +77,7 @@ pub struct Outbox {
 }
 
 fn len(item: &Outbound) -> usize {
-    match item {
-        Outbound::Frame(b) | Outbound::Pong(b) => b.len(),
-    }
+    item.payload().len()
 }
 
 impl Outbox {

@@ -421,9 +421,7 @@ impl FrameWriter for WsWriter {
         };
         let total: usize = batch
             .iter()
-            .map(|item| match item {
-                Outbound::Frame(b) | Outbound::Pong(b) => b.len() + MAX_HEAD,
-            })
+            .map(|item| item.payload().len() + MAX_HEAD)
             .sum();
         let mut buf = Vec::with_capacity(total);
         for item in batch {
