@@ -6,6 +6,10 @@
 //! Each message carries its send time; every member's client (the sender's included)
 //! records how long it took to arrive. Run the server with a send rate above the one
 //! asked for (`--send-rate`, `--send-burst`), or sends are paced by the server.
+//!
+//! Paced senders are independent users by default (`--pacing poisson`: random gaps
+//! averaging the rate); `staggered` spreads fixed periods evenly and `lockstep` makes
+//! every sender send in the same instant, the burstiest load a group can see.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +22,7 @@ use chat_sdk::chat_proto::ids::ConversationId;
 use chat_sdk::{Client, Event};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -42,6 +47,9 @@ struct Args {
     /// Messages per second per sender; 0 sends as fast as acks allow (see --window).
     #[arg(long, default_value_t = 5.0)]
     rate: f64,
+    /// How paced senders' messages fall in time (with --rate above 0).
+    #[arg(long, value_enum, default_value_t = Pacing::Poisson)]
+    pacing: Pacing,
     /// With --rate 0: sends in flight per sender.
     #[arg(long, default_value_t = 8)]
     window: usize,
@@ -64,6 +72,44 @@ struct Args {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// When paced senders send. Each sender averages --rate messages per second.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Pacing {
+    /// Independent users: exponentially distributed gaps (Poisson arrivals), so sends
+    /// sometimes bunch up as they do in a real group.
+    Poisson,
+    /// Every sender on its own fixed period, started at a random point of it: evenly
+    /// spread load.
+    Staggered,
+    /// Every sender on the same fixed tick: all senders' messages leave in the same
+    /// instant, each tick a burst of senders × members deliveries (the worst case).
+    Lockstep,
+}
+
+impl Pacing {
+    /// The first send's delay after the start and the gap before each next send.
+    fn first_and_gap(self, period: Duration) -> (Duration, impl FnMut() -> Duration) {
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        let first = match self {
+            Pacing::Lockstep => Duration::ZERO,
+            Pacing::Staggered => period.mul_f64(rng.random::<f64>()),
+            Pacing::Poisson => exponential(&mut rng, period),
+        };
+        let gap = move || match self {
+            Pacing::Lockstep | Pacing::Staggered => period,
+            Pacing::Poisson => exponential(&mut rng, period),
+        };
+        (first, gap)
+    }
+}
+
+/// An exponentially distributed duration with the given mean.
+fn exponential(rng: &mut impl rand::Rng, mean: Duration) -> Duration {
+    // 1 - u is in (0, 1], so the logarithm is finite.
+    let u: f64 = rng.random();
+    mean.mul_f64(-(1.0 - u).ln())
 }
 
 struct Stats {
@@ -183,22 +229,32 @@ async fn main() -> anyhow::Result<()> {
         let mut events = client.events();
         let (stats, mut stopped) = (stats.clone(), stopped.clone());
         recorders.push(tokio::spawn(async move {
-            let mut latency = histogram();
+            // Raw samples appended in arrival order and binned once at the end: a
+            // histogram per client is a large table touched at random, and 1,000 of
+            // them make the recording itself a visible cost.
+            let mut samples: Vec<u32> = Vec::new();
+            let mut stop = std::pin::pin!(stopped.changed());
             loop {
                 tokio::select! {
+                    biased;
                     event = events.recv() => match event {
                         Some(Event::Message(m)) => {
                             if let Some(at) = sent_at(&m.body) {
                                 let now = epoch.elapsed().as_micros() as u64;
                                 stats.delivered.fetch_add(1, Ordering::Relaxed);
-                                latency.saturating_record(now.saturating_sub(at).max(1));
+                                let micros = now.saturating_sub(at).max(1);
+                                samples.push(u32::try_from(micros).unwrap_or(u32::MAX));
                             }
                         }
                         Some(_) => {}
                         None => break,
                     },
-                    _ = stopped.changed() => break,
+                    _ = stop.as_mut() => break,
                 }
+            }
+            let mut latency = histogram();
+            for micros in samples {
+                latency.saturating_record(u64::from(micros));
             }
             let _ = stats.latency.lock().await.add(&latency);
         }));
@@ -224,12 +280,20 @@ async fn main() -> anyhow::Result<()> {
             let (client, stats, args) = (client.clone(), stats.clone(), args.clone());
             senders.push(tokio::spawn(async move {
                 let mut count = 0u64;
-                let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
-                let mut next = Instant::now();
-                while Instant::now() < deadline {
-                    if let Some(p) = period {
-                        tokio::time::sleep_until(next.into()).await;
-                        next += p;
+                let mut pace = (args.rate > 0.0).then(|| {
+                    let (first, gap) = args
+                        .pacing
+                        .first_and_gap(Duration::from_secs_f64(1.0 / args.rate));
+                    (send_start + first, gap)
+                });
+                loop {
+                    if let Some((next, gap)) = &mut pace {
+                        // Open loop: the schedule does not wait for acks.
+                        tokio::time::sleep_until((*next).into()).await;
+                        *next += gap();
+                    }
+                    if Instant::now() >= deadline {
+                        break;
                     }
                     match client.send_text(room, payload(epoch, args.size)).await {
                         Ok(_) => {
@@ -296,6 +360,7 @@ async fn main() -> anyhow::Result<()> {
         "senders": args.senders,
         "rate_per_sender": args.rate,
         "window": if args.rate > 0.0 { 1 } else { args.window },
+        "pacing": (args.rate > 0.0).then(|| format!("{:?}", args.pacing).to_lowercase()),
         "payload_bytes": args.size,
         "duration_s": send_took.as_secs_f64(),
         "sent": sent,
