@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use chat_proto::codec::{self, StreamDecoder};
+use chat_proto::codec::{self, StreamDecoder, ws};
 use chat_proto::frame::{ClientFrame, ServerFrame};
 use chat_proto::limits::MAX_SERVER_FRAME;
 use chat_proto::version::WS_SUBPROTOCOL_POSTCARD;
-use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError};
+use fastwebsockets::{Frame, Payload, Role, WebSocketError};
 use http::{Request, header};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
@@ -64,7 +64,7 @@ enum Side {
     /// WebSocket messages; pings are answered through the writer.
     Ws {
         ws: WsRead,
-        partial: Option<BytesMut>,
+        messages: ws::Assembler,
         pong: mpsc::UnboundedSender<Outgoing>,
     },
     /// Length-delimited postcard frames on a QUIC stream.
@@ -101,7 +101,7 @@ impl Side {
     /// The next frame, or why the link ended.
     async fn next(&mut self) -> Incoming {
         match self {
-            Side::Ws { ws, partial, pong } => loop {
+            Side::Ws { ws, messages, pong } => loop {
                 let frame = match ws
                     .read_frame(&mut |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) })
                     .await
@@ -109,40 +109,22 @@ impl Side {
                     Ok(frame) => frame,
                     Err(e) => return Incoming::Closed(e.to_string()),
                 };
-                let message = match (frame.opcode, frame.fin) {
-                    (OpCode::Binary, true) => Bytes::copy_from_slice(&frame.payload),
-                    (OpCode::Binary, false) => {
-                        *partial = Some(BytesMut::from(&frame.payload[..]));
+                let Some(opcode) = ws::Opcode::from_wire(frame.opcode as u8) else {
+                    return Incoming::Closed("reserved opcode from the server".into());
+                };
+                let message = match messages.add(opcode, frame.fin, &frame.payload) {
+                    Ok(Some(ws::Assembled::Message(message))) => message,
+                    Ok(Some(ws::Assembled::Ping(payload))) => {
+                        let _ = pong.send(Outgoing::Pong(payload));
                         continue;
                     }
-                    (OpCode::Continuation, fin) => {
-                        let Some(buf) = partial.as_mut() else {
-                            return Incoming::Closed("continuation without a start".into());
-                        };
-                        if buf.len() + frame.payload.len() > MAX_SERVER_FRAME {
-                            return Incoming::Closed("message too large".into());
-                        }
-                        buf.extend_from_slice(&frame.payload);
-                        if !fin {
-                            continue;
-                        }
-                        partial.take().map(BytesMut::freeze).unwrap_or_default()
+                    Ok(Some(ws::Assembled::Close { code, reason })) => {
+                        return Incoming::Closed(format!(
+                            "closed by the server ({code:?} {reason})"
+                        ));
                     }
-                    (OpCode::Ping, _) => {
-                        let _ = pong.send(Outgoing::Pong(Bytes::copy_from_slice(&frame.payload)));
-                        continue;
-                    }
-                    (OpCode::Close, _) => {
-                        let code = (frame.payload.len() >= 2)
-                            .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
-                        let text = String::from_utf8_lossy(frame.payload.get(2..).unwrap_or(&[]))
-                            .into_owned();
-                        return Incoming::Closed(format!("closed by the server ({code:?} {text})"));
-                    }
-                    (OpCode::Pong, _) => continue,
-                    (OpCode::Text, _) => {
-                        return Incoming::Closed("text message on a binary connection".into());
-                    }
+                    Ok(Some(ws::Assembled::Pong) | None) => continue,
+                    Err(e) => return Incoming::Closed(e.to_string()),
                 };
                 if let Some(incoming) = decoded(codec::decode_postcard(&message)) {
                     return incoming;
@@ -308,7 +290,7 @@ where
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
     let reader = Reader(Side::Ws {
         ws: ws_read,
-        partial: None,
+        messages: ws::Assembler::new(false, MAX_SERVER_FRAME),
         pong: out_tx.clone(),
     });
     let writer = tokio::spawn(async move {

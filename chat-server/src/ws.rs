@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use chat_proto::codec::ws;
 use chat_proto::limits::{MAX_CLIENT_FRAME, MAX_CLIENT_FRAME_JSON};
 use chat_proto::version::{WS_SUBPROTOCOL_JSON, WS_SUBPROTOCOL_POSTCARD};
 use fastwebsockets::WebSocketRead;
@@ -151,11 +152,7 @@ pub async fn upgrade(
             early,
             parser: None,
             delivered: Arc::new(AtomicUsize::new(0)),
-            messages: Messages {
-                wire,
-                max,
-                partial: None,
-            },
+            messages: ws::Assembler::new(wire == Wire::WsJson, max),
         };
         let writer = WsWriter { socket, wire };
         crate::session::run(app, wire, reader, writer, peer.to_string()).await;
@@ -177,7 +174,7 @@ struct WsReader {
     parser: Option<Parser>,
     /// Bytes the current parser read (its source counts them).
     delivered: Arc<AtomicUsize>,
-    messages: Messages,
+    messages: ws::Assembler,
 }
 
 /// A frame parser and how many of the bytes it read it has returned as frames.
@@ -255,7 +252,7 @@ impl WsReader {
             fastwebsockets::after_handshake_split(source, tokio::io::sink(), Role::Server);
         ws.set_auto_close(false);
         ws.set_auto_pong(false);
-        ws.set_max_message_size(self.messages.max);
+        ws.set_max_message_size(self.messages.max());
         self.parser = Some(Parser { ws, consumed: 0 });
         Ok(())
     }
@@ -284,7 +281,7 @@ impl FrameReader for WsReader {
                 // RFC 6455 §5.1: a server closes on an unmasked client frame.
                 return Err(ReadError::Protocol("unmasked frame from a client".into()));
             }
-            let event = self.messages.add(frame);
+            let event = assemble(&mut self.messages, &frame);
             if drained {
                 self.parser = None;
             }
@@ -293,13 +290,6 @@ impl FrameReader for WsReader {
             }
         }
     }
-}
-
-/// Assembles whole messages from frames.
-struct Messages {
-    wire: Wire,
-    max: usize,
-    partial: Option<BytesMut>,
 }
 
 fn read_error(e: WebSocketError) -> ReadError {
@@ -314,67 +304,26 @@ fn read_error(e: WebSocketError) -> ReadError {
     }
 }
 
-/// A whole message; text must be UTF-8.
-fn complete(wire: Wire, message: Bytes) -> Result<ReadEvent, ReadError> {
-    if wire == Wire::WsJson && std::str::from_utf8(&message).is_err() {
-        return Err(ReadError::InvalidUtf8);
-    }
-    Ok(ReadEvent::Frame(message))
-}
-
-impl Messages {
-    /// Takes one frame; an event when it completes a message or is a control frame.
-    fn add(&mut self, frame: Frame<'_>) -> Result<Option<ReadEvent>, ReadError> {
-        let expected = if self.wire == Wire::WsJson {
-            OpCode::Text
-        } else {
-            OpCode::Binary
-        };
-        match frame.opcode {
-            OpCode::Close => Ok(Some(ReadEvent::Closed)),
-            OpCode::Ping => Ok(Some(ReadEvent::Ping(Bytes::copy_from_slice(
-                &frame.payload,
-            )))),
-            OpCode::Pong => Ok(None),
-            OpCode::Text | OpCode::Binary => {
-                if frame.opcode != expected {
-                    return Err(ReadError::Protocol(format!(
-                        "{:?} message on a {} connection",
-                        frame.opcode,
-                        if expected == OpCode::Text {
-                            "text"
-                        } else {
-                            "binary"
-                        }
-                    )));
-                }
-                if self.partial.is_some() {
-                    return Err(ReadError::Protocol(
-                        "new message inside a fragmented one".into(),
-                    ));
-                }
-                if frame.fin {
-                    return complete(self.wire, Bytes::copy_from_slice(&frame.payload)).map(Some);
-                }
-                self.partial = Some(BytesMut::from(&frame.payload[..]));
-                Ok(None)
-            }
-            OpCode::Continuation => {
-                let Some(partial) = self.partial.as_mut() else {
-                    return Err(ReadError::Protocol("continuation without a message".into()));
-                };
-                if partial.len() + frame.payload.len() > self.max {
-                    return Err(ReadError::TooLarge);
-                }
-                partial.extend_from_slice(&frame.payload);
-                if !frame.fin {
-                    return Ok(None);
-                }
-                let whole = self.partial.take().unwrap_or_default().freeze();
-                complete(self.wire, whole).map(Some)
-            }
-        }
-    }
+/// Takes one frame; an event when it completes a message or is a control frame.
+fn assemble(
+    messages: &mut ws::Assembler,
+    frame: &Frame<'_>,
+) -> Result<Option<ReadEvent>, ReadError> {
+    let opcode = ws::Opcode::from_wire(frame.opcode as u8)
+        .ok_or_else(|| ReadError::Protocol("reserved opcode".into()))?;
+    let assembled = messages
+        .add(opcode, frame.fin, &frame.payload)
+        .map_err(|e| match e {
+            ws::AssemblyError::TooLarge { .. } => ReadError::TooLarge,
+            ws::AssemblyError::InvalidUtf8 => ReadError::InvalidUtf8,
+            ws::AssemblyError::Protocol(what) => ReadError::Protocol(what.into()),
+        })?;
+    Ok(match assembled {
+        Some(ws::Assembled::Message(message)) => Some(ReadEvent::Frame(message)),
+        Some(ws::Assembled::Ping(payload)) => Some(ReadEvent::Ping(payload)),
+        Some(ws::Assembled::Close { .. }) => Some(ReadEvent::Closed),
+        Some(ws::Assembled::Pong) | None => None,
+    })
 }
 
 /// Writes each batch of frames as one buffer: one write for the whole burst.
@@ -475,11 +424,7 @@ mod tests {
             early: Bytes::from(early),
             parser: None,
             delivered: Arc::new(AtomicUsize::new(0)),
-            messages: Messages {
-                wire: Wire::WsPostcard,
-                max: MAX_CLIENT_FRAME,
-                partial: None,
-            },
+            messages: ws::Assembler::new(false, MAX_CLIENT_FRAME),
         };
         (reader, client)
     }

@@ -1,10 +1,12 @@
 //! Codecs: postcard (binary) and JSON (text) over the same frame types, plus the
-//! length-delimited framing for byte streams (PROTOCOL.md §4 "Encodings").
+//! length-delimited framing for byte streams (PROTOCOL.md §4 "Encodings"), and
+//! WebSocket message assembly ([`ws`]).
 //!
 //! Every decoder checks the input size against the direction's limit before it
 //! allocates, classifies every failure as a [`DecodeError`], and never panics.
 
 mod stream;
+pub mod ws;
 
 pub use stream::StreamDecoder;
 #[cfg(feature = "codec")]
