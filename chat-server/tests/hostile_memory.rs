@@ -71,8 +71,7 @@ async fn round(s: &TestServer, scene: &Scene, round: u32) {
         until_closed(&mut x).await;
     }
     for _ in 0..10 {
-        let (mut m, _) = WsClient::login(addr, Sub::Json, &scene.mallory.token, vec![]).await;
-        m.until_live().await;
+        let (mut m, _) = WsClient::login_live(addr, Sub::Json, &scene.mallory.token, vec![]).await;
         m.send_raw(OpCode::Text, vec![b'x'; 300 * 1024]).await;
         until_closed(&mut m).await;
     }
@@ -80,8 +79,7 @@ async fn round(s: &TestServer, scene: &Scene, round: u32) {
     let idle: Vec<_> =
         futures_util::future::join_all((0..20).map(|_| tokio::net::TcpStream::connect(addr))).await;
     // A flood of sends into a conversation Mallory is not in: all refused.
-    let (mut m, _) = WsClient::login(addr, Sub::Postcard, &scene.mallory.token, vec![]).await;
-    m.until_live().await;
+    let (mut m, _) = WsClient::login_live(addr, Sub::Postcard, &scene.mallory.token, vec![]).await;
     for i in 0..2_000u32 {
         m.send(&send(i, scene.conv, i, "let me in".into())).await;
     }
@@ -97,10 +95,8 @@ async fn round(s: &TestServer, scene: &Scene, round: u32) {
     // A reader that stops reading while Alice sends 2,000 messages of 16 KiB to Bob
     // (more than its queue bound and the loopback socket buffers hold): the server
     // cuts it off instead of buffering for it.
-    let (mut slow, _) = WsClient::login(addr, Sub::Postcard, &scene.bob.token, vec![]).await;
-    slow.until_live().await;
-    let (mut a, _) = WsClient::login(addr, Sub::Postcard, &scene.alice.token, vec![]).await;
-    a.until_live().await;
+    let (mut slow, _) = WsClient::login_live(addr, Sub::Postcard, &scene.bob.token, vec![]).await;
+    let (mut a, _) = WsClient::login_live(addr, Sub::Postcard, &scene.alice.token, vec![]).await;
     let text = "y".repeat(16 * 1024 - 100);
     for i in 1..=SENT_PER_ROUND {
         let key = round * 10_000 + i;

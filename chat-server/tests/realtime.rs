@@ -36,6 +36,15 @@ async fn dm(s: &TestServer, a: &Account, b: &Account) -> u64 {
     s.direct(a, b).await
 }
 
+/// A server (SQLite) with Alice and Bob and their direct conversation.
+async fn alice_and_bob() -> (TestServer, Account, Account, u64) {
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let conv = dm(&s, &alice, &bob).await;
+    (s, alice, bob, conv)
+}
+
 async fn next_error(c: &mut WsClient) -> chat_proto::frame::Error {
     c.until(|f| match f {
         ServerFrame::Error(e) => Some(e),
@@ -53,10 +62,7 @@ async fn next_message(c: &mut WsClient) -> chat_proto::frame::Message {
 }
 
 async fn chat_both_ways(sender_sub: Sub, receiver_sub: Sub) {
-    let s = TestServer::start(TestDbKind::Sqlite).await;
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
-    let conv = dm(&s, &alice, &bob).await;
+    let (s, alice, bob, conv) = alice_and_bob().await;
     let (mut a, welcome) = WsClient::login(s.addr(), sender_sub, &alice.token, vec![]).await;
     assert_eq!(welcome.user, UserId::new(alice.id).expect("id"));
     assert_eq!(
@@ -67,8 +73,7 @@ async fn chat_both_ways(sender_sub: Sub, receiver_sub: Sub) {
         }]
     );
     a.until_live().await;
-    let (mut b, _) = WsClient::login(s.addr(), receiver_sub, &bob.token, vec![]).await;
-    b.until_live().await;
+    let (mut b, _) = WsClient::login_live(s.addr(), receiver_sub, &bob.token, vec![]).await;
 
     a.send(&send(1, conv, 1, "hello bob")).await;
     let ack = a
@@ -117,14 +122,9 @@ async fn postcard_sender_reaches_json_receiver() {
 
 #[tokio::test]
 async fn a_second_device_sees_its_users_sends_and_retries_are_idempotent() {
-    let s = TestServer::start(TestDbKind::Sqlite).await;
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
-    let conv = dm(&s, &alice, &bob).await;
-    let (mut phone, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
-    phone.until_live().await;
-    let (mut laptop, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
-    laptop.until_live().await;
+    let (s, alice, _bob, conv) = alice_and_bob().await;
+    let (mut phone, _) = WsClient::login_live(s.addr(), Sub::Json, &alice.token, vec![]).await;
+    let (mut laptop, _) = WsClient::login_live(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
 
     phone.send(&send(1, conv, 9, "from my phone")).await;
     let first = phone
@@ -173,14 +173,9 @@ async fn a_second_device_sees_its_users_sends_and_retries_are_idempotent() {
 
 #[tokio::test]
 async fn reconnecting_client_gets_exactly_what_it_missed() {
-    let s = TestServer::start(TestDbKind::Sqlite).await;
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
-    let conv = dm(&s, &alice, &bob).await;
-    let (mut a, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
-    a.until_live().await;
-    let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
-    b.until_live().await;
+    let (s, alice, bob, conv) = alice_and_bob().await;
+    let (mut a, _) = WsClient::login_live(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
+    let (mut b, _) = WsClient::login_live(s.addr(), Sub::Json, &bob.token, vec![]).await;
     a.send(&send(1, conv, 1, "one")).await;
     let m = next_message(&mut b).await;
     assert_eq!(m.seq.get(), 1);
@@ -275,10 +270,8 @@ async fn typing_presence_and_receipts_reach_the_right_people() {
     let bob = s.register("bob").await;
     let carol = s.register("carol").await;
     let conv = dm(&s, &alice, &bob).await;
-    let (mut c, _) = WsClient::login(s.addr(), Sub::Json, &carol.token, vec![]).await;
-    c.until_live().await;
-    let (mut a, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
-    a.until_live().await;
+    let (mut c, _) = WsClient::login_live(s.addr(), Sub::Json, &carol.token, vec![]).await;
+    let (mut a, _) = WsClient::login_live(s.addr(), Sub::Json, &alice.token, vec![]).await;
     let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
     // Bob learns Alice is online as he connects; Alice learns Bob came online.
     let p = b
@@ -379,8 +372,7 @@ async fn people_who_come_to_share_a_conversation_learn_who_is_online() {
     let dave = s.register("dave").await;
     let mut online = Vec::new();
     for who in [&alice, &bob, &carol] {
-        let (mut c, _) = WsClient::login(s.addr(), Sub::Json, &who.token, vec![]).await;
-        c.until_live().await;
+        let (c, _) = WsClient::login_live(s.addr(), Sub::Json, &who.token, vec![]).await;
         online.push(c);
     }
     let [a, b, c] = &mut online[..] else {
@@ -441,8 +433,7 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
     let bob = s.register("bob").await;
     let mallory = s.register("mallory").await;
     let conv = dm(&s, &alice, &bob).await;
-    let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
-    b.until_live().await;
+    let (mut b, _) = WsClient::login_live(s.addr(), Sub::Json, &bob.token, vec![]).await;
 
     // A request before hello: handshake_required, then the server closes (1008).
     let mut x = WsClient::connect(s.addr(), Sub::Json).await;
@@ -465,8 +456,7 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
     assert_eq!(x.recv().await.err(), Some(End::Closed(1008)));
 
     // After the handshake: garbage and unknown kinds are answered and survived...
-    let (mut m, _) = WsClient::login(s.addr(), Sub::Json, &mallory.token, vec![]).await;
-    m.until_live().await;
+    let (mut m, _) = WsClient::login_live(s.addr(), Sub::Json, &mallory.token, vec![]).await;
     m.send_raw(OpCode::Text, b"{not json".to_vec()).await;
     let e = next_error(&mut m).await;
     assert_eq!(e.code, ErrorCode::BadFrame);
@@ -482,8 +472,7 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
     assert_eq!(m.recv().await.err(), Some(End::Closed(1007)));
 
     // ...a non-member send is not_found, and an empty body invalid_request.
-    let (mut m, _) = WsClient::login(s.addr(), Sub::Json, &mallory.token, vec![]).await;
-    m.until_live().await;
+    let (mut m, _) = WsClient::login_live(s.addr(), Sub::Json, &mallory.token, vec![]).await;
     m.send(&send(4, conv, 4, "let me in")).await;
     let e = next_error(&mut m).await;
     assert_eq!(
@@ -523,8 +512,7 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
         matches!(f, ServerFrame::Presence(_))
     })
     .await;
-    let (mut a, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
-    a.until_live().await;
+    let (mut a, _) = WsClient::login_live(s.addr(), Sub::Json, &alice.token, vec![]).await;
     a.send(&send(1, conv, 1, "still here?")).await;
     assert_eq!(
         next_message(&mut b).await.body.as_text(),
@@ -546,12 +534,8 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
 /// between them; and it refuses an unmasked client frame (RFC 6455 §5.1).
 #[tokio::test]
 async fn frames_are_read_however_tcp_delivers_them() {
-    let s = TestServer::start(TestDbKind::Sqlite).await;
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
-    let conv = dm(&s, &alice, &bob).await;
-    let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
-    b.until_live().await;
+    let (s, alice, bob, conv) = alice_and_bob().await;
+    let (mut b, _) = WsClient::login_live(s.addr(), Sub::Json, &bob.token, vec![]).await;
 
     let json = |frame: &ClientFrame| chat_proto::codec::encode_json(frame).expect("encodes");
     let hello = json(&ClientFrame::Hello(chat_proto::frame::Hello {
@@ -612,8 +596,7 @@ async fn frames_are_read_however_tcp_delivers_them() {
     assert_eq!(pong, b"are you there");
 
     // An unmasked frame: bad_frame, then close 1002.
-    let (mut m, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
-    m.until_live().await;
+    let (mut m, _) = WsClient::login_live(s.addr(), Sub::Json, &alice.token, vec![]).await;
     m.send_unmasked(OpCode::Text, json(&send(5, conv, 5, "bare")).into_bytes())
         .await;
     let e = next_error(&mut m).await;
@@ -729,13 +712,11 @@ async fn a_reader_that_stops_reading_is_cut_off_while_others_keep_up() {
         )
         .await;
     let conv = r.body["id"].as_u64().expect("id");
-    let (mut a, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
-    a.until_live().await;
-    let (mut bob_ws, _) = WsClient::login(s.addr(), Sub::Postcard, &bob.token, vec![]).await;
-    bob_ws.until_live().await;
+    let (mut a, _) = WsClient::login_live(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
+    let (mut bob_ws, _) = WsClient::login_live(s.addr(), Sub::Postcard, &bob.token, vec![]).await;
     // Carol connects and then never reads again.
-    let (mut carol_ws, _) = WsClient::login(s.addr(), Sub::Postcard, &carol.token, vec![]).await;
-    carol_ws.until_live().await;
+    let (mut carol_ws, _) =
+        WsClient::login_live(s.addr(), Sub::Postcard, &carol.token, vec![]).await;
 
     let text = "x".repeat(16 * 1024 - 100);
     let total = 1200u32;
@@ -801,12 +782,9 @@ async fn membership_changes_take_effect_live() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let carol = s.register("carol").await;
-    let (mut a, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
-    a.until_live().await;
-    let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
-    b.until_live().await;
-    let (mut c, _) = WsClient::login(s.addr(), Sub::Json, &carol.token, vec![]).await;
-    c.until_live().await;
+    let (mut a, _) = WsClient::login_live(s.addr(), Sub::Json, &alice.token, vec![]).await;
+    let (mut b, _) = WsClient::login_live(s.addr(), Sub::Json, &bob.token, vec![]).await;
+    let (mut c, _) = WsClient::login_live(s.addr(), Sub::Json, &carol.token, vec![]).await;
 
     // Bob learns about a group he was put in, without polling.
     let r = s
@@ -901,12 +879,8 @@ async fn membership_changes_take_effect_live() {
 
 #[tokio::test]
 async fn shutdown_sends_go_away_and_loses_nothing_acknowledged() {
-    let s = TestServer::start(TestDbKind::Sqlite).await;
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
-    let conv = dm(&s, &alice, &bob).await;
-    let (mut a, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
-    a.until_live().await;
+    let (s, alice, _bob, conv) = alice_and_bob().await;
+    let (mut a, _) = WsClient::login_live(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
     for i in 1..=20u32 {
         a.send(&send(i, conv, i as u8, "before shutdown")).await;
     }
@@ -941,10 +915,7 @@ async fn shutdown_sends_go_away_and_loses_nothing_acknowledged() {
 #[tokio::test]
 async fn quic_and_websocket_clients_chat_and_resume() {
     use common::quic::QuicClient;
-    let s = TestServer::start(TestDbKind::Sqlite).await;
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
-    let conv = dm(&s, &alice, &bob).await;
+    let (s, alice, bob, conv) = alice_and_bob().await;
     let cert = s.server.quic_cert.path.clone();
     let quic = s.server.quic_addr;
 
@@ -953,8 +924,7 @@ async fn quic_and_websocket_clients_chat_and_resume() {
     assert_eq!(welcome.user.get(), alice.id);
     a.until(|f| matches!(f, ServerFrame::ReplayDone(_)).then_some(()))
         .await;
-    let (mut b, _) = WsClient::login(s.addr(), Sub::Json, &bob.token, vec![]).await;
-    b.until_live().await;
+    let (mut b, _) = WsClient::login_live(s.addr(), Sub::Json, &bob.token, vec![]).await;
     a.send(&send(1, conv, 1, "over QUIC")).await;
     let ack = a
         .until(|f| {
@@ -1031,8 +1001,8 @@ async fn a_handshake_that_never_completes_is_closed_at_the_deadline() {
 async fn floods_of_requests_are_bounded_by_the_in_flight_window() {
     let s = TestServer::start(TestDbKind::Sqlite).await;
     let alice = s.register("alice").await;
-    let (mut a, welcome) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
-    a.until_live().await;
+    let (mut a, welcome) =
+        WsClient::login_live(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
     let window = welcome.limits.max_in_flight;
     // Thousands of history requests at once, never waiting for answers.
     let total = 3000u32;
@@ -1091,14 +1061,9 @@ async fn quic_refuses_a_four_gigabyte_length_prefix() {
 
 #[tokio::test]
 async fn metrics_report_sessions_and_traffic() {
-    let s = TestServer::start(TestDbKind::Sqlite).await;
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
-    let conv = dm(&s, &alice, &bob).await;
-    let (mut a, _) = WsClient::login(s.addr(), Sub::Json, &alice.token, vec![]).await;
-    a.until_live().await;
-    let (mut b, _) = WsClient::login(s.addr(), Sub::Postcard, &bob.token, vec![]).await;
-    b.until_live().await;
+    let (s, alice, bob, conv) = alice_and_bob().await;
+    let (mut a, _) = WsClient::login_live(s.addr(), Sub::Json, &alice.token, vec![]).await;
+    let (mut b, _) = WsClient::login_live(s.addr(), Sub::Postcard, &bob.token, vec![]).await;
     a.send(&send(1, conv, 1, "counted")).await;
     next_message(&mut b).await;
     let r = s.call(http::Method::GET, "/metrics", None, None).await;
@@ -1139,8 +1104,7 @@ async fn pages_are_cut_to_the_frame_limit() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let conv = dm(&s, &alice, &bob).await;
-    let (mut a, _) = WsClient::login(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
-    a.until_live().await;
+    let (mut a, _) = WsClient::login_live(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
     let big = "y".repeat(15 * 1024);
     for i in 1..=100u32 {
         a.send(&ClientFrame::Send(Send {
@@ -1224,8 +1188,7 @@ async fn encrypted_sends_must_be_sealed_for_exactly_the_members_devices() {
             body,
         })
     };
-    let (mut b, _) = WsClient::login(s.addr(), Sub::Postcard, &ben.token, vec![]).await;
-    b.until_live().await;
+    let (mut b, _) = WsClient::login_live(s.addr(), Sub::Postcard, &ben.token, vec![]).await;
     let (mut a, welcome) = WsClient::login(s.addr(), Sub::Json, &ann.token, vec![]).await;
     assert_eq!(welcome.version, ProtocolVersion::CURRENT);
     a.until_live().await;

@@ -113,6 +113,19 @@ impl WsClient {
         Self::login_at(addr, sub, token, resume, ProtocolVersion::CURRENT).await
     }
 
+    /// [`WsClient::login`], then past the replay of missed messages: what comes next is
+    /// live.
+    pub async fn login_live(
+        addr: SocketAddr,
+        sub: Sub,
+        token: &str,
+        resume: Vec<Cursor>,
+    ) -> (Self, Welcome) {
+        let (mut c, welcome) = Self::login(addr, sub, token, resume).await;
+        c.until_live().await;
+        (c, welcome)
+    }
+
     /// [`WsClient::login`] announcing an older protocol version.
     pub async fn login_at(
         addr: SocketAddr,
