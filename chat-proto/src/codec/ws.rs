@@ -128,7 +128,9 @@ impl Assembler {
                         "new message inside a fragmented one",
                     ));
                 }
-                self.check_size(payload.len())?;
+                if payload.len() > self.max {
+                    return Err(AssemblyError::TooLarge { max: self.max });
+                }
                 if fin {
                     return self.complete(Bytes::copy_from_slice(payload)).map(Some);
                 }
@@ -139,8 +141,7 @@ impl Assembler {
                 let Some(partial) = self.partial.as_mut() else {
                     return Err(AssemblyError::Protocol("continuation without a message"));
                 };
-                let total = partial.len() + payload.len();
-                if total > self.max {
+                if partial.len() + payload.len() > self.max {
                     return Err(AssemblyError::TooLarge { max: self.max });
                 }
                 partial.extend_from_slice(payload);
@@ -151,13 +152,6 @@ impl Assembler {
                 self.complete(whole).map(Some)
             }
         }
-    }
-
-    fn check_size(&self, len: usize) -> Result<(), AssemblyError> {
-        if len > self.max {
-            return Err(AssemblyError::TooLarge { max: self.max });
-        }
-        Ok(())
     }
 
     fn complete(&self, message: Bytes) -> Result<Assembled, AssemblyError> {
