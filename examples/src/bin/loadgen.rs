@@ -288,7 +288,8 @@ async fn main() -> anyhow::Result<()> {
                 });
                 loop {
                     if let Some((next, gap)) = &mut pace {
-                        // Open loop: the schedule does not wait for acks.
+                        // Send times are fixed in advance: a slow ack delays the
+                        // next send at most, never the schedule after it.
                         tokio::time::sleep_until((*next).into()).await;
                         *next += gap();
                     }
