@@ -30,6 +30,9 @@ impl SqliteStore {
             .statement_cache_capacity(super::STATEMENT_CACHE);
         create_private(options.get_filename());
         let pool = SqlitePoolOptions::new()
+            // A file in this process does not go away between uses: no liveness ping
+            // (a round trip to the connection's thread) before every acquire.
+            .test_before_acquire(false)
             .max_connections(8)
             .connect_with(options)
             .await?;
