@@ -40,12 +40,15 @@ pub enum Outbound {
     Frame(Bytes),
     /// A WebSocket pong answering a ping.
     Pong(Bytes),
+    /// Bytes already in the transport's framing, written as they are: the rest of a
+    /// write the socket took only in part.
+    Raw(Bytes),
 }
 
 impl Outbound {
-    /// The bytes to send (before any transport framing).
+    /// The bytes to send (before any transport framing, except for `Raw`).
     pub fn payload(&self) -> &Bytes {
-        let (Self::Frame(bytes) | Self::Pong(bytes)) = self;
+        let (Self::Frame(bytes) | Self::Pong(bytes) | Self::Raw(bytes)) = self;
         bytes
     }
 }
@@ -146,10 +149,15 @@ impl SessionHandle {
         )
     }
 
-    /// Queues encoded bytes without waiting; on overflow marks the session slow and
+    /// Sends encoded bytes without waiting; on overflow marks the session slow and
     /// returns `false`.
     pub fn push(&self, item: Outbound) -> bool {
         self.outbox.push(item)
+    }
+
+    /// Sends frames in order without waiting, all or none (see [`Outbox::push_all`]).
+    pub fn push_all(&self, items: &[Outbound]) -> bool {
+        self.outbox.push_all(items)
     }
 
     /// Queues a frame shared with other sessions.
@@ -183,6 +191,8 @@ impl CachedConversation {
 }
 
 const MEMBERSHIP_CACHE: usize = 100_000;
+/// Sessions the fan-out sends to between yields to the scheduler.
+const FANOUT_YIELD: usize = 64;
 
 /// Sessions, membership cache and rate limits.
 #[derive(Debug)]
@@ -445,18 +455,22 @@ impl Hub {
         frame: &SharedFrame,
         except_session: Option<u64>,
     ) -> usize {
+        self.local_sessions(users)
+            .iter()
+            .filter(|handle| Some(handle.id) != except_session && handle.push_shared(frame))
+            .count()
+    }
+
+    /// Every session here of the given users. Taken out of the map so that writing
+    /// to them (pushes may write to sockets) never holds the lock.
+    fn local_sessions(&self, users: &[UserId]) -> Vec<SessionHandle> {
         let sessions = self.sessions.read().unwrap_or_else(|p| p.into_inner());
-        let mut queued = 0;
-        for user in users {
-            if let Some(list) = sessions.get(user) {
-                for handle in list {
-                    if Some(handle.id) != except_session && handle.push_shared(frame) {
-                        queued += 1;
-                    }
-                }
-            }
-        }
-        queued
+        users
+            .iter()
+            .filter_map(|user| sessions.get(user))
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// A conversation's membership changed: forget the cached members and tell
@@ -518,21 +532,64 @@ impl Hub {
         }
     }
 
-    /// Delivers newly committed messages to every session of every member (the
-    /// sender's included), each encoded once per wire.
+    /// Delivers a batch of newly committed messages to every session of every member
+    /// (the sender's included), each encoded once per wire. A session gets all of one
+    /// conversation's messages in the batch with one push, so a burst costs it one
+    /// write; the task yields between groups of sessions so others keep running.
     pub async fn deliver(&self, messages: Vec<Message>) {
+        let mut runs: Vec<(ConversationId, Vec<SharedFrame>)> = Vec::new();
+        let mut index: HashMap<ConversationId, usize> = HashMap::new();
         for message in messages {
-            let members = match self.conversation(message.conversation).await {
+            let at = *index.entry(message.conversation).or_insert_with(|| {
+                runs.push((message.conversation, Vec::new()));
+                runs.len() - 1
+            });
+            runs[at]
+                .1
+                .push(SharedFrame::new(ServerFrame::Message(message)));
+        }
+        for (conversation, frames) in runs {
+            let members = match self.conversation(conversation).await {
                 Ok(Some(c)) => c.members,
                 Ok(None) => continue,
                 Err(e) => {
-                    tracing::error!(error = %e, conversation = %message.conversation, "membership lookup failed; message reaches clients by resume");
+                    tracing::error!(error = %e, %conversation, "membership lookup failed; messages reach clients by resume");
                     continue;
                 }
             };
             let started = std::time::Instant::now();
-            let frame = SharedFrame::new(ServerFrame::Message(message));
-            let queued = self.broadcast(&members, &frame);
+            if let Some(bus) = self.bus() {
+                for frame in &frames {
+                    if let Some(bytes) = frame.bytes(Wire::WsPostcard) {
+                        bus.publish(Event::Fanout {
+                            users: members.to_vec(),
+                            frame: bytes.to_vec(),
+                        });
+                    }
+                }
+            }
+            // The run encoded for each wire, on first use.
+            let mut encoded: [Option<Vec<Outbound>>; 3] = [None, None, None];
+            let mut queued = 0;
+            for (i, handle) in self.local_sessions(&members).iter().enumerate() {
+                let slot = match handle.wire {
+                    Wire::WsPostcard => 0,
+                    Wire::WsJson => 1,
+                    Wire::Stream => 2,
+                };
+                let items = encoded[slot].get_or_insert_with(|| {
+                    frames
+                        .iter()
+                        .filter_map(|f| f.bytes(handle.wire).map(Outbound::Frame))
+                        .collect()
+                });
+                if handle.push_all(items) {
+                    queued += items.len();
+                }
+                if i % FANOUT_YIELD == FANOUT_YIELD - 1 {
+                    tokio::task::yield_now().await;
+                }
+            }
             metrics::counter!(crate::metrics::MESSAGES_DELIVERED).increment(queued as u64);
             metrics::histogram!(crate::metrics::FANOUT_SECONDS)
                 .record(started.elapsed().as_secs_f64());
@@ -573,8 +630,11 @@ impl Hub {
     pub fn spawn_delivery(self: &Arc<Self>, mut committed: mpsc::Receiver<Vec<Message>>) {
         let hub = self.clone();
         tokio::spawn(async move {
-            while let Some(batch) = committed.recv().await {
-                hub.deliver(batch).await;
+            // Everything committed while the last fan-out ran goes out together: when
+            // fan-out falls behind, each session gets more per write, not more writes.
+            let mut batches = Vec::new();
+            while committed.recv_many(&mut batches, 1024).await > 0 {
+                hub.deliver(batches.drain(..).flatten().collect()).await;
             }
         });
     }
@@ -634,6 +694,109 @@ mod tests {
         );
     }
 
+    /// Counts the writes made to it and keeps what they wrote.
+    #[derive(Default)]
+    struct CountingSocket {
+        writes: AtomicUsize,
+        wire: Mutex<Vec<u8>>,
+    }
+
+    impl crate::outbox::DirectWrite for CountingSocket {
+        fn encode(&self, frames: &[Outbound], buf: &mut Vec<u8>) {
+            for item in frames {
+                buf.extend_from_slice(item.payload());
+            }
+        }
+        fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.writes.fetch_add(1, Ordering::AcqRel);
+            self.wire
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+    }
+
+    fn message(conversation: u64, seq: u64) -> Message {
+        Message {
+            conversation: ConversationId::new(conversation).unwrap_or_else(|_| unreachable!()),
+            seq: chat_proto::ids::Seq::new(seq).unwrap_or_else(|_| unreachable!()),
+            id: chat_proto::ids::MessageId::new(conversation * 100 + seq)
+                .unwrap_or_else(|_| unreachable!()),
+            sender: user(2),
+            client_msg_id: chat_proto::ids::ClientMsgId::from_bytes([seq as u8; 16]),
+            sent_at: Timestamp(1),
+            body: chat_proto::body::Body::Text(format!("{conversation}/{seq}")),
+        }
+    }
+
+    fn encoded(messages: &[Message], wire: Wire) -> Vec<Bytes> {
+        messages
+            .iter()
+            .map(|m| {
+                SharedFrame::new(ServerFrame::Message(m.clone()))
+                    .bytes(wire)
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_reaches_each_member_in_order_with_one_write_per_conversation() {
+        let store = Arc::new(NoStore {
+            ungated: true,
+            ..NoStore::default()
+        });
+        let hub = Hub::new(store, QueueLimits::default());
+        // User 1 writes directly; user 2 (both conversations) and 3 queue for a writer.
+        let (one, one_out) = hub.new_session(user(1), Wire::WsPostcard);
+        let socket = Arc::new(CountingSocket::default());
+        one_out.write_directly(socket.clone());
+        let (two, two_out) = hub.new_session(user(2), Wire::WsJson);
+        let (three, three_out) = hub.new_session(user(3), Wire::Stream);
+        for handle in [one, two, three] {
+            hub.register(handle);
+        }
+
+        let batch = vec![message(7, 1), message(8, 1), message(7, 2), message(8, 2)];
+        let (seven, eight) = (
+            vec![batch[0].clone(), batch[2].clone()],
+            vec![batch[1].clone(), batch[3].clone()],
+        );
+        hub.deliver(batch).await;
+
+        assert_eq!(
+            socket.writes.load(Ordering::Acquire),
+            1,
+            "one write for both"
+        );
+        let wire = socket
+            .wire
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        assert_eq!(wire, encoded(&seven, Wire::WsPostcard).concat());
+        assert_eq!(one_out.queued_bytes(), 0);
+
+        let queued = |outbox: &Outbox| {
+            let taken = futures_util::FutureExt::now_or_never(outbox.take(64));
+            match taken {
+                Some(crate::outbox::Taken::Frames(f)) => {
+                    f.iter().map(|o| o.payload().clone()).collect::<Vec<_>>()
+                }
+                _ => Vec::new(),
+            }
+        };
+        let mut want = encoded(&seven, Wire::WsJson);
+        want.extend(encoded(&eight, Wire::WsJson));
+        assert_eq!(
+            queued(&two_out),
+            want,
+            "each conversation's messages in order"
+        );
+        assert_eq!(queued(&three_out), encoded(&eight, Wire::Stream));
+    }
+
     #[test]
     fn registration_tracks_first_and_last_session() {
         let hub = Hub::new(Arc::new(NoStore::default()), QueueLimits::default());
@@ -672,12 +835,14 @@ mod tests {
         assert_eq!(store.reads.load(Ordering::Acquire), 2);
     }
 
-    /// A store for tests: membership reads wait for `gate` and are counted; nothing
-    /// else is ever used.
+    /// A store for tests: membership reads wait for `gate` (unless `ungated`) and are
+    /// counted; nothing else is ever used. Conversation 8 has users 2 and 3, every
+    /// other one users 1 and 2.
     #[derive(Debug, Default)]
     struct NoStore {
         gate: Notify,
         reads: AtomicUsize,
+        ungated: bool,
     }
 
     macro_rules! unused {
@@ -694,14 +859,21 @@ mod tests {
         }
         fn conversation_meta(
             &self,
-            _: ConversationId,
+            id: ConversationId,
         ) -> crate::store::StoreFuture<'_, Option<ConversationMeta>> {
-            Box::pin(async {
+            Box::pin(async move {
                 self.reads.fetch_add(1, Ordering::AcqRel);
-                self.gate.notified().await;
+                if !self.ungated {
+                    self.gate.notified().await;
+                }
+                let members = if id.get() == 8 {
+                    vec![user(2), user(3)]
+                } else {
+                    vec![user(1), user(2)]
+                };
                 Ok(Some(ConversationMeta {
                     encrypted: false,
-                    members: vec![user(1), user(2)],
+                    members,
                 }))
             })
         }

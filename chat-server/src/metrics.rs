@@ -15,7 +15,8 @@ pub const HANDSHAKES: &str = "chat_handshakes_total";
 pub const MESSAGES_RECEIVED: &str = "chat_messages_received_total";
 /// Message frames queued on recipient sessions (counter).
 pub const MESSAGES_DELIVERED: &str = "chat_messages_delivered_total";
-/// Time to queue one committed message on every recipient session (histogram).
+/// Time to send one conversation's newly committed messages to every recipient
+/// session (histogram).
 pub const FANOUT_SECONDS: &str = "chat_fanout_seconds";
 /// Messages per group-committed batch (histogram).
 pub const STORE_BATCH_SIZE: &str = "chat_store_batch_size";
@@ -79,12 +80,12 @@ fn describe() {
     metrics::describe_counter!(MESSAGES_RECEIVED, "Messages committed to storage");
     metrics::describe_counter!(
         MESSAGES_DELIVERED,
-        "Message frames queued on recipient sessions"
+        "Message frames sent or queued to recipient sessions"
     );
     metrics::describe_histogram!(
         FANOUT_SECONDS,
         metrics::Unit::Seconds,
-        "Time to queue a message on every recipient session"
+        "Time to send a conversation's committed batch to every recipient session"
     );
     metrics::describe_histogram!(STORE_BATCH_SIZE, "Messages per group-committed batch");
     metrics::describe_histogram!(

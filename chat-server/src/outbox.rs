@@ -6,15 +6,78 @@
 //! bound marks the session a slow consumer instead of growing. An empty queue holds no
 //! heap memory, so the many idle connections of a chat server cost next to nothing
 //! here; a tokio channel would keep its blocks for the connection's lifetime.
+//!
+//! Where the transport can write without waiting ([`DirectWrite`]), a push that finds
+//! the queue empty and the writer idle writes to the socket itself: most frames of a
+//! fan-out then cost one non-blocking write and no task wake-up. Only what the socket
+//! does not take at once is queued for the writer, so the order on the wire is the
+//! order of the pushes either way.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::hub::{Outbound, QueueLimits};
 use crate::session::CloseReason;
+
+/// A transport that can take bytes without waiting, from whichever task pushes.
+pub trait DirectWrite: Send + Sync + 'static {
+    /// Appends the frames as the transport puts them on the wire.
+    fn encode(&self, frames: &[Outbound], buf: &mut Vec<u8>);
+    /// Writes what the socket takes now, never waiting: the bytes written, or
+    /// `WouldBlock` when it takes none.
+    fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize>;
+}
+
+/// Scratch space for encoding direct writes, one per thread; kept only while small.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How a direct write went.
+enum Direct {
+    /// Every byte is on the socket.
+    All,
+    /// The socket took the first bytes; these are the rest.
+    Part(Bytes),
+    /// Nothing was written (the socket is full, or failed: the writer finds out).
+    Nothing,
+}
+
+/// Encodes `frames` and writes what the socket takes without waiting.
+fn write_now(direct: &dyn DirectWrite, frames: &[Outbound]) -> Direct {
+    SCRATCH.with(|scratch| {
+        let Ok(mut buf) = scratch.try_borrow_mut() else {
+            return Direct::Nothing;
+        };
+        buf.clear();
+        direct.encode(frames, &mut buf);
+        let mut written = 0;
+        while written < buf.len() {
+            match direct.try_write(&buf[written..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => written += n,
+            }
+        }
+        let outcome = if written == buf.len() {
+            Direct::All
+        } else if written == 0 {
+            Direct::Nothing
+        } else {
+            Direct::Part(Bytes::copy_from_slice(&buf[written..]))
+        };
+        if buf.capacity() > SCRATCH_KEEP {
+            *buf = Vec::new();
+        }
+        outcome
+    })
+}
 
 /// Raised once when a session's queue overflows.
 #[derive(Debug, Default)]
@@ -64,6 +127,8 @@ struct State {
     closing: Option<CloseReason>,
     /// The writer is gone: pushes are refused and nothing accumulates.
     dead: bool,
+    /// The writer took a batch it has not reported written yet.
+    writing: bool,
 }
 
 /// One session's bounded outbound queue (see the module docs).
@@ -74,10 +139,22 @@ pub struct Outbox {
     ready: Notify,
     slow: SlowFlag,
     limits: QueueLimits,
+    direct: OnceLock<Arc<dyn DirectWrite>>,
+}
+
+impl std::fmt::Debug for dyn DirectWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirectWrite")
+    }
 }
 
 fn len(item: &Outbound) -> usize {
     item.payload().len()
+}
+
+fn queue(state: &mut State, items: &[Outbound], n: usize) {
+    state.frames.extend(items.iter().cloned());
+    state.bytes += n;
 }
 
 impl Outbox {
@@ -88,7 +165,14 @@ impl Outbox {
             ready: Notify::new(),
             slow: SlowFlag::default(),
             limits,
+            direct: OnceLock::new(),
         }
+    }
+
+    /// Lets pushes write to the transport themselves while the writer is idle (see
+    /// the module docs). Set once, before the session starts.
+    pub fn write_directly(&self, direct: Arc<dyn DirectWrite>) {
+        let _ = self.direct.set(direct);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -100,26 +184,48 @@ impl Outbox {
         &self.slow
     }
 
-    /// Queues a frame without waiting. `false` if it was not queued: the session is
+    /// Sends a frame without waiting. `false` if it was not sent: the session is
     /// closing, its writer is gone, or this push overflowed the bounds (which also
     /// raises the slow flag; every later push is refused).
     pub fn push(&self, item: Outbound) -> bool {
+        self.push_all(std::slice::from_ref(&item))
+    }
+
+    /// Sends frames in order without waiting, all or none: written at once where the
+    /// transport allows (see the module docs), else queued. `false` as for
+    /// [`Outbox::push`].
+    pub fn push_all(&self, items: &[Outbound]) -> bool {
+        if items.is_empty() {
+            return true;
+        }
         if self.slow.is_raised() {
             return false;
         }
-        let n = len(&item);
+        let n: usize = items.iter().map(len).sum();
         let mut state = self.lock();
         if state.dead || state.closing.is_some() {
             return false;
         }
-        if state.frames.len() >= self.limits.frames || state.bytes + n > self.limits.bytes {
+        if state.frames.len() + items.len() > self.limits.frames
+            || state.bytes + n > self.limits.bytes
+        {
             drop(state);
             self.slow.raise();
             return false;
         }
         let wake = state.frames.is_empty();
-        state.frames.push_back(item);
-        state.bytes += n;
+        // The lock is held through the write: nothing else writes meanwhile.
+        match self.direct.get() {
+            Some(direct) if wake && !state.writing => match write_now(&**direct, items) {
+                Direct::All => return true,
+                Direct::Part(rest) => {
+                    state.bytes += rest.len();
+                    state.frames.push_back(Outbound::Raw(rest));
+                }
+                Direct::Nothing => queue(&mut state, items, n),
+            },
+            _ => queue(&mut state, items, n),
+        }
         drop(state);
         if wake {
             // A stored permit if the writer is busy: it looks again after writing.
@@ -146,10 +252,12 @@ impl Outbox {
             {
                 let mut state = self.lock();
                 if state.frames.len() > max {
+                    state.writing = true;
                     return Taken::Frames(state.frames.drain(..max).collect());
                 }
                 if !state.frames.is_empty() {
                     // The whole queue: what stays behind is an empty, unallocated one.
+                    state.writing = true;
                     return Taken::Frames(std::mem::take(&mut state.frames).into());
                 }
                 if let Some(reason) = state.closing {
@@ -165,6 +273,7 @@ impl Outbox {
         let n: usize = batch.iter().map(len).sum();
         let mut state = self.lock();
         state.bytes = state.bytes.saturating_sub(n);
+        state.writing = false;
     }
 
     /// The writer failed: drops what is queued and refuses every later push.
@@ -298,6 +407,154 @@ mod tests {
             .expect("writer did not panic");
         assert_eq!(seen, [3, 5], "what was queued before the close is written");
         assert_eq!(reason, CloseReason::GoingAway);
+    }
+
+    /// A socket that takes at most `room` bytes, then would block; frames go on its
+    /// wire as a length byte and the payload.
+    #[derive(Default)]
+    struct Socket {
+        wire: Mutex<Vec<u8>>,
+        room: Mutex<usize>,
+    }
+
+    impl Socket {
+        fn with_room(room: usize) -> Arc<Self> {
+            let socket = Arc::new(Socket::default());
+            *socket.room.lock().unwrap() = room;
+            socket
+        }
+
+        fn wire(&self) -> Vec<u8> {
+            self.wire.lock().unwrap().clone()
+        }
+
+        /// What the writer task would do with a taken batch.
+        fn write_batch(&self, batch: &[Outbound]) {
+            let mut buf = Vec::new();
+            self.encode(batch, &mut buf);
+            self.wire.lock().unwrap().extend(buf);
+        }
+    }
+
+    impl DirectWrite for Socket {
+        fn encode(&self, frames: &[Outbound], buf: &mut Vec<u8>) {
+            for item in frames {
+                if let Outbound::Raw(bytes) = item {
+                    buf.extend_from_slice(bytes);
+                } else {
+                    buf.push(len(item) as u8);
+                    buf.extend_from_slice(item.payload());
+                }
+            }
+        }
+
+        fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut room = self.room.lock().unwrap();
+            let n = bytes.len().min(*room);
+            if n == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            *room -= n;
+            self.wire.lock().unwrap().extend_from_slice(&bytes[..n]);
+            Ok(n)
+        }
+    }
+
+    fn direct(socket: &Arc<Socket>) -> Outbox {
+        let outbox = Outbox::new(LIMITS);
+        outbox.write_directly(socket.clone());
+        outbox
+    }
+
+    fn framed(payloads: &[&[u8]]) -> Vec<u8> {
+        payloads
+            .iter()
+            .flat_map(|p| std::iter::once(p.len() as u8).chain(p.iter().copied()))
+            .collect()
+    }
+
+    fn bytes_frame(payload: &[u8]) -> Outbound {
+        Outbound::Frame(Bytes::copy_from_slice(payload))
+    }
+
+    #[tokio::test]
+    async fn an_idle_writer_is_bypassed_and_never_woken() {
+        let socket = Socket::with_room(1000);
+        let outbox = direct(&socket);
+        assert!(outbox.push_all(&[bytes_frame(b"one"), bytes_frame(b"two")]));
+        assert!(outbox.push(bytes_frame(b"three")));
+        assert_eq!(socket.wire(), framed(&[b"one", b"two", b"three"]));
+        assert_eq!(outbox.queued_bytes(), 0, "nothing queued");
+        let woken = tokio::time::timeout(Duration::from_millis(50), outbox.take(16)).await;
+        assert!(woken.is_err(), "the writer has nothing to do");
+    }
+
+    #[tokio::test]
+    async fn a_busy_writer_keeps_the_order_on_the_wire() {
+        let socket = Socket::with_room(1000);
+        let outbox = Outbox::new(LIMITS);
+        assert!(
+            outbox.push(bytes_frame(b"a")),
+            "queued: no direct writes yet"
+        );
+        outbox.write_directly(socket.clone());
+        let batch = frames(outbox.take(16).await);
+        assert!(outbox.push(bytes_frame(b"b")), "the writer is busy: queued");
+        assert_eq!(socket.wire(), b"", "nothing may overtake the taken batch");
+        socket.write_batch(&batch);
+        outbox.written(&batch);
+        let batch = frames(outbox.take(16).await);
+        socket.write_batch(&batch);
+        outbox.written(&batch);
+        assert!(
+            outbox.push(bytes_frame(b"c")),
+            "idle again: written at once"
+        );
+        assert_eq!(socket.wire(), framed(&[b"a", b"b", b"c"]));
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_is_queued_byte_exact() {
+        // Room for the first frame and two bytes of the second.
+        let socket = Socket::with_room(6);
+        let outbox = direct(&socket);
+        assert!(outbox.push_all(&[bytes_frame(b"one"), bytes_frame(b"second")]));
+        assert_eq!(outbox.queued_bytes(), 5, "the rest of the second frame");
+        *socket.room.lock().unwrap() = 1000;
+        assert!(outbox.push(bytes_frame(b"third")), "queued behind the rest");
+        let batch = frames(outbox.take(16).await);
+        assert!(matches!(batch[0], Outbound::Raw(_)));
+        socket.write_batch(&batch);
+        outbox.written(&batch);
+        assert_eq!(socket.wire(), framed(&[b"one", b"second", b"third"]));
+        assert_eq!(outbox.queued_bytes(), 0);
+
+        // A full socket: the frames are queued whole, for the writer to wait on.
+        let socket = Socket::with_room(0);
+        let outbox = direct(&socket);
+        assert!(outbox.push(bytes_frame(b"waits")));
+        assert_eq!(outbox.queued_bytes(), 5);
+        let batch = frames(outbox.take(16).await);
+        assert!(matches!(&batch[..], [Outbound::Frame(b)] if b == &b"waits"[..]));
+    }
+
+    #[test]
+    fn direct_writes_obey_the_bounds_and_the_close() {
+        let socket = Socket::with_room(100_000);
+        let outbox = direct(&socket);
+        let five: Vec<Outbound> = (0..5).map(|_| frame(1)).collect();
+        assert!(
+            !outbox.push_all(&five),
+            "more frames at once than the bound"
+        );
+        assert!(outbox.slow().is_raised());
+        assert_eq!(socket.wire(), b"", "refused, not written");
+
+        let outbox = direct(&socket);
+        outbox.close(CloseReason::Normal);
+        assert!(!outbox.push(frame(1)), "refused once closing");
+        assert_eq!(socket.wire(), b"");
     }
 
     #[test]

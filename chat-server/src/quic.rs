@@ -268,7 +268,7 @@ impl FrameWriter for QuicWriter {
         let mut chunks: Vec<Bytes> = batch
             .iter()
             .filter_map(|o| match o {
-                Outbound::Frame(b) => Some(b.clone()),
+                Outbound::Frame(b) | Outbound::Raw(b) => Some(b.clone()),
                 Outbound::Pong(_) => None,
             })
             .collect();

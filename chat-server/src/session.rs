@@ -29,7 +29,7 @@ use futures_util::stream::FuturesOrdered;
 
 use crate::app::App;
 use crate::hub::{Outbound, SessionHandle, SharedFrame, Wire};
-use crate::outbox::{Outbox, SlowFlag, Taken};
+use crate::outbox::{DirectWrite, Outbox, SlowFlag, Taken};
 use crate::store::append::AppendResult;
 use crate::store::{Appended, NewMessage};
 
@@ -101,6 +101,11 @@ pub trait FrameWriter: Send + 'static {
     ) -> impl Future<Output = std::io::Result<()>> + Send;
     /// Ends the connection, with a reason where the transport has a way to say it.
     fn close(&mut self, reason: CloseReason) -> impl Future<Output = ()> + Send;
+    /// A way for pushes to write without waiting while this writer is idle, if the
+    /// transport has one (see [`crate::outbox`]).
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        None
+    }
 }
 
 type PendingAck = Pin<Box<dyn Future<Output = (RequestId, Option<AppendResult>)> + Send + Sync>>;
@@ -144,6 +149,9 @@ pub async fn run<R: FrameReader, W: FrameWriter>(
     // The handle exists before authentication so errors can be queued; it is only
     // registered with the hub once the user is known.
     let (handle, outbox) = app.hub().new_session(user_placeholder, wire);
+    if let Some(direct) = writer.direct() {
+        outbox.write_directly(direct);
+    }
     let mut writer_task = tokio::spawn(write_loop(writer, outbox.clone()));
     let transport = match wire {
         Wire::WsJson => "websocket_json",

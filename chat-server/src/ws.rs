@@ -27,6 +27,7 @@ use crate::app::App;
 use crate::http::HandlerResult;
 use crate::http::error::ApiError;
 use crate::hub::{Outbound, Wire};
+use crate::outbox::DirectWrite;
 use crate::server::HttpIo;
 use crate::session::{CloseReason, FrameReader, FrameWriter, ReadError, ReadEvent};
 
@@ -154,7 +155,9 @@ pub async fn upgrade(
             delivered: Arc::new(AtomicUsize::new(0)),
             messages: ws::Assembler::new(wire == Wire::WsJson, max),
         };
-        let writer = WsWriter { socket, wire };
+        let writer = WsWriter {
+            out: Arc::new(WsOut { socket, wire }),
+        };
         crate::session::run(app, wire, reader, writer, peer.to_string()).await;
     });
     Ok(response)
@@ -328,6 +331,11 @@ fn assemble(
 
 /// Writes each batch of frames as one buffer: one write for the whole burst.
 struct WsWriter {
+    out: Arc<WsOut>,
+}
+
+/// The sending side of a connection: how frames go on the wire, and the socket.
+struct WsOut {
     socket: Arc<TcpStream>,
     wire: Wire,
 }
@@ -342,7 +350,37 @@ fn encode(buf: &mut Vec<u8>, mut frame: Frame<'_>) {
     buf.extend_from_slice(&frame.payload);
 }
 
-impl WsWriter {
+impl DirectWrite for WsOut {
+    fn encode(&self, frames: &[Outbound], buf: &mut Vec<u8>) {
+        let opcode = if self.wire == Wire::WsJson {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        };
+        let total: usize = frames
+            .iter()
+            .map(|item| item.payload().len() + MAX_HEAD)
+            .sum();
+        buf.reserve(total);
+        for item in frames {
+            let frame = match item {
+                Outbound::Frame(bytes) => Frame::new(true, opcode, None, Payload::Borrowed(bytes)),
+                Outbound::Pong(bytes) => Frame::pong(Payload::Borrowed(bytes)),
+                Outbound::Raw(bytes) => {
+                    buf.extend_from_slice(bytes);
+                    continue;
+                }
+            };
+            encode(buf, frame);
+        }
+    }
+
+    fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.socket.try_write(bytes)
+    }
+}
+
+impl WsOut {
     /// Writes one encoded buffer, the batch's own: an idle connection keeps no write
     /// memory.
     async fn send(&self, buf: Vec<u8>) -> std::io::Result<()> {
@@ -363,24 +401,9 @@ impl WsWriter {
 
 impl FrameWriter for WsWriter {
     async fn write_batch(&mut self, batch: &[Outbound]) -> std::io::Result<()> {
-        let opcode = if self.wire == Wire::WsJson {
-            OpCode::Text
-        } else {
-            OpCode::Binary
-        };
-        let total: usize = batch
-            .iter()
-            .map(|item| item.payload().len() + MAX_HEAD)
-            .sum();
-        let mut buf = Vec::with_capacity(total);
-        for item in batch {
-            let frame = match item {
-                Outbound::Frame(bytes) => Frame::new(true, opcode, None, Payload::Borrowed(bytes)),
-                Outbound::Pong(bytes) => Frame::pong(Payload::Borrowed(bytes)),
-            };
-            encode(&mut buf, frame);
-        }
-        self.send(buf).await
+        let mut buf = Vec::new();
+        self.out.encode(batch, &mut buf);
+        self.out.send(buf).await
     }
 
     async fn close(&mut self, reason: CloseReason) {
@@ -394,7 +417,11 @@ impl FrameWriter for WsWriter {
         };
         let mut buf = Vec::with_capacity(MAX_HEAD + 2);
         encode(&mut buf, Frame::close(code, b""));
-        let _ = self.send(buf).await;
+        let _ = self.out.send(buf).await;
+    }
+
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        Some(self.out.clone())
     }
 }
 
