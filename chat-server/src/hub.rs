@@ -193,6 +193,33 @@ impl CachedConversation {
 const MEMBERSHIP_CACHE: usize = 100_000;
 /// Sessions the fan-out sends to between yields to the scheduler.
 const FANOUT_YIELD: usize = 64;
+/// Audiences from this size on are split across the runtime's workers.
+const FANOUT_SPLIT: usize = 256;
+
+/// Index of a wire's encoding in per-wire arrays.
+fn slot(wire: Wire) -> usize {
+    match wire {
+        Wire::WsPostcard => 0,
+        Wire::WsJson => 1,
+        Wire::Stream => 2,
+    }
+}
+
+/// Pushes a run of frames, encoded per wire, to each session; yields every
+/// [`FANOUT_YIELD`] sessions. Returns how many frames were sent or queued.
+async fn send_run(sessions: Vec<SessionHandle>, encoded: [Arc<[Outbound]>; 3]) -> usize {
+    let mut queued = 0;
+    for (i, handle) in sessions.iter().enumerate() {
+        let items = &encoded[slot(handle.wire)];
+        if handle.push_all(items) {
+            queued += items.len();
+        }
+        if i % FANOUT_YIELD == FANOUT_YIELD - 1 {
+            tokio::task::yield_now().await;
+        }
+    }
+    queued
+}
 
 /// Sessions, membership cache and rate limits.
 #[derive(Debug)]
@@ -568,27 +595,32 @@ impl Hub {
                     }
                 }
             }
-            // The run encoded for each wire, on first use.
-            let mut encoded: [Option<Vec<Outbound>>; 3] = [None, None, None];
-            let mut queued = 0;
-            for (i, handle) in self.local_sessions(&members).iter().enumerate() {
-                let slot = match handle.wire {
-                    Wire::WsPostcard => 0,
-                    Wire::WsJson => 1,
-                    Wire::Stream => 2,
-                };
-                let items = encoded[slot].get_or_insert_with(|| {
-                    frames
+            let mut targets = self.local_sessions(&members);
+            // The run encoded for each wire a recipient uses.
+            let mut encoded: [Arc<[Outbound]>; 3] = Default::default();
+            for wire in [Wire::WsPostcard, Wire::WsJson, Wire::Stream] {
+                if targets.iter().any(|t| t.wire == wire) {
+                    encoded[slot(wire)] = frames
                         .iter()
-                        .filter_map(|f| f.bytes(handle.wire).map(Outbound::Frame))
-                        .collect()
-                });
-                if handle.push_all(items) {
-                    queued += items.len();
+                        .filter_map(|f| f.bytes(wire).map(Outbound::Frame))
+                        .collect();
                 }
-                if i % FANOUT_YIELD == FANOUT_YIELD - 1 {
-                    tokio::task::yield_now().await;
+            }
+            // A big audience is split across the runtime's workers: each writes to its
+            // share of the sockets. All of it is done before the next run starts, so
+            // no session sees a later frame first.
+            let workers = tokio::runtime::Handle::current().metrics().num_workers();
+            let mut others = tokio::task::JoinSet::new();
+            if workers > 1 && targets.len() >= FANOUT_SPLIT {
+                let share = targets.len().div_ceil(workers);
+                while targets.len() > share {
+                    let part = targets.split_off(targets.len() - share);
+                    others.spawn(send_run(part, encoded.clone()));
                 }
+            }
+            let mut queued = send_run(targets, encoded).await;
+            while let Some(done) = others.join_next().await {
+                queued += done.unwrap_or(0);
             }
             metrics::counter!(crate::metrics::MESSAGES_DELIVERED).increment(queued as u64);
             metrics::histogram!(crate::metrics::FANOUT_SECONDS)
@@ -795,6 +827,51 @@ mod tests {
             "each conversation's messages in order"
         );
         assert_eq!(queued(&three_out), encoded(&eight, Wire::Stream));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_big_audience_split_across_workers_gets_every_frame_in_order() {
+        let store = Arc::new(NoStore {
+            ungated: true,
+            ..NoStore::default()
+        });
+        let hub = Hub::new(store, QueueLimits::default());
+        // One user with more devices than the split threshold; every other device
+        // writes directly.
+        let devices: Vec<(Arc<Outbox>, Option<Arc<CountingSocket>>)> = (0..FANOUT_SPLIT + 44)
+            .map(|i| {
+                let (handle, outbox) = hub.new_session(user(1), Wire::WsPostcard);
+                let socket = (i % 2 == 0).then(|| {
+                    let socket = Arc::new(CountingSocket::default());
+                    outbox.write_directly(socket.clone());
+                    socket
+                });
+                hub.register(handle);
+                (outbox, socket)
+            })
+            .collect();
+        let first = vec![message(7, 1), message(7, 2)];
+        let second = vec![message(7, 3)];
+        hub.deliver(first.clone()).await;
+        hub.deliver(second.clone()).await;
+
+        let want = encoded(&[first, second].concat(), Wire::WsPostcard).concat();
+        for (outbox, socket) in &devices {
+            let got = match socket {
+                Some(socket) => socket
+                    .wire
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+                None => match futures_util::FutureExt::now_or_never(outbox.take(64)) {
+                    Some(crate::outbox::Taken::Frames(f)) => {
+                        f.iter().flat_map(|o| o.payload().to_vec()).collect()
+                    }
+                    _ => Vec::new(),
+                },
+            };
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
