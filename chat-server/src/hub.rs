@@ -452,6 +452,12 @@ impl Hub {
     /// directly, elsewhere through the cluster bus. Returns how many sessions here got it.
     pub fn broadcast(&self, users: &[UserId], frame: &SharedFrame) -> usize {
         let queued = self.send_to_users(users, frame, None);
+        self.publish_fanout(users, frame);
+        queued
+    }
+
+    /// Hands a frame for `users` to the other nodes, if this node is in a cluster.
+    fn publish_fanout(&self, users: &[UserId], frame: &SharedFrame) {
         if let Some(bus) = self.bus()
             && !users.is_empty()
             && let Some(bytes) = frame.bytes(Wire::WsPostcard)
@@ -461,7 +467,6 @@ impl Hub {
                 frame: bytes.to_vec(),
             });
         }
-        queued
     }
 
     /// Forgets cached membership of a conversation (after it changed).
@@ -585,15 +590,8 @@ impl Hub {
                 }
             };
             let started = std::time::Instant::now();
-            if let Some(bus) = self.bus() {
-                for frame in &frames {
-                    if let Some(bytes) = frame.bytes(Wire::WsPostcard) {
-                        bus.publish(Event::Fanout {
-                            users: members.to_vec(),
-                            frame: bytes.to_vec(),
-                        });
-                    }
-                }
+            for frame in &frames {
+                self.publish_fanout(&members, frame);
             }
             let mut targets = self.local_sessions(&members);
             // The run encoded for each wire a recipient uses.
