@@ -168,6 +168,15 @@ impl SessionHandle {
         }
     }
 
+    /// Queues a frame shared with other sessions for the writer, never writing it
+    /// from here (see [`Outbox::enqueue`]).
+    pub fn enqueue_shared(&self, frame: &SharedFrame) -> bool {
+        match frame.bytes(self.wire) {
+            Some(bytes) => self.outbox.enqueue(Outbound::Frame(bytes)),
+            None => false,
+        }
+    }
+
     /// Queues a frame for this session alone.
     pub fn push_frame(&self, frame: &ServerFrame) -> bool {
         self.push_shared(&SharedFrame::new(frame.clone()))
@@ -487,9 +496,21 @@ impl Hub {
         frame: &SharedFrame,
         except_session: Option<u64>,
     ) -> usize {
-        self.local_sessions(users)
+        let targets = self.local_sessions(users);
+        // A big audience reached from a session's own task (typing, receipts,
+        // presence) is left to the sessions' writers, as one task writing to every
+        // socket in turn would hold its worker for that long.
+        let queue_only = targets.len() >= FANOUT_SPLIT;
+        targets
             .iter()
-            .filter(|handle| Some(handle.id) != except_session && handle.push_shared(frame))
+            .filter(|handle| Some(handle.id) != except_session)
+            .filter(|handle| {
+                if queue_only {
+                    handle.enqueue_shared(frame)
+                } else {
+                    handle.push_shared(frame)
+                }
+            })
             .count()
     }
 
@@ -869,6 +890,43 @@ mod tests {
                 },
             };
             assert_eq!(got, want);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_to_a_big_audience_leaves_the_writing_to_the_writers() {
+        let hub = Hub::new(Arc::new(NoStore::default()), QueueLimits::default());
+        let frame = SharedFrame::new(ServerFrame::Ping(chat_proto::frame::Ping { nonce: 1 }));
+        let connect = |n: usize| -> Vec<(Arc<Outbox>, Arc<CountingSocket>)> {
+            (0..n)
+                .map(|_| {
+                    let (handle, outbox) = hub.new_session(user(1), Wire::WsPostcard);
+                    let socket = Arc::new(CountingSocket::default());
+                    outbox.write_directly(socket.clone());
+                    hub.register(handle);
+                    (outbox, socket)
+                })
+                .collect()
+        };
+
+        // A few sessions: written at once.
+        let few = connect(3);
+        assert_eq!(hub.broadcast(&[user(1)], &frame), 3);
+        for (outbox, socket) in &few {
+            assert_eq!(socket.writes.load(Ordering::Acquire), 1);
+            assert_eq!(outbox.queued_bytes(), 0);
+        }
+
+        // Enough of them to split a fan-out: queued for each session's writer.
+        let many = connect(FANOUT_SPLIT);
+        assert_eq!(hub.broadcast(&[user(1)], &frame), FANOUT_SPLIT + 3);
+        let size = frame.bytes(Wire::WsPostcard).map_or(0, |b| b.len());
+        for (outbox, socket) in few.iter().chain(&many) {
+            assert_eq!(outbox.queued_bytes(), size);
+            assert!(
+                socket.writes.load(Ordering::Acquire) <= 1,
+                "not written here"
+            );
         }
     }
 

@@ -195,6 +195,17 @@ impl Outbox {
     /// transport allows (see the module docs), else queued. `false` as for
     /// [`Outbox::push`].
     pub fn push_all(&self, items: &[Outbound]) -> bool {
+        self.send(items, true)
+    }
+
+    /// Queues a frame for the writer even where a push could write it at once: for
+    /// a caller with many sessions to reach and no way to spread the writes. `false`
+    /// as for [`Outbox::push`].
+    pub fn enqueue(&self, item: Outbound) -> bool {
+        self.send(std::slice::from_ref(&item), false)
+    }
+
+    fn send(&self, items: &[Outbound], may_write: bool) -> bool {
         if items.is_empty() {
             return true;
         }
@@ -216,14 +227,16 @@ impl Outbox {
         let wake = state.frames.is_empty();
         // The lock is held through the write: nothing else writes meanwhile.
         match self.direct.get() {
-            Some(direct) if wake && !state.writing => match write_now(&**direct, items) {
-                Direct::All => return true,
-                Direct::Part(rest) => {
-                    state.bytes += rest.len();
-                    state.frames.push_back(Outbound::Raw(rest));
+            Some(direct) if may_write && wake && !state.writing => {
+                match write_now(&**direct, items) {
+                    Direct::All => return true,
+                    Direct::Part(rest) => {
+                        state.bytes += rest.len();
+                        state.frames.push_back(Outbound::Raw(rest));
+                    }
+                    Direct::Nothing => queue(&mut state, items, n),
                 }
-                Direct::Nothing => queue(&mut state, items, n),
-            },
+            }
             _ => queue(&mut state, items, n),
         }
         drop(state);
@@ -537,6 +550,19 @@ mod tests {
         assert_eq!(outbox.queued_bytes(), 5);
         let batch = frames(outbox.take(16).await);
         assert!(matches!(&batch[..], [Outbound::Frame(b)] if b == &b"waits"[..]));
+    }
+
+    #[tokio::test]
+    async fn an_enqueued_frame_waits_for_the_writer_and_later_pushes_queue_behind_it() {
+        let socket = Socket::with_room(1000);
+        let outbox = direct(&socket);
+        assert!(outbox.enqueue(bytes_frame(b"first")));
+        assert!(outbox.push(bytes_frame(b"second")), "behind the queued one");
+        assert_eq!(socket.wire(), b"", "nothing written from the pushing side");
+        let batch = frames(outbox.take(16).await);
+        socket.write_batch(&batch);
+        outbox.written(&batch);
+        assert_eq!(socket.wire(), framed(&[b"first", b"second"]));
     }
 
     #[test]
