@@ -2,9 +2,11 @@
 //!
 //! Every live session registers a [`SessionHandle`]. A delivered frame is encoded at
 //! most once per wire encoding (postcard, JSON) and the same reference-counted buffer
-//! is queued on every recipient session: no per-recipient serialization or copy.
-//! Queues are bounded in frames and bytes; a session that cannot keep up is marked a
-//! slow consumer and closed by its own task, so it never delays anyone else.
+//! goes to every recipient session: no per-recipient serialization. Where a session's
+//! socket takes it at once it is written there and then, otherwise queued for the
+//! session's writer (see [`crate::outbox`]). Queues are bounded in frames and bytes; a
+//! session that cannot keep up is marked a slow consumer and closed by its own task, so
+//! it never delays anyone else.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
