@@ -88,6 +88,7 @@ pub struct ClientBuilder {
     pub(crate) backoff: Backoff,
     pub(crate) connect_timeout: Duration,
     pub(crate) device_key: Option<std::path::PathBuf>,
+    pub(crate) handler: Option<crate::driver::Handler>,
 }
 
 impl ClientBuilder {
@@ -107,6 +108,7 @@ impl ClientBuilder {
             },
             connect_timeout: Duration::from_secs(10),
             device_key: None,
+            handler: None,
         }
     }
 
@@ -189,6 +191,21 @@ impl ClientBuilder {
     /// sealed for the old one.
     pub fn device_key(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.device_key = Some(path.into());
+        self
+    }
+
+    /// Calls `handler` with every [`Event`](crate::Event), in order, on the
+    /// connection's own task as it happens: no channel, no other task woken. It sees
+    /// everything from the first connection on (so no backlog is kept for
+    /// [`Client::events`], whose streams then all start when they subscribe).
+    ///
+    /// For cheap, non-blocking work: counting, recording, handing events to a channel
+    /// of the application's choice. The connection waits while it runs, and a panic in
+    /// it stops the client.
+    ///
+    /// [`Client::events`]: crate::Client::events
+    pub fn on_event(mut self, handler: impl FnMut(&crate::Event) + Send + 'static) -> Self {
+        self.handler = Some(crate::driver::Handler(Box::new(handler)));
         self
     }
 

@@ -73,6 +73,15 @@ impl Waiter {
     }
 }
 
+/// The application's inline event handler ([`crate::ClientBuilder::on_event`]).
+pub(crate) struct Handler(pub(crate) Box<dyn FnMut(&Event) + Send>);
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handler")
+    }
+}
+
 pub(crate) struct Retry {
     at: Instant,
     conversation: ConversationId,
@@ -107,6 +116,7 @@ pub(crate) struct Driver {
     pub(crate) connect_timeout: Duration,
     /// Answers `connect()` once the first handshake completes or fails.
     pub(crate) first: Option<oneshot::Sender<Result<()>>>,
+    pub(crate) handler: Option<Handler>,
     pub(crate) subscribers: Vec<mpsc::UnboundedSender<Event>>,
     pub(crate) backlog: VecDeque<Event>,
     pub(crate) subscribed: bool,
@@ -575,6 +585,13 @@ impl Driver {
     }
 
     fn emit(&mut self, event: Event) {
+        if let Some(Handler(handler)) = &mut self.handler {
+            handler(&event);
+            if self.subscribers.is_empty() {
+                // Nothing is kept for later subscribers when a handler sees it all.
+                return;
+            }
+        }
         if !self.subscribed {
             if self.backlog.len() == MAX_BACKLOG {
                 self.backlog.pop_front();

@@ -219,7 +219,7 @@ impl Client {
     }
 
     async fn start(
-        builder: ClientBuilder,
+        mut builder: ClientBuilder,
         target: config::Target,
         quic: Option<quinn::Endpoint>,
         auth: Auth,
@@ -249,9 +249,11 @@ impl Client {
             backoff: builder.backoff,
             connect_timeout: builder.connect_timeout,
             first: Some(first_tx),
+            // With a handler, later subscribers start from when they subscribe.
+            subscribed: builder.handler.is_some(),
+            handler: builder.handler.take(),
             subscribers: Vec::new(),
             backlog: Default::default(),
-            subscribed: false,
             waiters: Default::default(),
             retries: Vec::new(),
         };
@@ -304,8 +306,9 @@ impl Client {
 
     /// A new stream of events. Events that happened before the first call are kept
     /// for it (up to 65,536), so nothing between `connect` and `events` is lost; later
-    /// subscribers see events from the moment they subscribe. Each stream must be
-    /// read: events wait in memory until it is.
+    /// subscribers see events from the moment they subscribe (all of them do when the
+    /// client has a [`ClientBuilder::on_event`] handler). Each stream must be read:
+    /// events wait in memory until it is.
     pub fn events(&self) -> Events {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = self.command(Command::Subscribe(tx));

@@ -191,6 +191,78 @@ async fn chat_over_websocket_and_quic() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_handler_sees_everything_in_order_and_streams_still_work() {
+    let mut server = TestServer::start().await;
+    let alice = server
+        .ws("alice")
+        .register("alice", PASSWORD, None)
+        .connect()
+        .await
+        .expect("alice");
+    // Bob's handler is set before he connects: it sees the handshake, which no
+    // stream could (none exists yet), and everything after it.
+    let seen: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let bob = {
+        let seen = seen.clone();
+        server
+            .ws("bob")
+            .register("bob", PASSWORD, None)
+            .on_event(move |event| seen.lock().expect("not poisoned").push(event.clone()))
+            .connect()
+            .await
+            .expect("bob")
+    };
+    bob.wait_for(ConnectionState::Live).await.expect("live");
+    let dm = alice.create_direct(bob.user_id()).await.expect("DM");
+    let first = alice.send_text(dm.id, "one").await.expect("acked");
+    let has = |id: MessageId| {
+        seen.lock()
+            .expect("not poisoned")
+            .iter()
+            .any(|e| matches!(e, Event::Message(m) if m.id == id))
+    };
+    tokio::time::timeout(common::WAIT, async {
+        while !has(first.id) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the handler gets the message");
+    // A stream subscribed now starts here: nothing was kept for it, the handler
+    // having had it all.
+    let mut bob_events = bob.events();
+    let second = alice.send_text(dm.id, "two").await.expect("acked");
+    let streamed = next_message(&mut bob_events).await;
+    assert_eq!(
+        streamed.id, second.id,
+        "the stream starts when it subscribes"
+    );
+
+    let seen = seen.lock().expect("not poisoned").clone();
+    assert!(
+        matches!(seen.first(), Some(Event::Connected { user }) if *user == bob.user_id()),
+        "the handler saw the first handshake: {seen:?}"
+    );
+    assert!(seen.iter().any(|e| matches!(e, Event::Live)));
+    let messages: Vec<MessageId> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) if m.conversation == dm.id => Some(m.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages, [first.id, second.id], "each once, in order");
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::Message(m) if m.conversation != dm.id)),
+        "nothing else was delivered"
+    );
+    drop((alice, bob));
+    server.stop().await;
+}
+
 /// Messages of `conversation` from `events` until `count` have arrived, starting at
 /// seq `first`; asserts exactly-once, in order.
 async fn collect_in_order(

@@ -12,7 +12,7 @@
 //! every sender send in the same instant, the burstiest load a group can see.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -24,7 +24,6 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
-use tokio::sync::Mutex;
 
 /// Load generator for BENCHMARKS.md.
 #[derive(Parser, Clone)]
@@ -115,9 +114,23 @@ fn exponential(rng: &mut impl rand::Rng, mean: Duration) -> Duration {
 struct Stats {
     sent: AtomicU64,
     failed: AtomicU64,
-    delivered: AtomicU64,
-    /// Each client's latencies, merged when it finishes (no lock per delivery).
-    latency: Mutex<Histogram<u64>>,
+    /// Deliveries are recorded while this is set.
+    recording: AtomicBool,
+}
+
+/// One client's latencies in micro-seconds, in arrival order, appended by its event
+/// handler on its connection's task (the lock is never contended) and binned once at
+/// the end: a histogram per client is a large table touched at random, and 1,000 of
+/// them make the recording itself a visible cost.
+type Samples = Arc<std::sync::Mutex<Vec<u32>>>;
+
+/// Deliveries recorded so far by all clients (each counts its own: no counter shared
+/// by every connection's task).
+fn delivered(samples: &[Samples]) -> u64 {
+    samples
+        .iter()
+        .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len() as u64)
+        .sum()
 }
 
 fn histogram() -> Histogram<u64> {
@@ -152,8 +165,7 @@ async fn main() -> anyhow::Result<()> {
     let stats = Arc::new(Stats {
         sent: AtomicU64::new(0),
         failed: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
-        latency: Mutex::new(histogram()),
+        recording: AtomicBool::new(true),
     });
 
     // Sign everyone up and connect, a few at a time; time each connection.
@@ -163,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
     let mut joins = Vec::new();
     for i in 0..args.clients {
         let (args, run, gate) = (args.clone(), run.clone(), gate.clone());
+        let stats = stats.clone();
         joins.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
             let started = Instant::now();
@@ -180,19 +193,36 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 builder.register(name, "loadgen password", None)
             };
+            // Every delivery of a timed message is recorded on the connection's own
+            // task, as it is handled.
+            let samples = Samples::default();
+            let record = samples.clone();
             let client = builder
+                .on_event(move |event| {
+                    if let Event::Message(m) = event
+                        && let Some(at) = sent_at(&m.body)
+                        && stats.recording.load(Ordering::Relaxed)
+                    {
+                        let now = epoch.elapsed().as_micros() as u64;
+                        let micros = now.saturating_sub(at).max(1);
+                        let mut samples = record.lock().unwrap_or_else(|e| e.into_inner());
+                        samples.push(u32::try_from(micros).unwrap_or(u32::MAX));
+                    }
+                })
                 .connect()
                 .await
                 .with_context(|| format!("client {i}"))?;
-            anyhow::Ok((client, started.elapsed()))
+            anyhow::Ok((client, samples, started.elapsed()))
         }));
     }
     let mut clients: Vec<Client> = Vec::new();
+    let mut samples: Vec<Samples> = Vec::new();
     let mut connect_times = histogram();
     for join in joins {
-        let (client, took) = join.await??;
+        let (client, recorded, took) = join.await??;
         connect_times.saturating_record(took.as_micros() as u64);
         clients.push(client);
+        samples.push(recorded);
     }
     let setup_took = setup.elapsed();
 
@@ -221,45 +251,6 @@ async fn main() -> anyhow::Result<()> {
         }
         rooms.push((room.id, members.len()));
     }
-
-    // Every client records deliveries of timed messages until told to stop.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut recorders = Vec::new();
-    for client in &clients {
-        let mut events = client.events();
-        let (stats, mut stopped) = (stats.clone(), stopped.clone());
-        recorders.push(tokio::spawn(async move {
-            // Raw samples appended in arrival order and binned once at the end: a
-            // histogram per client is a large table touched at random, and 1,000 of
-            // them make the recording itself a visible cost.
-            let mut samples: Vec<u32> = Vec::new();
-            let mut stop = std::pin::pin!(stopped.changed());
-            loop {
-                tokio::select! {
-                    biased;
-                    event = events.recv() => match event {
-                        Some(Event::Message(m)) => {
-                            if let Some(at) = sent_at(&m.body) {
-                                let now = epoch.elapsed().as_micros() as u64;
-                                stats.delivered.fetch_add(1, Ordering::Relaxed);
-                                let micros = now.saturating_sub(at).max(1);
-                                samples.push(u32::try_from(micros).unwrap_or(u32::MAX));
-                            }
-                        }
-                        Some(_) => {}
-                        None => break,
-                    },
-                    _ = stop.as_mut() => break,
-                }
-            }
-            let mut latency = histogram();
-            for micros in samples {
-                latency.saturating_record(u64::from(micros));
-            }
-            let _ = stats.latency.lock().await.add(&latency);
-        }));
-    }
-    drop(stopped);
 
     // Senders: spread over the rooms; paced, or a window of sends in flight.
     eprintln!("sending for {} s…", args.duration);
@@ -312,14 +303,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let progress = {
-        let stats = stats.clone();
+        let (stats, samples) = (stats.clone(), samples.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 eprint!(
                     "\r  sent {:>9}  delivered {:>10}",
                     stats.sent.load(Ordering::Relaxed),
-                    stats.delivered.load(Ordering::Relaxed)
+                    delivered(&samples)
                 );
             }
         })
@@ -336,22 +327,22 @@ async fn main() -> anyhow::Result<()> {
     let expected: u64 = expected_per_room.iter().sum();
     // Let the last deliveries arrive.
     let drain = Instant::now();
-    while stats.delivered.load(Ordering::Relaxed) < expected
-        && drain.elapsed() < Duration::from_secs(10)
-    {
+    while delivered(&samples) < expected && drain.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     progress.abort();
     eprintln!();
     let took = send_start.elapsed().as_secs_f64();
-    let _ = stop.send(true);
-    for recorder in recorders {
-        recorder.await?;
-    }
+    stats.recording.store(false, Ordering::Relaxed);
 
     let sent = stats.sent.load(Ordering::Relaxed);
-    let delivered = stats.delivered.load(Ordering::Relaxed);
-    let latency = stats.latency.lock().await.clone();
+    let delivered = delivered(&samples);
+    let mut latency = histogram();
+    for recorded in &samples {
+        for &micros in recorded.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            latency.saturating_record(u64::from(micros));
+        }
+    }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let report = json!({
         "transport": args.connect.url.split("://").next(),
