@@ -7,6 +7,10 @@
 //! session's writer (see [`crate::outbox`]). Queues are bounded in frames and bytes; a
 //! session that cannot keep up is marked a slow consumer and closed by its own task, so
 //! it never delays anyone else.
+//!
+//! Committed messages go out one conversation at a time, in commit order. Messages of
+//! the same conversation committed while its fan-out runs join it: sessions it has not
+//! reached yet get them in the same write, the others in one more pass over them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -216,20 +220,81 @@ fn slot(wire: Wire) -> usize {
     }
 }
 
-/// Pushes a run of frames, encoded per wire, to each session; yields every
-/// [`FANOUT_YIELD`] sessions. Returns how many frames were sent or queued.
-async fn send_run(sessions: Vec<SessionHandle>, encoded: [Arc<[Outbound]>; 3]) -> usize {
-    let mut queued = 0;
-    for (i, handle) in sessions.iter().enumerate() {
-        let items = &encoded[slot(handle.wire)];
-        if handle.push_all(items) {
-            queued += items.len();
-        }
-        if i % FANOUT_YIELD == FANOUT_YIELD - 1 {
-            tokio::task::yield_now().await;
+/// Most frames one conversation's fan-out takes in while it runs.
+const SWEEP_MAX_FRAMES: usize = 1024;
+
+/// The frames of one conversation's fan-out (a sweep), each encoded for every wire its
+/// audience uses, in commit order. Messages committed while the sweep runs are
+/// appended, so sessions it has not reached yet get them in the same write.
+#[derive(Default)]
+struct Tail {
+    /// Per wire (see [`slot`]), every frame so far.
+    frames: [Vec<Outbound>; 3],
+    /// Set by the first share of the audience to finish: from then on nothing is
+    /// appended, so no share can have missed a frame.
+    sealed: bool,
+}
+
+impl Tail {
+    fn lens(&self) -> [usize; 3] {
+        self.frames.each_ref().map(Vec::len)
+    }
+
+    /// Copies into `local` what was appended since it last looked.
+    fn catch_up(&self, local: &mut [Vec<Outbound>; 3]) {
+        for (mine, all) in local.iter_mut().zip(&self.frames) {
+            mine.extend_from_slice(&all[mine.len()..]);
         }
     }
-    queued
+}
+
+fn lock(tail: &Mutex<Tail>) -> std::sync::MutexGuard<'_, Tail> {
+    tail.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One share of a sweep's audience: pushes each session every frame of the tail it has
+/// not had yet, pass after pass, until a pass finds every session up to date with the
+/// tail; yields every [`FANOUT_YIELD`] pushes, and then first calls `refill` (which may
+/// append to the tail). Returns how many frames were sent or queued.
+async fn sweep_share(
+    sessions: Vec<SessionHandle>,
+    tail: Arc<Mutex<Tail>>,
+    mut refill: Option<&mut (dyn FnMut() + Send)>,
+) -> usize {
+    let mut local: [Vec<Outbound>; 3] = Default::default();
+    lock(&tail).catch_up(&mut local);
+    // How many frames of its wire each session has had.
+    let mut had = vec![0usize; sessions.len()];
+    let (mut queued, mut pushes) = (0, 0);
+    loop {
+        // A pass during which nothing was appended leaves every session up to date.
+        let before = local.each_ref().map(Vec::len);
+        for (handle, had) in sessions.iter().zip(had.iter_mut()) {
+            let frames = &local[slot(handle.wire)];
+            if *had == frames.len() {
+                continue;
+            }
+            let items = &frames[*had..];
+            if handle.push_all(items) {
+                queued += items.len();
+            }
+            *had = frames.len();
+            pushes += 1;
+            if pushes % FANOUT_YIELD == 0 {
+                tokio::task::yield_now().await;
+                if let Some(refill) = refill.as_mut() {
+                    refill();
+                }
+                lock(&tail).catch_up(&mut local);
+            }
+        }
+        let mut tail = lock(&tail);
+        if tail.lens() == before && local.each_ref().map(Vec::len) == before {
+            tail.sealed = true;
+            return queued;
+        }
+        tail.catch_up(&mut local);
+    }
 }
 
 /// Sessions, membership cache and rate limits.
@@ -245,6 +310,9 @@ pub struct Hub {
     bus: OnceLock<Arc<Bus>>,
     /// Counts invalidations, so a store read that raced one is not cached.
     invalidations: AtomicU64,
+    /// Counts registrations: a fan-out takes in later messages only for the sessions
+    /// it started with, and only while this stays the same.
+    registrations: AtomicU64,
     /// Bumped when every session should reconnect and resume (see [`Hub::resync`]).
     resync: watch::Sender<u64>,
 }
@@ -267,6 +335,7 @@ impl Hub {
             queue_limits,
             bus: OnceLock::new(),
             invalidations: AtomicU64::new(0),
+            registrations: AtomicU64::new(0),
             resync: watch::channel(0).0,
         }
     }
@@ -307,6 +376,7 @@ impl Hub {
         let user = handle.user;
         let first = {
             let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+            self.registrations.fetch_add(1, Ordering::AcqRel);
             let list = sessions.entry(user).or_default();
             list.push(handle);
             list.len() == 1
@@ -592,61 +662,129 @@ impl Hub {
     /// conversation's messages in the batch with one push, so a burst costs it one
     /// write; the task yields between groups of sessions so others keep running.
     pub async fn deliver(&self, messages: Vec<Message>) {
-        let mut runs: Vec<(ConversationId, Vec<SharedFrame>)> = Vec::new();
-        let mut index: HashMap<ConversationId, usize> = HashMap::new();
-        for message in messages {
-            let at = *index.entry(message.conversation).or_insert_with(|| {
-                runs.push((message.conversation, Vec::new()));
-                runs.len() - 1
-            });
-            runs[at]
-                .1
-                .push(SharedFrame::new(ServerFrame::Message(message)));
-        }
-        for (conversation, frames) in runs {
-            let members = match self.conversation(conversation).await {
-                Ok(Some(c)) => c.members,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::error!(error = %e, %conversation, "membership lookup failed; messages reach clients by resume");
-                    continue;
-                }
-            };
-            let started = std::time::Instant::now();
-            for frame in &frames {
-                self.publish_fanout(&members, frame);
+        self.deliver_from(messages, None).await;
+    }
+
+    /// [`Hub::deliver`], taking in messages committed meanwhile from `more`: while a
+    /// conversation's fan-out runs, later messages of the same conversation join it
+    /// (sessions not reached yet get them in the same write, the others in one more
+    /// pass), so a message waits for at most one pass over the audience, not for the
+    /// whole fan-out before it and then its own. Everything else taken from `more`, and
+    /// everything after it, waits its turn: each conversation's order is kept.
+    async fn deliver_from(
+        &self,
+        mut messages: Vec<Message>,
+        mut more: Option<&mut mpsc::Receiver<Vec<Message>>>,
+    ) {
+        let mut deferred: Vec<Message> = Vec::new();
+        while !messages.is_empty() {
+            let mut runs: Vec<(ConversationId, Vec<Message>)> = Vec::new();
+            let mut index: HashMap<ConversationId, usize> = HashMap::new();
+            for message in messages {
+                let at = *index.entry(message.conversation).or_insert_with(|| {
+                    runs.push((message.conversation, Vec::new()));
+                    runs.len() - 1
+                });
+                runs[at].1.push(message);
             }
-            let mut targets = self.local_sessions(&members);
-            // The run encoded for each wire a recipient uses.
-            let mut encoded: [Arc<[Outbound]>; 3] = Default::default();
+            for (conversation, run) in runs {
+                self.sweep(conversation, run, more.as_deref_mut(), &mut deferred)
+                    .await;
+            }
+            messages = std::mem::take(&mut deferred);
+        }
+    }
+
+    /// One conversation's fan-out (see [`Hub::deliver_from`]).
+    async fn sweep(
+        &self,
+        conversation: ConversationId,
+        run: Vec<Message>,
+        more: Option<&mut mpsc::Receiver<Vec<Message>>>,
+        deferred: &mut Vec<Message>,
+    ) {
+        // Taken before the audience is: a change after it stops the sweep from taking
+        // in more (a new member, a new session).
+        let epochs = || {
+            (
+                self.invalidations.load(Ordering::Acquire),
+                self.registrations.load(Ordering::Acquire),
+            )
+        };
+        let started_at = epochs();
+        let members = match self.conversation(conversation).await {
+            Ok(Some(c)) => c.members,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, %conversation, "membership lookup failed; messages reach clients by resume");
+                return;
+            }
+        };
+        let started = std::time::Instant::now();
+        let mut targets = self.local_sessions(&members);
+        let mut wires = [false; 3];
+        for target in &targets {
+            wires[slot(target.wire)] = true;
+        }
+        let tail = Arc::new(Mutex::new(Tail::default()));
+        let append = |tail: &mut Tail, message: Message| {
+            let frame = SharedFrame::new(ServerFrame::Message(message));
+            self.publish_fanout(&members, &frame);
             for wire in [Wire::WsPostcard, Wire::WsJson, Wire::Stream] {
-                if targets.iter().any(|t| t.wire == wire) {
-                    encoded[slot(wire)] = frames
-                        .iter()
-                        .filter_map(|f| f.bytes(wire).map(Outbound::Frame))
-                        .collect();
+                if wires[slot(wire)]
+                    && let Some(bytes) = frame.bytes(wire)
+                {
+                    tail.frames[slot(wire)].push(Outbound::Frame(bytes));
                 }
             }
-            // A big audience is split across the runtime's workers: each writes to its
-            // share of the sockets. All of it is done before the next run starts, so
-            // no session sees a later frame first.
-            let workers = tokio::runtime::Handle::current().metrics().num_workers();
-            let mut others = tokio::task::JoinSet::new();
-            if workers > 1 && targets.len() >= FANOUT_SPLIT {
-                let share = targets.len().div_ceil(workers);
-                while targets.len() > share {
-                    let part = targets.split_off(targets.len() - share);
-                    others.spawn(send_run(part, encoded.clone()));
-                }
+        };
+        {
+            let mut tail = lock(&tail);
+            for message in run {
+                append(&mut tail, message);
             }
-            let mut queued = send_run(targets, encoded).await;
-            while let Some(done) = others.join_next().await {
-                queued += done.unwrap_or(0);
-            }
-            metrics::counter!(crate::metrics::MESSAGES_DELIVERED).increment(queued as u64);
-            metrics::histogram!(crate::metrics::FANOUT_SECONDS)
-                .record(started.elapsed().as_secs_f64());
         }
+        // Later commits: this conversation's join the sweep while nothing else waits
+        // and nothing changed; the rest waits for the next round, in order.
+        let mut refill = more.map(|more| {
+            let tail = tail.clone();
+            move || {
+                while let Ok(batch) = more.try_recv() {
+                    for message in batch {
+                        let mut tail = lock(&tail);
+                        if deferred.is_empty()
+                            && message.conversation == conversation
+                            && !tail.sealed
+                            && tail.frames.iter().all(|f| f.len() < SWEEP_MAX_FRAMES)
+                            && epochs() == started_at
+                        {
+                            append(&mut tail, message);
+                        } else {
+                            deferred.push(message);
+                        }
+                    }
+                }
+            }
+        });
+        // A big audience is split across the runtime's workers: each writes to its
+        // share of the sockets. All of it is done before the next conversation, so no
+        // session sees a later frame first.
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let mut others = tokio::task::JoinSet::new();
+        if workers > 1 && targets.len() >= FANOUT_SPLIT {
+            let share = targets.len().div_ceil(workers);
+            while targets.len() > share {
+                let part = targets.split_off(targets.len() - share);
+                others.spawn(sweep_share(part, tail.clone(), None));
+            }
+        }
+        let refill = refill.as_mut().map(|r| r as &mut (dyn FnMut() + Send));
+        let mut queued = sweep_share(targets, tail.clone(), refill).await;
+        while let Some(done) = others.join_next().await {
+            queued += done.unwrap_or(0);
+        }
+        metrics::counter!(crate::metrics::MESSAGES_DELIVERED).increment(queued as u64);
+        metrics::histogram!(crate::metrics::FANOUT_SECONDS).record(started.elapsed().as_secs_f64());
     }
 
     /// Takes one send from the user's budget (`rate` per second, `burst` at once);
@@ -687,7 +825,8 @@ impl Hub {
             // fan-out falls behind, each session gets more per write, not more writes.
             let mut batches = Vec::new();
             while committed.recv_many(&mut batches, 1024).await > 0 {
-                hub.deliver(batches.drain(..).flatten().collect()).await;
+                let messages = batches.drain(..).flatten().collect();
+                hub.deliver_from(messages, Some(&mut committed)).await;
             }
         });
     }
@@ -859,9 +998,45 @@ mod tests {
         let hub = Hub::new(store, QueueLimits::default());
         // One user with more devices than the split threshold; every other device
         // writes directly.
-        let devices: Vec<(Arc<Outbox>, Option<Arc<CountingSocket>>)> = (0..FANOUT_SPLIT + 44)
+        let devices = devices(&hub, user(1), FANOUT_SPLIT + 44);
+        let first = vec![message(7, 1), message(7, 2)];
+        let second = vec![message(7, 3)];
+        hub.deliver(first.clone()).await;
+        hub.deliver(second.clone()).await;
+
+        let want = encoded(&[first, second].concat(), Wire::WsPostcard).concat();
+        for (outbox, socket) in &devices {
+            assert_eq!(received(outbox, socket.as_ref()), want);
+        }
+    }
+
+    /// What a session has received: written to its socket, or queued for its writer.
+    fn received(outbox: &Outbox, socket: Option<&Arc<CountingSocket>>) -> Vec<u8> {
+        let mut got = match socket {
+            Some(socket) => socket
+                .wire
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            None => Vec::new(),
+        };
+        if let Some(crate::outbox::Taken::Frames(f)) =
+            futures_util::FutureExt::now_or_never(outbox.take(1024))
+        {
+            got.extend(f.iter().flat_map(|o| o.payload().to_vec()));
+        }
+        got
+    }
+
+    /// `n` sessions of `user`, every other one writing directly to a counting socket.
+    fn devices(
+        hub: &Hub,
+        who: UserId,
+        n: usize,
+    ) -> Vec<(Arc<Outbox>, Option<Arc<CountingSocket>>)> {
+        (0..n)
             .map(|i| {
-                let (handle, outbox) = hub.new_session(user(1), Wire::WsPostcard);
+                let (handle, outbox) = hub.new_session(who, Wire::WsPostcard);
                 let socket = (i % 2 == 0).then(|| {
                     let socket = Arc::new(CountingSocket::default());
                     outbox.write_directly(socket.clone());
@@ -870,28 +1045,97 @@ mod tests {
                 hub.register(handle);
                 (outbox, socket)
             })
-            .collect();
-        let first = vec![message(7, 1), message(7, 2)];
-        let second = vec![message(7, 3)];
-        hub.deliver(first.clone()).await;
-        hub.deliver(second.clone()).await;
+            .collect()
+    }
 
-        let want = encoded(&[first, second].concat(), Wire::WsPostcard).concat();
-        for (outbox, socket) in &devices {
-            let got = match socket {
-                Some(socket) => socket
-                    .wire
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-                None => match futures_util::FutureExt::now_or_never(outbox.take(64)) {
-                    Some(crate::outbox::Taken::Frames(f)) => {
-                        f.iter().flat_map(|o| o.payload().to_vec()).collect()
-                    }
-                    _ => Vec::new(),
-                },
-            };
-            assert_eq!(got, want);
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_committed_during_a_fan_out_join_it_in_order() {
+        let store = Arc::new(NoStore {
+            ungated: true,
+            ..NoStore::default()
+        });
+        let hub = Hub::new(store, QueueLimits::default());
+        // Conversation 7: user 1 (300 devices, two shares) and user 2; 8: users 2, 3.
+        let ones = devices(&hub, user(1), FANOUT_SPLIT + 44);
+        let two = devices(&hub, user(2), 1).remove(0);
+        // Committed while the first batch goes out: 7/3 joins it; 8/1 waits, and so
+        // does 7/4, committed after it.
+        let (tx, mut rx) = mpsc::channel(8);
+        for batch in [
+            vec![message(7, 3)],
+            vec![message(8, 1)],
+            vec![message(7, 4)],
+        ] {
+            tx.send(batch).await.unwrap_or_else(|_| unreachable!());
+        }
+        hub.deliver_from(vec![message(7, 1), message(7, 2)], Some(&mut rx))
+            .await;
+
+        let seven: Vec<Message> = (1..=4).map(|seq| message(7, seq)).collect();
+        let want = encoded(&seven, Wire::WsPostcard).concat();
+        let mut joined = 0;
+        for (outbox, socket) in &ones {
+            assert_eq!(
+                received(outbox, socket.as_ref()),
+                want,
+                "all of 7, in order"
+            );
+            if let Some(socket) = socket {
+                let writes = socket.writes.load(Ordering::Acquire);
+                assert!((2..=3).contains(&writes), "{writes} writes");
+                // 7/1 to 7/3 in one write, then 7/4.
+                joined += usize::from(writes == 2);
+            }
+        }
+        assert!(joined > 0, "the later message went out with the first ones");
+        let both = [&seven[..3], &[message(8, 1)][..], &seven[3..]].concat();
+        assert_eq!(
+            received(&two.0, two.1.as_ref()),
+            encoded(&both, Wire::WsPostcard).concat(),
+            "commit order across conversations"
+        );
+        assert!(rx.try_recv().is_err(), "everything was taken");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fan_out_takes_nothing_in_once_sessions_or_members_changed() {
+        let store = Arc::new(NoStore::default());
+        let hub = Arc::new(Hub::new(store.clone(), QueueLimits::default()));
+        let ones = devices(&hub, user(1), 150);
+        let (tx, mut rx) = mpsc::channel(8);
+        tx.send(vec![message(7, 3)])
+            .await
+            .unwrap_or_else(|_| unreachable!());
+        let fan_out = tokio::spawn({
+            let hub = hub.clone();
+            async move {
+                hub.deliver_from(vec![message(7, 1), message(7, 2)], Some(&mut rx))
+                    .await;
+            }
+        });
+        // A device connects while the audience is looked up.
+        while store.reads.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let late = devices(&hub, user(1), 1).remove(0);
+        store.gate.notify_one();
+        fan_out.await.unwrap_or_else(|_| unreachable!());
+
+        let want = encoded(
+            &(1..=3).map(|s| message(7, s)).collect::<Vec<_>>(),
+            Wire::WsPostcard,
+        )
+        .concat();
+        assert_eq!(received(&late.0, late.1.as_ref()), want);
+        for (outbox, socket) in &ones {
+            assert_eq!(received(outbox, socket.as_ref()), want);
+            if let Some(socket) = socket {
+                assert_eq!(
+                    socket.writes.load(Ordering::Acquire),
+                    2,
+                    "7/3 went out on its own, after the first fan-out"
+                );
+            }
         }
     }
 

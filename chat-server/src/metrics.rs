@@ -16,7 +16,7 @@ pub const MESSAGES_RECEIVED: &str = "chat_messages_received_total";
 /// Message frames queued on recipient sessions (counter).
 pub const MESSAGES_DELIVERED: &str = "chat_messages_delivered_total";
 /// Time to send one conversation's newly committed messages to every recipient
-/// session (histogram).
+/// session, including those committed meanwhile that joined the fan-out (histogram).
 pub const FANOUT_SECONDS: &str = "chat_fanout_seconds";
 /// Messages per group-committed batch (histogram).
 pub const STORE_BATCH_SIZE: &str = "chat_store_batch_size";
@@ -85,7 +85,7 @@ fn describe() {
     metrics::describe_histogram!(
         FANOUT_SECONDS,
         metrics::Unit::Seconds,
-        "Time to send a conversation's committed batch to every recipient session"
+        "Time to send a conversation's committed messages (with those that joined meanwhile) to every recipient session"
     );
     metrics::describe_histogram!(STORE_BATCH_SIZE, "Messages per group-committed batch");
     metrics::describe_histogram!(
