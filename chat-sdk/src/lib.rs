@@ -49,8 +49,9 @@
 //! A bot is the same loop: answer every [`Event::Message`] whose sender is not the
 //! bot (`examples/src/bin/echo_bot.rs`). For cheap work on every event (counting,
 //! recording, forwarding to a channel of your own), [`ClientBuilder::on_event`] calls
-//! a handler on the connection's own task instead, with no stream in between. Over QUIC, name the HTTP API too and pin the
-//! server's certificate:
+//! a handler on the connection's own task instead, with no stream in between.
+//!
+//! Over QUIC, name the HTTP API too and pin the server's certificate:
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), chat_sdk::Error> {
