@@ -586,11 +586,8 @@ impl Driver {
 
     fn emit(&mut self, event: Event) {
         if let Some(Handler(handler)) = &mut self.handler {
+            // The client then counts as subscribed: nothing is kept for later streams.
             handler(&event);
-            if self.subscribers.is_empty() {
-                // Nothing is kept for later subscribers when a handler sees it all.
-                return;
-            }
         }
         if !self.subscribed {
             if self.backlog.len() == MAX_BACKLOG {

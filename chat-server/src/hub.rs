@@ -235,11 +235,12 @@ struct Tail {
     sealed: bool,
 }
 
-impl Tail {
-    fn lens(&self) -> [usize; 3] {
-        self.frames.each_ref().map(Vec::len)
-    }
+/// How many frames there are for each wire.
+fn lens(frames: &[Vec<Outbound>; 3]) -> [usize; 3] {
+    frames.each_ref().map(Vec::len)
+}
 
+impl Tail {
     /// Copies into `local` what was appended since it last looked.
     fn catch_up(&self, local: &mut [Vec<Outbound>; 3]) {
         for (mine, all) in local.iter_mut().zip(&self.frames) {
@@ -268,7 +269,7 @@ async fn sweep_share(
     let (mut queued, mut pushes) = (0, 0);
     loop {
         // A pass during which nothing was appended leaves every session up to date.
-        let before = local.each_ref().map(Vec::len);
+        let before = lens(&local);
         for (handle, had) in sessions.iter().zip(had.iter_mut()) {
             let frames = &local[slot(handle.wire)];
             if *had == frames.len() {
@@ -289,7 +290,7 @@ async fn sweep_share(
             }
         }
         let mut tail = lock(&tail);
-        if tail.lens() == before && local.each_ref().map(Vec::len) == before {
+        if lens(&tail.frames) == before && lens(&local) == before {
             tail.sealed = true;
             return queued;
         }
