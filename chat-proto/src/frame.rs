@@ -197,6 +197,12 @@ impl ClientFrame {
         }]
     }
 
+    /// Whether this frame may travel as a QUIC datagram (PROTOCOL.md §1.1): only
+    /// `typing`, which is ephemeral and may be lost.
+    pub fn datagram_allowed(&self) -> bool {
+        matches!(self, ClientFrame::Typing(_))
+    }
+
     /// The request id, for frames the server answers.
     pub fn request_id(&self) -> Option<RequestId> {
         match self {
@@ -468,6 +474,12 @@ impl ServerFrame {
             ServerFrame::Pong(_) => 13,
             ServerFrame::GoAway(_) => 14,
         }]
+    }
+
+    /// Whether this frame may travel as a QUIC datagram (PROTOCOL.md §1.1): only
+    /// `typing`, which is ephemeral and may be lost.
+    pub fn datagram_allowed(&self) -> bool {
+        matches!(self, ServerFrame::Typing(_))
     }
 
     /// Builds an `error` frame, truncating the message to the protocol limit.

@@ -44,6 +44,9 @@ pub const TYPING_TTL: Duration = Duration::from_secs(6);
 /// Most messages the server replays per conversation right after the handshake; the
 /// client pages the rest with `sync`.
 pub const MAX_REPLAY: u16 = 500;
+/// Largest QUIC datagram payload a peer accepts, in bytes: one postcard `typing` frame
+/// (PROTOCOL.md §1.1), with room for fields a later minor version may append.
+pub const MAX_DATAGRAM: usize = 64;
 
 /// The limits a server announces in `welcome`. Clients must stay within them.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]

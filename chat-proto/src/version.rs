@@ -27,7 +27,11 @@ pub struct ProtocolVersion {
 
 impl ProtocolVersion {
     /// The version this crate implements.
-    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 1 };
+    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 2 };
+
+    /// The first version in which `typing` frames may travel as QUIC datagrams
+    /// (PROTOCOL.md §1.1): a peer that negotiated an older one never gets one.
+    pub const DATAGRAMS: ProtocolVersion = ProtocolVersion { major: 1, minor: 2 };
 
     /// The version both peers speak, given the client's announced version, or `None`
     /// when the majors differ.

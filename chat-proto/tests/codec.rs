@@ -3,7 +3,7 @@
 use bytes::BytesMut;
 use chat_proto::codec::{self, StreamDecoder};
 use chat_proto::error::{DecodeError, EncodeError, UnknownKind};
-use chat_proto::limits::{MAX_CLIENT_FRAME, MAX_CLIENT_FRAME_JSON, MAX_SERVER_FRAME};
+use chat_proto::limits::{MAX_CLIENT_FRAME, MAX_CLIENT_FRAME_JSON, MAX_DATAGRAM, MAX_SERVER_FRAME};
 use chat_proto::prelude::*;
 
 fn conv(n: u64) -> ConversationId {
@@ -270,4 +270,46 @@ fn one_encoding_serves_stream_and_message_transports() {
     // The payload is a view into the same allocation, not a copy.
     assert_eq!(stream[4..].as_ptr(), message.as_ptr());
     assert_eq!(encoded.payload_len(), 4);
+}
+
+#[test]
+fn datagrams_carry_one_small_typing_frame() {
+    let typing = ClientFrame::Typing(SetTyping {
+        conversation: conv(7),
+        active: true,
+    });
+    let payload = codec::encode_postcard(&typing).expect("encodes").payload();
+    assert_eq!(&payload[..], &[0x04, 0x07, 0x01]);
+    let back: ClientFrame = codec::decode_datagram(&payload).expect("decodes");
+    assert!(back.datagram_allowed());
+    assert_eq!(back, typing);
+    let relayed = ServerFrame::Typing(Typing {
+        conversation: conv(7),
+        user: UserId::new(u64::from(u32::MAX)).expect("id"),
+        active: false,
+    });
+    let payload = codec::encode_postcard(&relayed).expect("encodes").payload();
+    let back: ServerFrame = codec::decode_datagram(&payload).expect("decodes");
+    assert!(back.datagram_allowed());
+
+    // Other kinds decode (the receiver discards them), and nothing past the limit is read.
+    let send: ClientFrame = codec::decode_datagram(
+        &codec::encode_postcard(&text_send("hi"))
+            .expect("encodes")
+            .payload(),
+    )
+    .expect("decodes");
+    assert!(!send.datagram_allowed());
+    let ping = ServerFrame::Ping(Ping { nonce: 1 });
+    assert!(!ping.datagram_allowed());
+    let big = codec::encode_postcard(&text_send(&"x".repeat(MAX_DATAGRAM)))
+        .expect("encodes")
+        .payload();
+    assert_eq!(
+        codec::decode_datagram::<ClientFrame>(&big),
+        Err(DecodeError::TooLarge {
+            len: big.len() as u64,
+            max: MAX_DATAGRAM
+        })
+    );
 }

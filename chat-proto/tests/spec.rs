@@ -223,6 +223,7 @@ fn limits_table_matches_the_code() {
         ("MAX_ERROR_MESSAGE", limits::MAX_ERROR_MESSAGE.to_string()),
         ("MAX_IN_FLIGHT", limits::MAX_IN_FLIGHT.to_string()),
         ("MAX_REPLAY", limits::MAX_REPLAY.to_string()),
+        ("MAX_DATAGRAM", limits::MAX_DATAGRAM.to_string()),
         ("HANDSHAKE_TIMEOUT", ms(limits::HANDSHAKE_TIMEOUT)),
         ("HEARTBEAT_INTERVAL", ms(limits::HEARTBEAT_INTERVAL)),
         ("IDLE_TIMEOUT", ms(limits::IDLE_TIMEOUT)),

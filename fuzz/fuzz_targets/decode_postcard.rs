@@ -1,5 +1,7 @@
-//! Arbitrary bytes as one postcard frame, both directions: decoding never panics, and
-//! whatever decodes re-encodes to a frame that decodes equal.
+//! Arbitrary bytes as one postcard frame, both directions, in a message or a QUIC
+//! datagram: decoding never panics, whatever decodes re-encodes to a frame that
+//! decodes equal, and a datagram decodes exactly when it is small enough and the same
+//! bytes decode as a message.
 #![no_main]
 
 use chat_proto::codec;
@@ -11,6 +13,12 @@ fn check<F: chat_proto::frame::Frame + PartialEq + std::fmt::Debug>(data: &[u8])
         let again = codec::encode_postcard(&frame).expect("a decoded frame re-encodes");
         let back = codec::decode_postcard::<F>(&again.payload()).expect("and decodes");
         assert_eq!(back, frame);
+    }
+    let datagram = codec::decode_datagram::<F>(data);
+    if data.len() <= chat_proto::limits::MAX_DATAGRAM {
+        assert_eq!(datagram, codec::decode_postcard::<F>(data));
+    } else {
+        assert!(datagram.is_err());
     }
 }
 

@@ -67,6 +67,19 @@ pub fn encode_postcard<F: Frame>(frame: &F) -> Result<EncodedFrame, EncodeError>
     Ok(EncodedFrame(Bytes::from(buf)))
 }
 
+/// Decodes a QUIC datagram (PROTOCOL.md §1.1): one postcard frame without a length
+/// prefix, at most [`MAX_DATAGRAM`](crate::limits::MAX_DATAGRAM) bytes. Which kinds
+/// may travel this way is the receiver's check (`datagram_allowed` on the frame).
+pub fn decode_datagram<F: Frame>(bytes: &[u8]) -> Result<F, DecodeError> {
+    if bytes.len() > crate::limits::MAX_DATAGRAM {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len() as u64,
+            max: crate::limits::MAX_DATAGRAM,
+        });
+    }
+    decode_postcard(bytes)
+}
+
 /// Decodes one postcard frame (no length prefix), as carried by one WebSocket binary
 /// message or one stream frame.
 ///
