@@ -22,6 +22,7 @@ use chat_proto::codec;
 use chat_proto::frame::{Cursor, Message, Presence, PresenceStatus, ServerFrame};
 use chat_proto::ids::Timestamp;
 use chat_proto::ids::{ConversationId, UserId};
+use chat_proto::limits::MAX_DATAGRAM;
 use tokio::sync::{mpsc, watch};
 
 use crate::cluster::{Bus, Event};
@@ -128,6 +129,15 @@ impl Default for QueueLimits {
     }
 }
 
+/// A transport's unreliable side channel (QUIC datagrams, PROTOCOL.md §1.1), for the
+/// frames that may be lost (`typing`).
+pub trait Datagrams: Send + Sync + std::fmt::Debug {
+    /// Sends one datagram without waiting; `false` if it cannot go this way (the peer
+    /// takes no datagrams, or the connection is gone), and the frame should take the
+    /// stream instead.
+    fn send(&self, datagram: Bytes) -> bool;
+}
+
 /// The hub's view of one live session.
 #[derive(Clone, Debug)]
 pub struct SessionHandle {
@@ -137,6 +147,9 @@ pub struct SessionHandle {
     pub user: UserId,
     /// Its wire encoding.
     pub wire: Wire,
+    /// Where frames that may be lost go instead of the queue, once the session
+    /// negotiated a version that allows it.
+    pub datagrams: Option<Arc<dyn Datagrams>>,
     outbox: Arc<Outbox>,
 }
 
@@ -149,6 +162,7 @@ impl SessionHandle {
                 id,
                 user,
                 wire,
+                datagrams: None,
                 outbox: outbox.clone(),
             },
             outbox,
@@ -166,8 +180,24 @@ impl SessionHandle {
         self.outbox.push_all(items)
     }
 
-    /// Queues a frame shared with other sessions.
+    /// Sends a frame that may be lost as a datagram, if this session takes them;
+    /// `false` if it must be queued instead.
+    fn send_datagram(&self, frame: &SharedFrame) -> bool {
+        let Some(datagrams) = &self.datagrams else {
+            return false;
+        };
+        frame.frame().datagram_allowed()
+            && frame
+                .bytes(Wire::WsPostcard)
+                .is_some_and(|bytes| bytes.len() <= MAX_DATAGRAM && datagrams.send(bytes))
+    }
+
+    /// Queues a frame shared with other sessions (`typing` goes as a datagram where
+    /// the session takes them).
     pub fn push_shared(&self, frame: &SharedFrame) -> bool {
+        if self.send_datagram(frame) {
+            return true;
+        }
         match frame.bytes(self.wire) {
             Some(bytes) => self.push(Outbound::Frame(bytes)),
             None => false,
@@ -177,6 +207,9 @@ impl SessionHandle {
     /// Queues a frame shared with other sessions for the writer, never writing it
     /// from here (see [`Outbox::enqueue`]).
     pub fn enqueue_shared(&self, frame: &SharedFrame) -> bool {
+        if self.send_datagram(frame) {
+            return true;
+        }
         match frame.bytes(self.wire) {
             Some(bytes) => self.outbox.enqueue(Outbound::Frame(bytes)),
             None => false,

@@ -26,6 +26,8 @@ pub const STORE_COMMIT_SECONDS: &str = "chat_store_commit_seconds";
 pub const SLOW_CONSUMERS: &str = "chat_slow_consumer_disconnects_total";
 /// Requests refused by a rate limit, by kind (counter).
 pub const RATE_LIMITED: &str = "chat_rate_limited_total";
+/// QUIC datagrams received, by outcome: `typing` handled, or `discarded` (counter).
+pub const DATAGRAMS_RECEIVED: &str = "chat_datagrams_received_total";
 /// Cluster bus messages published (counter).
 pub const BUS_PUBLISHED: &str = "chat_cluster_bus_published_total";
 /// Cluster bus messages dropped before reaching Redis (counter).
@@ -95,6 +97,10 @@ fn describe() {
     );
     metrics::describe_counter!(SLOW_CONSUMERS, "Sessions closed for falling behind");
     metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit");
+    metrics::describe_counter!(
+        DATAGRAMS_RECEIVED,
+        "QUIC datagrams received: typing handled, or discarded (PROTOCOL.md 1.1)"
+    );
     metrics::describe_counter!(BUS_PUBLISHED, "Cluster bus messages published");
     metrics::describe_counter!(
         BUS_DROPPED,
@@ -112,6 +118,9 @@ fn describe() {
     }
     for result in ["ok", "refused"] {
         metrics::counter!(HANDSHAKES, "result" => result).increment(0);
+    }
+    for outcome in ["typing", "discarded"] {
+        metrics::counter!(DATAGRAMS_RECEIVED, "outcome" => outcome).increment(0);
     }
     for kind in ["send", "login"] {
         metrics::counter!(RATE_LIMITED, "kind" => kind).increment(0);

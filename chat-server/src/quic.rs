@@ -1,6 +1,7 @@
 //! The QUIC listener: ALPN `chat/1`, one client-opened bidirectional stream per
 //! connection carrying length-delimited postcard frames (PROTOCOL.md §1.1), served by
-//! the same session driver as WebSocket.
+//! the same session driver as WebSocket. `typing` may also travel as datagrams both
+//! ways, with sessions that negotiated version 1.2.
 //!
 //! Without `--tls-cert`/`--tls-key` a self-signed certificate for `localhost` and
 //! `127.0.0.1` is generated on first start and kept in the data directory, so clients
@@ -24,8 +25,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest as _, Sha256};
 
 use crate::app::App;
-use crate::hub::{Outbound, Wire};
+use crate::hub::{Datagrams, Outbound, Wire};
 use crate::session::{CloseReason, FrameReader, FrameWriter, ReadError, ReadEvent};
+
+/// Bytes of datagrams kept per connection and direction, waiting to be read or sent.
+const DATAGRAM_BUFFER: usize = 4 * 1024;
 
 const CERT_FILE: &str = "quic-cert.pem";
 const KEY_FILE: &str = "quic-key.pem";
@@ -148,7 +152,10 @@ impl QuicListener {
             ))
             .stream_receive_window((256u32 * 1024).into())
             .receive_window((512u32 * 1024).into())
-            .datagram_receive_buffer_size(None);
+            // Datagrams carry `typing` alone (PROTOCOL.md §1.1): a few small ones
+            // buffered per connection in each direction; past that the oldest go.
+            .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
+            .datagram_send_buffer_size(DATAGRAM_BUFFER);
         server.transport_config(Arc::new(transport));
         server.max_incoming(app.config().max_quic_connections.max(1));
         let endpoint = quinn::Endpoint::server(server, app.config().quic_addr)
@@ -215,6 +222,8 @@ async fn connection(app: App, incoming: quinn::Incoming) -> anyhow::Result<()> {
         recv,
         buf: BytesMut::new(),
         decoder: StreamDecoder::new(),
+        connection: connection.clone(),
+        datagrams_open: true,
     };
     let writer = QuicWriter {
         send,
@@ -228,6 +237,10 @@ struct QuicReader {
     recv: quinn::RecvStream,
     buf: BytesMut,
     decoder: StreamDecoder<ClientFrame>,
+    /// For the datagrams that arrive beside the stream.
+    connection: quinn::Connection,
+    /// Until the connection says it has none (the peer sends none, or it is gone).
+    datagrams_open: bool,
 }
 
 impl FrameReader for QuicReader {
@@ -243,7 +256,20 @@ impl FrameReader for QuicReader {
                 // Let go of the last chunk's allocation while waiting for the next.
                 self.buf = BytesMut::new();
             }
-            match self.recv.read_chunk(64 * 1024, true).await {
+            // Both reads are cancel-safe: what one of them has not returned stays in
+            // the connection for the next round.
+            let chunk = tokio::select! {
+                chunk = self.recv.read_chunk(64 * 1024, true) => chunk,
+                datagram = self.connection.read_datagram(), if self.datagrams_open => {
+                    match datagram {
+                        Ok(datagram) => return Ok(ReadEvent::Datagram(datagram)),
+                        // The stream reports how the connection ended.
+                        Err(_) => self.datagrams_open = false,
+                    }
+                    continue;
+                }
+            };
+            match chunk {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                 Ok(None) => {
                     return if self.buf.is_empty() {
@@ -263,7 +289,22 @@ struct QuicWriter {
     connection: quinn::Connection,
 }
 
+/// A connection's datagrams, for the hub (`typing`, PROTOCOL.md §1.1).
+#[derive(Debug)]
+struct QuicDatagrams(quinn::Connection);
+
+impl Datagrams for QuicDatagrams {
+    fn send(&self, datagram: Bytes) -> bool {
+        // Never waits: when the send buffer is full, the oldest queued datagram goes.
+        self.0.send_datagram(datagram).is_ok()
+    }
+}
+
 impl FrameWriter for QuicWriter {
+    fn datagrams(&self) -> Option<Arc<dyn Datagrams>> {
+        Some(Arc::new(QuicDatagrams(self.connection.clone())))
+    }
+
     async fn write_batch(&mut self, batch: &[Outbound]) -> std::io::Result<()> {
         let mut chunks: Vec<Bytes> = batch
             .iter()

@@ -24,11 +24,12 @@ use chat_proto::frame::{
 use chat_proto::ids::{ConversationId, RequestId, Seq, Timestamp, UserId};
 use chat_proto::limits::MAX_REPLAY;
 use chat_proto::session::{Inbound, Rejection, ServerSession};
+use chat_proto::version::ProtocolVersion;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
 
 use crate::app::App;
-use crate::hub::{Outbound, SessionHandle, SharedFrame, Wire};
+use crate::hub::{Datagrams, Outbound, SessionHandle, SharedFrame, Wire};
 use crate::outbox::{DirectWrite, Outbox, SlowFlag, Taken};
 use crate::store::append::AppendResult;
 use crate::store::{Appended, NewMessage};
@@ -38,6 +39,8 @@ use crate::store::{Appended, NewMessage};
 pub enum ReadEvent {
     /// One complete frame payload.
     Frame(Bytes),
+    /// One QUIC datagram's payload (PROTOCOL.md §1.1).
+    Datagram(Bytes),
     /// A transport-level ping to answer (WebSocket).
     Ping(Bytes),
     /// The peer closed the connection.
@@ -106,6 +109,10 @@ pub trait FrameWriter: Send + 'static {
     fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
         None
     }
+    /// The transport's datagrams, if it has them (QUIC).
+    fn datagrams(&self) -> Option<Arc<dyn Datagrams>> {
+        None
+    }
 }
 
 type PendingAck = Pin<Box<dyn Future<Output = (RequestId, Option<AppendResult>)> + Send + Sync>>;
@@ -152,6 +159,7 @@ pub async fn run<R: FrameReader, W: FrameWriter>(
     if let Some(direct) = writer.direct() {
         outbox.write_directly(direct);
     }
+    let writer_datagrams = writer.datagrams();
     let mut writer_task = tokio::spawn(write_loop(writer, outbox.clone()));
     let transport = match wire {
         Wire::WsJson => "websocket_json",
@@ -162,6 +170,7 @@ pub async fn run<R: FrameReader, W: FrameWriter>(
     connections.increment(1.0);
     let span = tracing::info_span!("session", id = handle.id, %peer, wire = ?wire, user = tracing::field::Empty);
     let mut driver = Driver::new(app.clone(), wire, handle);
+    driver.datagrams = writer_datagrams;
     let reason = tracing::Instrument::instrument(
         async {
             let reason = driver.run(reading.as_mut(), read::<R>, outbox.slow()).await;
@@ -179,7 +188,10 @@ pub async fn run<R: FrameReader, W: FrameWriter>(
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             loop {
                 let (reader, event) = reading.as_mut().await;
-                if !matches!(event, Ok(ReadEvent::Frame(_) | ReadEvent::Ping(_))) {
+                if !matches!(
+                    event,
+                    Ok(ReadEvent::Frame(_) | ReadEvent::Datagram(_) | ReadEvent::Ping(_))
+                ) {
                     return;
                 }
                 reading.set(read(reader));
@@ -212,7 +224,7 @@ struct Driver {
     handle: SessionHandle,
     user: Option<UserId>,
     /// The negotiated protocol version (the newest until the handshake).
-    version: chat_proto::version::ProtocolVersion,
+    version: ProtocolVersion,
     registered: bool,
     pending: FuturesOrdered<PendingAck>,
     typing: HashMap<ConversationId, Instant>,
@@ -221,6 +233,9 @@ struct Driver {
     draining: bool,
     /// The reader returned its last event (a close or an error).
     read_ended: bool,
+    /// The transport's datagrams, handed to the hub's handle if the negotiated
+    /// version allows them.
+    datagrams: Option<Arc<dyn Datagrams>>,
 }
 
 impl Driver {
@@ -232,7 +247,7 @@ impl Driver {
             proto: ServerSession::new(limits),
             handle,
             user: None,
-            version: chat_proto::version::ProtocolVersion::CURRENT,
+            version: ProtocolVersion::CURRENT,
             registered: false,
             pending: FuturesOrdered::new(),
             typing: HashMap::new(),
@@ -240,6 +255,7 @@ impl Driver {
             ping_sent: false,
             draining: false,
             read_ended: false,
+            datagrams: None,
         }
     }
 
@@ -333,7 +349,7 @@ impl Driver {
                     self.push(ServerFrame::Ping(Ping { nonce: rand::random() }));
                 }
                 (reader, event) = reading.as_mut(), if !self.read_ended => {
-                    if matches!(event, Ok(ReadEvent::Frame(_) | ReadEvent::Ping(_))) {
+                    if matches!(event, Ok(ReadEvent::Frame(_) | ReadEvent::Datagram(_) | ReadEvent::Ping(_))) {
                         reading.set(restart(reader));
                     } else {
                         // The connection's reading side is over; nothing to poll again.
@@ -347,6 +363,7 @@ impl Driver {
                                 return reason;
                             }
                         }
+                        Ok(ReadEvent::Datagram(payload)) => self.on_datagram(&payload).await,
                         Ok(ReadEvent::Ping(data)) => {
                             self.handle.push(Outbound::Pong(data));
                         }
@@ -385,6 +402,37 @@ impl Driver {
             message: message.into(),
         }));
         self.pending.is_empty().then_some(CloseReason::GoingAway)
+    }
+
+    /// Handles one datagram: a `typing` frame from a session that negotiated them, or
+    /// discarded without an answer (PROTOCOL.md §1.1).
+    async fn on_datagram(&mut self, payload: &[u8]) {
+        let discarded = || {
+            metrics::counter!(crate::metrics::DATAGRAMS_RECEIVED, "outcome" => "discarded")
+                .increment(1);
+        };
+        if self.user.is_none() || self.version < ProtocolVersion::DATAGRAMS {
+            tracing::debug!("datagram before the handshake or below version 1.2: discarded");
+            return discarded();
+        }
+        match codec::decode_datagram::<ClientFrame>(payload) {
+            Ok(ClientFrame::Typing(t)) => {
+                metrics::counter!(crate::metrics::DATAGRAMS_RECEIVED, "outcome" => "typing")
+                    .increment(1);
+                self.on_typing(t.conversation, t.active).await;
+            }
+            Ok(other) => {
+                tracing::debug!(
+                    kind = other.kind(),
+                    "datagram of a kind that must take the stream: discarded"
+                );
+                discarded();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "undecodable datagram: discarded");
+                discarded();
+            }
+        }
     }
 
     /// Handles one frame; `Some` ends the session.
@@ -427,11 +475,7 @@ impl Driver {
         None
     }
 
-    async fn on_hello(
-        &mut self,
-        hello: Hello,
-        version: chat_proto::version::ProtocolVersion,
-    ) -> Option<CloseReason> {
+    async fn on_hello(&mut self, hello: Hello, version: ProtocolVersion) -> Option<CloseReason> {
         let caller = match self.app.authenticate_token(&hello.token).await {
             Ok(caller) => caller,
             Err(e) => {
@@ -471,6 +515,9 @@ impl Driver {
             heads: heads.clone(),
         }));
         self.handle.user = user;
+        if version >= ProtocolVersion::DATAGRAMS {
+            self.handle.datagrams = self.datagrams.clone();
+        }
         let first = self.app.hub().register(self.handle.clone());
         self.registered = true;
         self.user = Some(user);

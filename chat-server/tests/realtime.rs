@@ -974,6 +974,98 @@ async fn quic_and_websocket_clients_chat_and_resume() {
 }
 
 #[tokio::test]
+async fn typing_rides_quic_datagrams_where_the_version_allows_it() {
+    use chat_proto::version::ProtocolVersion;
+    use common::quic::QuicClient;
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let r = s
+        .post(
+            "/api/conversations",
+            Some(&alice.token),
+            json!({"kind": "group", "title": "g", "members": [bob.id, carol.id]}),
+        )
+        .await;
+    let group = r.body["id"].as_u64().expect("id");
+    let cert = s.server.quic_cert.path.clone();
+    let quic = s.server.quic_addr;
+    // Bob speaks 1.2 over QUIC, Carol 1.1 over QUIC, Alice a browser's WebSocket.
+    let (mut b, welcome) = QuicClient::login(quic, &cert, &bob.token, vec![]).await;
+    assert_eq!(welcome.version, ProtocolVersion::DATAGRAMS);
+    let v1_1 = ProtocolVersion { major: 1, minor: 1 };
+    let (mut c, welcome) = QuicClient::login_at(quic, &cert, &carol.token, vec![], v1_1).await;
+    assert_eq!(welcome.version, v1_1);
+    for q in [&mut b, &mut c] {
+        q.until(|f| matches!(f, ServerFrame::ReplayDone(_)).then_some(()))
+            .await;
+    }
+    let (mut a, _) = WsClient::login_live(s.addr(), Sub::Json, &alice.token, vec![]).await;
+    let typing = |active| {
+        ClientFrame::Typing(SetTyping {
+            conversation: cid(group),
+            active,
+        })
+    };
+    let typing_of = |f| match f {
+        ServerFrame::Typing(t) => Some((t.user.get(), t.active)),
+        _ => None,
+    };
+
+    // Alice types: Bob gets a datagram, Carol (1.1) the frame on her stream.
+    a.send(&typing(true)).await;
+    assert_eq!(typing_of(b.datagram().await), Some((alice.id, true)));
+    assert_eq!(c.until(typing_of).await, (alice.id, true));
+
+    // Bob types in a datagram: it reaches Alice and Carol.
+    b.send_datagram(&typing(false));
+    assert_eq!(a.until(typing_of).await, (bob.id, false));
+    assert_eq!(c.until(typing_of).await, (bob.id, false));
+
+    // A datagram from a 1.1 session, and a datagram holding anything but typing, are
+    // discarded without an answer.
+    c.send_datagram(&typing(true));
+    b.send_datagram(&send(1, group, 1, "not by datagram"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.send(&send(2, group, 2, "on the stream")).await;
+    let mut before = Vec::new();
+    let m = a
+        .until(|f| match f {
+            ServerFrame::Message(m) => Some(m),
+            other => {
+                before.push(other);
+                None
+            }
+        })
+        .await;
+    assert_eq!((m.seq.get(), m.body.as_text()), (1, Some("on the stream")));
+    assert!(
+        !before.iter().any(|f| matches!(f, ServerFrame::Typing(_))),
+        "{before:?}"
+    );
+    let mut before = Vec::new();
+    let ack = b
+        .until(|f| match f {
+            ServerFrame::Ack(ack) => Some(ack),
+            other => {
+                before.push(other);
+                None
+            }
+        })
+        .await;
+    assert_eq!(ack.request_id, RequestId(2));
+    // Bob got Alice's typing as a datagram only, and no answer to his.
+    assert!(
+        !before
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Typing(_) | ServerFrame::Error(_))),
+        "{before:?}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn quic_requires_the_chat_alpn() {
     let s = TestServer::start(TestDbKind::Sqlite).await;
     let cert = s.server.quic_cert.path.clone();

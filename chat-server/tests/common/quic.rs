@@ -65,11 +65,22 @@ impl QuicClient {
         token: &str,
         resume: Vec<Cursor>,
     ) -> (Self, Welcome) {
+        Self::login_at(addr, cert, token, resume, ProtocolVersion::CURRENT).await
+    }
+
+    /// Logs in announcing `version`.
+    pub async fn login_at(
+        addr: SocketAddr,
+        cert: &Path,
+        token: &str,
+        resume: Vec<Cursor>,
+        version: ProtocolVersion,
+    ) -> (Self, Welcome) {
         let mut c = connect(addr, cert, chat_proto::version::ALPN)
             .await
             .expect("QUIC connection");
         c.send(&ClientFrame::Hello(Hello {
-            version: ProtocolVersion::CURRENT,
+            version,
             token: token.to_owned(),
             client: "quic-test".into(),
             resume,
@@ -86,6 +97,23 @@ impl QuicClient {
             .expect("encodes")
             .length_delimited();
         self.send.write_all(&bytes).await.expect("written");
+    }
+
+    /// Sends `frame` as one QUIC datagram (postcard, no length prefix).
+    pub fn send_datagram(&self, frame: &ClientFrame) {
+        let bytes = codec::encode_postcard(frame).expect("encodes").payload();
+        self.connection
+            .send_datagram(bytes)
+            .expect("the server takes datagrams");
+    }
+
+    /// The next datagram, decoded (5 s at most).
+    pub async fn datagram(&self) -> ServerFrame {
+        let bytes = tokio::time::timeout(Duration::from_secs(5), self.connection.read_datagram())
+            .await
+            .expect("a datagram within 5 s")
+            .expect("connection open");
+        codec::decode_datagram(&bytes).expect("a valid datagram")
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
