@@ -13,6 +13,7 @@ use chat_proto::session::{
     self as proto, ClientSession, ConnectionState, DisconnectReason, PendingKind, RequestError,
     StateError,
 };
+use chat_proto::version::ProtocolVersion;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -298,6 +299,9 @@ impl Driver {
             while let Some(event) = self.session.poll_event() {
                 match event {
                     proto::Event::Connected(welcome) => {
+                        if welcome.version >= ProtocolVersion::DATAGRAMS {
+                            link.use_datagrams();
+                        }
                         let _ = self.status.send(ConnectionState::Replaying);
                         tracing::info!(user = %welcome.user.get(), "connected");
                         if let Some(first) = self.first.take() {

@@ -431,7 +431,8 @@ impl Client {
     }
 
     /// Tells the conversation the user is (or stopped) typing. Ephemeral: dropped while
-    /// disconnected.
+    /// disconnected. Over QUIC it travels as a datagram where the server takes them
+    /// (protocol 1.2), so a lost packet delays neither it nor the messages.
     pub fn set_typing(&self, conversation: ConversationId, active: bool) -> Result<()> {
         self.command(Command::Typing {
             conversation,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use chat_proto::codec::{self, StreamDecoder, ws};
 use chat_proto::frame::{ClientFrame, ServerFrame};
-use chat_proto::limits::MAX_SERVER_FRAME;
+use chat_proto::limits::{MAX_DATAGRAM, MAX_SERVER_FRAME};
 use chat_proto::version::WS_SUBPROTOCOL_POSTCARD;
 use fastwebsockets::{Frame, Payload, Role, WebSocketError};
 use http::{Request, header};
@@ -44,6 +44,8 @@ pub(crate) struct Link {
     pub(crate) reader: Option<Reader>,
     tasks: Vec<JoinHandle<()>>,
     quic: Option<quinn::Connection>,
+    /// `typing` goes as a QUIC datagram (the negotiated version allows it).
+    datagrams: bool,
 }
 
 type WsRead = fastwebsockets::WebSocketRead<tokio::io::ReadHalf<TokioIo<hyper::upgrade::Upgraded>>>;
@@ -67,11 +69,18 @@ enum Side {
         messages: ws::Assembler,
         pong: mpsc::UnboundedSender<Outgoing>,
     },
-    /// Length-delimited postcard frames on a QUIC stream.
+    /// Length-delimited postcard frames on a QUIC stream, and `typing` frames in
+    /// datagrams beside it (PROTOCOL.md §1.1).
     Quic {
         recv: quinn::RecvStream,
         decoder: StreamDecoder<ServerFrame>,
         buf: BytesMut,
+        connection: quinn::Connection,
+        /// A frame came on the stream, so `welcome` was read: datagrams count from
+        /// then on.
+        welcomed: bool,
+        /// Until the connection says there are no more datagrams.
+        datagrams_open: bool,
     },
     /// Reading ended; `next` reports it again.
     Ended,
@@ -130,10 +139,18 @@ impl Side {
                     return incoming;
                 }
             },
-            Side::Quic { recv, decoder, buf } => loop {
+            Side::Quic {
+                recv,
+                decoder,
+                buf,
+                connection,
+                welcomed,
+                datagrams_open,
+            } => loop {
                 loop {
                     match decoder.decode(buf) {
                         Ok(Some(frame)) => {
+                            *welcomed = true;
                             if let Some(incoming) = decoded(frame) {
                                 return incoming;
                             }
@@ -142,7 +159,27 @@ impl Side {
                         Err(e) => return Incoming::Closed(format!("stream out of sync: {e}")),
                     }
                 }
-                match recv.read_chunk(64 * 1024, true).await {
+                // Both reads are cancel-safe: what one of them has not returned stays
+                // in the connection for the next round.
+                let chunk = tokio::select! {
+                    chunk = recv.read_chunk(64 * 1024, true) => chunk,
+                    datagram = connection.read_datagram(), if *datagrams_open => {
+                        match datagram {
+                            Ok(datagram) => match codec::decode_datagram::<ServerFrame>(&datagram) {
+                                Ok(frame) if *welcomed && frame.datagram_allowed() => {
+                                    return Incoming::Frame(frame);
+                                }
+                                // Anything else is discarded (PROTOCOL.md §1.1).
+                                Ok(frame) => tracing::debug!(kind = frame.kind(), welcomed = *welcomed, "datagram discarded"),
+                                Err(e) => tracing::debug!(error = %e, "undecodable datagram discarded"),
+                            },
+                            // The stream reports how the connection ended.
+                            Err(_) => *datagrams_open = false,
+                        }
+                        continue;
+                    }
+                };
+                match chunk {
                     Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
                     Ok(None) => return Incoming::Closed("the server finished the stream".into()),
                     Err(e) => return Incoming::Closed(chain(&e)),
@@ -167,7 +204,23 @@ impl Link {
     /// Queues a frame for the writer (never blocks: the session bounds what is in
     /// flight).
     pub(crate) fn send(&self, frame: ClientFrame) {
+        if self.datagrams
+            && frame.datagram_allowed()
+            && let Some(connection) = &self.quic
+            && let Ok(encoded) = codec::encode_postcard(&frame)
+            && encoded.payload_len() <= MAX_DATAGRAM
+            // Never waits: when the send buffer is full, the oldest queued one goes.
+            && connection.send_datagram(encoded.payload()).is_ok()
+        {
+            return;
+        }
         let _ = self.tx.send(Outgoing::Frame(frame));
+    }
+
+    /// Sends `typing` as QUIC datagrams from now on, where the server takes them: the
+    /// negotiated version allows it (PROTOCOL.md §1.1).
+    pub(crate) fn use_datagrams(&mut self) {
+        self.datagrams = true;
     }
 
     /// Ends the link politely: pending frames are written, then the transport closes.
@@ -330,6 +383,7 @@ where
         reader: Some(reader),
         tasks: vec![writer],
         quic: None,
+        datagrams: false,
     })
 }
 
@@ -359,6 +413,9 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
         .ok_or_else(|| Error::Unreachable(format!("{host}: no address")))
 }
 
+/// Bytes of datagrams kept per connection and direction, waiting to be read or sent.
+const DATAGRAM_BUFFER: usize = 4 * 1024;
+
 /// A client endpoint able to reach `target` (IPv4 or IPv6 like the server's address).
 pub(crate) async fn quic_endpoint(host: &str, port: u16) -> Result<quinn::Endpoint> {
     let addr = resolve(host, port).await?;
@@ -376,7 +433,12 @@ pub(crate) fn quic_config(tls: Arc<rustls::ClientConfig>) -> Result<quinn::Clien
         .map_err(|e| Error::Tls(format!("not usable for QUIC: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(std::time::Duration::from_secs(10)));
+    transport
+        .keep_alive_interval(Some(std::time::Duration::from_secs(10)))
+        // Datagrams carry `typing` alone (PROTOCOL.md §1.1): a few small ones kept in
+        // each direction; past that the oldest go.
+        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
+        .datagram_send_buffer_size(DATAGRAM_BUFFER);
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
@@ -401,6 +463,9 @@ async fn connect_quic(
         recv,
         decoder: StreamDecoder::new(),
         buf: BytesMut::new(),
+        connection: connection.clone(),
+        welcomed: false,
+        datagrams_open: true,
     });
     let writer = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(16 * 1024);
@@ -441,5 +506,6 @@ async fn connect_quic(
         reader: Some(reader),
         tasks: vec![writer],
         quic: Some(connection),
+        datagrams: false,
     })
 }

@@ -112,11 +112,25 @@ async fn chat_over_websocket_and_quic() {
     assert_eq!(next_message(&mut alice_events).await.id, ack.id);
     let reply = bob.send_text(dm.id, "hi alice").await.expect("acked");
     assert_eq!(text(&next_message(&mut alice_events).await), "hi alice");
+    // Bob's own copy, read before the typing below: a datagram may overtake it.
+    assert_eq!(text(&next_message(&mut bob_events).await), "hi alice");
 
-    // Typing and receipts.
+    // Typing and receipts. Over QUIC typing rides datagrams both ways: the server sends
+    // Bob's session nothing else for it, and counts Bob's as datagrams (no other test
+    // in this binary sends any).
     alice.set_typing(dm.id, true).expect("typing");
     let typing = next_event(&mut bob_events, |e| matches!(e, Event::Typing(_))).await;
     assert!(matches!(typing, Event::Typing(t) if t.user == alice.user_id() && t.active));
+    bob.set_typing(dm.id, true).expect("typing");
+    let typing = next_event(&mut alice_events, |e| matches!(e, Event::Typing(_))).await;
+    assert!(matches!(typing, Event::Typing(t) if t.user == bob.user_id() && t.active));
+    let metrics = chat_server::metrics::render();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "chat_datagrams_received_total{outcome=\"typing\"} 1"),
+        "{metrics}"
+    );
     bob.mark_read(dm.id, reply.seq).await.expect("read");
     let receipt = next_event(&mut alice_events, |e| matches!(e, Event::Receipt(_))).await;
     assert!(matches!(receipt, Event::Receipt(r) if r.user == bob.user_id() && r.seq == reply.seq));
