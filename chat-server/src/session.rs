@@ -227,7 +227,8 @@ struct Driver {
     version: ProtocolVersion,
     registered: bool,
     pending: FuturesOrdered<PendingAck>,
-    typing: HashMap<ConversationId, Instant>,
+    /// Per conversation, the last typing update relayed: when, and whether a start.
+    typing: HashMap<ConversationId, (Instant, bool)>,
     last_heard: Instant,
     ping_sent: bool,
     draining: bool,
@@ -632,13 +633,19 @@ impl Driver {
             return;
         };
         let now = Instant::now();
-        if active
-            && let Some(last) = self.typing.get(&conversation)
-            && now.duration_since(*last) < TYPING_INTERVAL
-        {
+        let last = self.typing.get(&conversation).copied();
+        let relay = match (active, last) {
+            // A start at most once per interval after the last update relayed.
+            (true, Some((at, _))) => now.duration_since(at) >= TYPING_INTERVAL,
+            (true, None) => true,
+            // A stop only ends a start: repeated stops would reach every member for
+            // nothing.
+            (false, last) => last.is_some_and(|(_, started)| started),
+        };
+        if !relay {
             return;
         }
-        self.typing.insert(conversation, now);
+        self.typing.insert(conversation, (now, active));
         let others: Vec<UserId> = c.members.iter().copied().filter(|&m| m != user).collect();
         let frame = SharedFrame::new(ServerFrame::Typing(Typing {
             conversation,

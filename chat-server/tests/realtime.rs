@@ -310,9 +310,28 @@ async fn typing_presence_and_receipts_reach_the_right_people() {
         })
         .await;
     assert_eq!((t.user.get(), t.active), (alice.id, true));
+    // A stop is relayed once: a second one has nothing to end.
+    for _ in 0..2 {
+        a.send(&ClientFrame::Typing(SetTyping {
+            conversation: cid(conv),
+            active: false,
+        }))
+        .await;
+    }
 
     a.send(&send(1, conv, 1, "read me")).await;
-    let m = next_message(&mut b).await;
+    let mut typing = Vec::new();
+    let m = b
+        .until(|f| match f {
+            ServerFrame::Message(m) => Some(m),
+            ServerFrame::Typing(t) => {
+                typing.push((t.user.get(), t.active));
+                None
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(typing, vec![(alice.id, false)]);
     b.send(&ClientFrame::MarkRead(MarkRead {
         request_id: RequestId(3),
         conversation: cid(conv),
@@ -1019,9 +1038,9 @@ async fn typing_rides_quic_datagrams_where_the_version_allows_it() {
     assert_eq!(c.until(typing_of).await, (alice.id, true));
 
     // Bob types in a datagram: it reaches Alice and Carol.
-    b.send_datagram(&typing(false));
-    assert_eq!(a.until(typing_of).await, (bob.id, false));
-    assert_eq!(c.until(typing_of).await, (bob.id, false));
+    b.send_datagram(&typing(true));
+    assert_eq!(a.until(typing_of).await, (bob.id, true));
+    assert_eq!(c.until(typing_of).await, (bob.id, true));
 
     // A datagram from a 1.1 session, and a datagram holding anything but typing, are
     // discarded without an answer.
