@@ -115,9 +115,10 @@ async fn chat_over_websocket_and_quic() {
     // Bob's own copy, read before the typing below: a datagram may overtake it.
     assert_eq!(text(&next_message(&mut bob_events).await), "hi alice");
 
-    // Typing and receipts. Over QUIC typing rides datagrams both ways: the server sends
-    // Bob's session nothing else for it, and counts Bob's as datagrams (no other test
-    // in this binary sends any).
+    // Typing and receipts. Over QUIC typing rides datagrams both ways: Bob's client
+    // gets Alice's as one (the server sends typing no other way to a session at 1.2
+    // that takes datagrams), and the server counts Bob's as one (no other test in this
+    // binary sends any).
     alice.set_typing(dm.id, true).expect("typing");
     let typing = next_event(&mut bob_events, |e| matches!(e, Event::Typing(_))).await;
     assert!(matches!(typing, Event::Typing(t) if t.user == alice.user_id() && t.active));
