@@ -405,14 +405,7 @@ async fn people_who_come_to_share_a_conversation_learn_who_is_online() {
 
     // Alice adds Carol (online) and Dave (offline) to a group: Carol and the members
     // learn about each other; nobody is told Dave is online.
-    let group = s
-        .post(
-            "/api/conversations",
-            Some(&alice.token),
-            json!({"kind": "group", "title": "g", "members": [bob.id]}),
-        )
-        .await;
-    let group = group.body["id"].as_u64().expect("group id");
+    let group = s.group(&alice, &[&bob]).await;
     for id in [carol.id, dave.id] {
         let r = s
             .post(
@@ -723,14 +716,7 @@ async fn a_reader_that_stops_reading_is_cut_off_while_others_keep_up() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let carol = s.register("carol").await;
-    let r = s
-        .post(
-            "/api/conversations",
-            Some(&alice.token),
-            json!({"kind": "group", "title": "g", "members": [bob.id, carol.id]}),
-        )
-        .await;
-    let conv = r.body["id"].as_u64().expect("id");
+    let conv = s.group(&alice, &[&bob, &carol]).await;
     let (mut a, _) = WsClient::login_live(s.addr(), Sub::Postcard, &alice.token, vec![]).await;
     let (mut bob_ws, _) = WsClient::login_live(s.addr(), Sub::Postcard, &bob.token, vec![]).await;
     // Carol connects and then never reads again.
@@ -806,14 +792,7 @@ async fn membership_changes_take_effect_live() {
     let (mut c, _) = WsClient::login_live(s.addr(), Sub::Json, &carol.token, vec![]).await;
 
     // Bob learns about a group he was put in, without polling.
-    let r = s
-        .post(
-            "/api/conversations",
-            Some(&alice.token),
-            json!({"kind": "group", "title": "g", "members": [bob.id]}),
-        )
-        .await;
-    let conv = r.body["id"].as_u64().expect("id");
+    let conv = s.group(&alice, &[&bob]).await;
     let m = b
         .until(|f| {
             if let ServerFrame::Membership(m) = f {
@@ -1000,14 +979,7 @@ async fn typing_rides_quic_datagrams_where_the_version_allows_it() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let carol = s.register("carol").await;
-    let r = s
-        .post(
-            "/api/conversations",
-            Some(&alice.token),
-            json!({"kind": "group", "title": "g", "members": [bob.id, carol.id]}),
-        )
-        .await;
-    let group = r.body["id"].as_u64().expect("id");
+    let group = s.group(&alice, &[&bob, &carol]).await;
     let cert = s.server.quic_cert.path.clone();
     let quic = s.server.quic_addr;
     // Bob speaks 1.2 over QUIC, Carol 1.1 over QUIC, Alice a browser's WebSocket.

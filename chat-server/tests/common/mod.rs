@@ -136,6 +136,19 @@ impl TestServer {
         r.body["id"].as_u64().expect("conversation id")
     }
 
+    /// A group titled "g" created by `owner` with `members`; its id.
+    pub async fn group(&self, owner: &Account, members: &[&Account]) -> u64 {
+        let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+        let r = self
+            .post(
+                "/api/conversations",
+                Some(&owner.token),
+                json!({"kind": "group", "title": "g", "members": ids}),
+            )
+            .await;
+        r.body["id"].as_u64().expect("group id")
+    }
+
     /// The end-to-end encrypted direct conversation of `a` and `b` (created by `a`):
     /// the answer to the request.
     pub async fn encrypted_direct(&self, a: &Account, b: &Account) -> Reply {
