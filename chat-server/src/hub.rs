@@ -969,11 +969,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_reaches_each_member_in_order_with_one_write_per_conversation() {
-        let store = Arc::new(NoStore {
-            ungated: true,
-            ..NoStore::default()
-        });
-        let hub = Hub::new(store, QueueLimits::default());
+        let hub = ungated_hub();
         // User 1 writes directly; user 2 (both conversations) and 3 queue for a writer.
         let (one, one_out) = hub.new_session(user(1), Wire::WsPostcard);
         let socket = Arc::new(CountingSocket::default());
@@ -1025,11 +1021,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_big_audience_split_across_workers_gets_every_frame_in_order() {
-        let store = Arc::new(NoStore {
-            ungated: true,
-            ..NoStore::default()
-        });
-        let hub = Hub::new(store, QueueLimits::default());
+        let hub = ungated_hub();
         // One user with more devices than the split threshold; every other device
         // writes directly.
         let devices = devices(&hub, user(1), FANOUT_SPLIT + 44);
@@ -1084,11 +1076,7 @@ mod tests {
 
     #[tokio::test]
     async fn messages_committed_during_a_fan_out_join_it_in_order() {
-        let store = Arc::new(NoStore {
-            ungated: true,
-            ..NoStore::default()
-        });
-        let hub = Hub::new(store, QueueLimits::default());
+        let hub = ungated_hub();
         // Conversation 7: user 1 (150 devices, one share) and user 2; 8: users 2, 3.
         let ones = devices(&hub, user(1), 150);
         let two = devices(&hub, user(2), 1).remove(0);
@@ -1132,11 +1120,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_split_fan_out_taking_in_messages_keeps_every_session_in_order() {
-        let store = Arc::new(NoStore {
-            ungated: true,
-            ..NoStore::default()
-        });
-        let hub = Hub::new(store, QueueLimits::default());
+        let hub = ungated_hub();
         // Two shares, each catching up with what the other takes in (or not, when
         // the other share finished first): every session gets everything in order.
         let ones = devices(&hub, user(1), FANOUT_SPLIT + 44);
@@ -1284,6 +1268,15 @@ mod tests {
         gate: Notify,
         reads: AtomicUsize,
         ungated: bool,
+    }
+
+    /// A hub whose store answers every membership read at once.
+    fn ungated_hub() -> Hub {
+        let store = Arc::new(NoStore {
+            ungated: true,
+            ..NoStore::default()
+        });
+        Hub::new(store, QueueLimits::default())
     }
 
     macro_rules! unused {
