@@ -222,6 +222,8 @@ pub struct Bus {
     dropped: AtomicBool,
     /// Messages queued and not yet published.
     unpublished: Arc<AtomicUsize>,
+    /// Whether the subscription is up (what this node hears from the others).
+    connected: AtomicBool,
     /// The bus's tasks, stopped by [`Bus::shutdown`].
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -247,6 +249,11 @@ impl Bus {
             self.dropped.store(true, Ordering::Release);
             metrics::counter!(crate::metrics::BUS_DROPPED).increment(1);
         }
+    }
+
+    /// Whether this node hears the other nodes (its subscription is up).
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
     }
 
     /// Whether another node has a session of `user`.
@@ -304,6 +311,7 @@ pub fn start(url: &str, channel: &str, hub: Arc<Hub>) -> Result<Arc<Bus>, BusErr
         roster: Mutex::new(Roster::default()),
         dropped: AtomicBool::new(false),
         unpublished: Arc::new(AtomicUsize::new(0)),
+        connected: AtomicBool::new(false),
         tasks: Mutex::new(Vec::new()),
     });
     hub.attach_bus(bus.clone());
@@ -492,6 +500,7 @@ async fn subscriber(client: redis::Client, channel: Arc<str>, hub: Arc<Hub>, bus
         };
         attempt = 0;
         metrics::gauge!(crate::metrics::BUS_CONNECTED).set(1.0);
+        bus.connected.store(true, Ordering::Release);
         tracing::info!("cluster bus: subscribed");
         if interrupted {
             hub.resync();
@@ -527,6 +536,7 @@ async fn subscriber(client: redis::Client, channel: Arc<str>, hub: Arc<Hub>, bus
             }
         }
         metrics::gauge!(crate::metrics::BUS_CONNECTED).set(0.0);
+        bus.connected.store(false, Ordering::Release);
         tracing::warn!("cluster bus: subscription lost; resubscribing");
         interrupted = true;
         tokio::time::sleep(backoff(0)).await;

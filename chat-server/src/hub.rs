@@ -1313,6 +1313,7 @@ mod tests {
         }
         unused! {
             ping() -> ();
+            probe_write() -> ();
             create_user(crate::store::NewUser) -> crate::store::User;
             user(UserId) -> Option<crate::store::User>;
             credentials(&str) -> Option<crate::store::Credentials>;

@@ -22,6 +22,9 @@ pub const FANOUT_SECONDS: &str = "chat_fanout_seconds";
 pub const STORE_BATCH_SIZE: &str = "chat_store_batch_size";
 /// Time to commit one batch (histogram).
 pub const STORE_COMMIT_SECONDS: &str = "chat_store_commit_seconds";
+/// Failed store calls, by kind: `full`, `busy`, `unreachable`, `timeout`, `io`,
+/// `corrupt`, `closed`, `other` (counter).
+pub const STORE_ERRORS: &str = "chat_store_errors_total";
 /// Sessions closed for falling behind (counter).
 pub const SLOW_CONSUMERS: &str = "chat_slow_consumer_disconnects_total";
 /// Requests refused by a rate limit, by kind (counter).
@@ -95,6 +98,7 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time to commit one message batch"
     );
+    metrics::describe_counter!(STORE_ERRORS, "Failed store calls by kind");
     metrics::describe_counter!(SLOW_CONSUMERS, "Sessions closed for falling behind");
     metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit");
     metrics::describe_counter!(

@@ -107,8 +107,15 @@ impl ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
-            crate::store::StoreError::Database(sqlx::Error::PoolTimedOut)
-            | crate::store::StoreError::Closed => {
+            crate::store::StoreError::Conflict(what) => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("this {what} already exists"),
+            ),
+            // A full disk, a lost connection, a timeout: the same request may work in
+            // a moment, and the client is told so.
+            e if e.kind().is_transient() => {
+                tracing::warn!(error = %e, kind = e.kind().as_str(), "storage unavailable");
                 let mut err = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -117,11 +124,6 @@ impl From<crate::store::StoreError> for ApiError {
                 err.retry_after = Some(1);
                 err
             }
-            crate::store::StoreError::Conflict(what) => Self::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("this {what} already exists"),
-            ),
             other => Self::internal(other),
         }
     }

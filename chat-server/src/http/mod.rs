@@ -294,20 +294,24 @@ async fn dispatch(app: App, peer: SocketAddr, req: Request<Incoming>) -> Handler
             StatusCode::OK,
             &serde_json::json!({"status": "ok"}),
         )),
-        Route::Ready => match app.store().ping().await {
-            Ok(()) => Ok(json_response(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ready"}),
-            )),
-            Err(e) => {
-                tracing::warn!(error = %e, "readiness check failed");
-                Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the database is unreachable",
-                ))
-            }
-        },
+        Route::Ready => {
+            let store = app.appender().health().check(app.store()).await;
+            let bus = app.hub().bus().map(|bus| bus.is_connected());
+            let reason = match (store, bus) {
+                (Err(e), _) => e.to_string(),
+                (Ok(()), Some(false)) => "the cluster bus is disconnected".to_owned(),
+                (Ok(()), _) => {
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({"status": "ready"}),
+                    ));
+                }
+            };
+            tracing::warn!(reason, "readiness check failed");
+            let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", reason);
+            err.retry_after = Some(1);
+            Err(err)
+        }
         Route::OpenApi => {
             let mut response = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
             response.headers_mut().insert(

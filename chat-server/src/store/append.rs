@@ -13,6 +13,7 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
 
+use super::health::WriteHealth;
 use super::{Appended, NewMessage, Store, StoreError};
 
 /// The answer to one send.
@@ -23,6 +24,7 @@ type Reply = oneshot::Sender<AppendResult>;
 #[derive(Clone, Debug)]
 pub struct Appender {
     tx: mpsc::Sender<(NewMessage, Reply)>,
+    health: Arc<WriteHealth>,
 }
 
 impl Appender {
@@ -35,8 +37,14 @@ impl Appender {
         committed: Option<mpsc::Sender<Vec<Message>>>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(max_batch.max(1) * 4);
-        tokio::spawn(run(store, rx, max_batch.max(1), committed));
-        Self { tx }
+        let health = Arc::new(WriteHealth::default());
+        tokio::spawn(run(store, rx, max_batch.max(1), committed, health.clone()));
+        Self { tx, health }
+    }
+
+    /// The outcome of the latest writes, for readiness.
+    pub fn health(&self) -> &Arc<WriteHealth> {
+        &self.health
     }
 
     /// Queues one send; the receiver resolves after its transaction committed. Sends
@@ -65,6 +73,7 @@ async fn run(
     mut rx: mpsc::Receiver<(NewMessage, Reply)>,
     max_batch: usize,
     committed: Option<mpsc::Sender<Vec<Message>>>,
+    health: Arc<WriteHealth>,
 ) {
     // Several batches may be in flight where the backend writes concurrently; they are
     // finished in the order they were started, so acknowledgements and delivery keep
@@ -77,6 +86,10 @@ async fn run(
         tokio::select! {
             biased;
             Some((replies, size, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                match &result {
+                    Ok(_) => health.succeeded(),
+                    Err(e) => health.failed(e),
+                }
                 finish(replies, size, result, committed.as_ref()).await;
             }
             n = rx.recv_many(&mut pending, max_batch), if open && in_flight.len() < depth => {
@@ -128,7 +141,7 @@ async fn finish(
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, size, "message batch failed to commit");
+            tracing::error!(error = %e, kind = e.kind().as_str(), size, "message batch failed to commit");
             let e = Arc::new(e);
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));

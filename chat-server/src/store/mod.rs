@@ -7,9 +7,11 @@
 //! concurrent sends.
 
 pub mod append;
+pub mod health;
 mod postgres;
 mod sql;
 mod sqlite;
+mod tx;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,6 +47,139 @@ pub enum StoreError {
     /// The store's background task is gone (shutting down).
     #[error("store is shut down")]
     Closed,
+}
+
+/// What kind of failure a [`StoreError`] is: the label of
+/// `chat_store_errors_total`, and whether a client should simply retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreErrorKind {
+    /// The disk (or the database's size limit) is full.
+    Full,
+    /// Another writer holds a lock, or a transaction lost a serialization race.
+    Busy,
+    /// The connection failed, was killed, or the database is shutting down.
+    Unreachable,
+    /// No connection became free in time, or a statement hit its timeout.
+    Timeout,
+    /// Reading or writing the database's files failed.
+    Io,
+    /// A stored value or the database file is not what it should be.
+    Corrupt,
+    /// A uniqueness constraint refused the write (an answer, not a failure).
+    Conflict,
+    /// The store is shutting down.
+    Closed,
+    /// Anything else (a bug, a failed migration).
+    Other,
+}
+
+impl StoreErrorKind {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreErrorKind::Full => "full",
+            StoreErrorKind::Busy => "busy",
+            StoreErrorKind::Unreachable => "unreachable",
+            StoreErrorKind::Timeout => "timeout",
+            StoreErrorKind::Io => "io",
+            StoreErrorKind::Corrupt => "corrupt",
+            StoreErrorKind::Conflict => "conflict",
+            StoreErrorKind::Closed => "closed",
+            StoreErrorKind::Other => "other",
+        }
+    }
+
+    /// Whether the same request may well succeed later, so the client is told
+    /// `unavailable` with a retry time rather than about an internal error.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            StoreErrorKind::Full
+                | StoreErrorKind::Busy
+                | StoreErrorKind::Unreachable
+                | StoreErrorKind::Timeout
+                | StoreErrorKind::Io
+                | StoreErrorKind::Closed
+        )
+    }
+}
+
+impl StoreError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::Conflict(_) => StoreErrorKind::Conflict,
+            StoreError::Database(e) => sqlx_kind(e),
+            StoreError::Migrate(_) => StoreErrorKind::Other,
+            StoreError::Corrupt(_) => StoreErrorKind::Corrupt,
+            StoreError::Closed => StoreErrorKind::Closed,
+        }
+    }
+}
+
+fn sqlx_kind(e: &sqlx::Error) -> StoreErrorKind {
+    match e {
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                return postgres_kind(pg.code());
+            }
+            // SQLite reports its (extended) result code; the primary code is its low byte.
+            match db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(|c| c & 0xff)
+            {
+                Some(13) => StoreErrorKind::Full,         // SQLITE_FULL
+                Some(5 | 6) => StoreErrorKind::Busy,      // SQLITE_BUSY, SQLITE_LOCKED
+                Some(10 | 14) => StoreErrorKind::Io,      // SQLITE_IOERR, SQLITE_CANTOPEN
+                Some(11 | 26) => StoreErrorKind::Corrupt, // SQLITE_CORRUPT, SQLITE_NOTADB
+                _ if db.is_unique_violation() => StoreErrorKind::Conflict,
+                _ => StoreErrorKind::Other,
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreErrorKind::Unreachable,
+        sqlx::Error::PoolTimedOut => StoreErrorKind::Timeout,
+        _ => StoreErrorKind::Other,
+    }
+}
+
+/// PostgreSQL's SQLSTATE classes (appendix A of its manual).
+fn postgres_kind(sqlstate: &str) -> StoreErrorKind {
+    match sqlstate {
+        "53100" => StoreErrorKind::Full,                     // disk_full
+        "57014" => StoreErrorKind::Timeout,                  // query_canceled (statement_timeout)
+        "40001" | "40P01" | "55P03" => StoreErrorKind::Busy, // serialization, deadlock, lock
+        "23505" => StoreErrorKind::Conflict,                 // unique_violation
+        s if s.starts_with("08") || s.starts_with("57P") || s.starts_with("53") => {
+            // connection exceptions, shutdowns, insufficient resources
+            StoreErrorKind::Unreachable
+        }
+        s if s.starts_with("58") => StoreErrorKind::Io, // system errors (I/O)
+        "XX001" | "XX002" => StoreErrorKind::Corrupt,   // data_corrupted, index_corrupted
+        _ => StoreErrorKind::Other,
+    }
+}
+
+/// Counts a failed store call by kind: every call of the SQL stores goes through it,
+/// so each failure is counted once, where it happened.
+fn counted<'a, T: Send + 'a>(
+    call: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+) -> StoreFuture<'a, T> {
+    Box::pin(async move {
+        let result = call.await;
+        if let Err(e) = &result {
+            let kind = e.kind();
+            if kind != StoreErrorKind::Conflict {
+                metrics::counter!(crate::metrics::STORE_ERRORS, "kind" => kind.as_str())
+                    .increment(1);
+            }
+        }
+        result
+    })
 }
 
 /// A registered user's public profile.
@@ -271,6 +406,8 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// Whether the database answers.
     fn ping(&self) -> StoreFuture<'_, ()>;
+    /// Commits one small write, to learn whether the database takes writes again.
+    fn probe_write(&self) -> StoreFuture<'_, ()>;
     /// How many message batches may be written at once (1 for a single-writer
     /// database).
     fn write_concurrency(&self) -> usize {
@@ -495,5 +632,7 @@ fn client_msg_id(bytes: &[u8]) -> Result<ClientMsgId, StoreError> {
         .map_err(|_| StoreError::Corrupt("client_msg_id is not 16 bytes".into()))
 }
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;

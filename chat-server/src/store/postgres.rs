@@ -36,7 +36,7 @@ impl PgStore {
     /// Inserts message rows with one fixed statement over arrays, prepared once
     /// whatever the batch size.
     async fn insert_messages(
-        tx: &mut sqlx::Transaction<'static, Postgres>,
+        tx: &mut super::tx::WriteTx<Postgres>,
         rows: &[super::NewRow],
     ) -> Result<super::InsertedIds, StoreError> {
         let conversation: Vec<i64> = rows.iter().map(|r| r.conversation).collect();
@@ -66,7 +66,7 @@ impl PgStore {
     /// Locks conversation rows in id order, so concurrent batches (on this node or
     /// others) never wait on each other in a cycle.
     async fn lock_conversations(
-        tx: &mut sqlx::Transaction<'static, Postgres>,
+        tx: &mut super::tx::WriteTx<Postgres>,
         ids: &[i64],
     ) -> Result<(), StoreError> {
         sqlx::query("SELECT id FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE")
@@ -76,8 +76,8 @@ impl PgStore {
         Ok(())
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
-        Ok(self.pool.begin().await?)
+    async fn begin_write(&self) -> Result<super::tx::WriteTx<Postgres>, StoreError> {
+        super::tx::WriteTx::begin(&self.pool, "BEGIN").await
     }
 }
 

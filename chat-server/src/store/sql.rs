@@ -111,7 +111,7 @@ macro_rules! impl_store {
             /// Stored messages with any of the (sender, client_msg_id) keys. A row-value
             /// IN list plans as one unique-index probe per key on both backends.
             async fn stored_by_key(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut $crate::store::tx::WriteTx<$db>,
                 keys: &[(i64, [u8; 16])],
             ) -> Result<Vec<<$db as sqlx::Database>::Row>, $crate::store::StoreError> {
                 let mut rows = Vec::new();
@@ -166,14 +166,28 @@ macro_rules! impl_store {
             }
 
             fn ping(&self) -> $crate::store::StoreFuture<'_, ()> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     sqlx::query("SELECT 1").execute(&self.pool).await?;
                     Ok(())
                 })
             }
 
+            fn probe_write(&self) -> $crate::store::StoreFuture<'_, ()> {
+                $crate::store::counted(async move {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    let mut tx = self.begin_write().await?;
+                    sqlx::query("UPDATE write_probe SET probed_at = $1 WHERE id = 1")
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await
+                })
+            }
+
             fn create_user(&self, user: $crate::store::NewUser) -> $crate::store::StoreFuture<'_, $crate::store::User> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let row = sqlx::query(
                         "INSERT INTO users (username, display_name, bio, password_hash, created_at) \
                          VALUES ($1, $2, '', $3, $4) ON CONFLICT (username) DO NOTHING \
@@ -193,7 +207,7 @@ macro_rules! impl_store {
             }
 
             fn user(&self, id: chat_proto::ids::UserId) -> $crate::store::StoreFuture<'_, Option<$crate::store::User>> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let row = sqlx::query(
                         "SELECT id, username, display_name, bio, created_at, last_seen FROM users \
                          WHERE id = $1 AND deleted_at IS NULL",
@@ -207,7 +221,7 @@ macro_rules! impl_store {
 
             fn credentials(&self, username: &str) -> $crate::store::StoreFuture<'_, Option<$crate::store::Credentials>> {
                 let username = username.to_owned();
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     use sqlx::Row as _;
                     let row = sqlx::query(
                         "SELECT id, username, display_name, bio, created_at, last_seen, password_hash FROM users \
@@ -243,7 +257,7 @@ macro_rules! impl_store {
                 }
                 pattern.push('%');
                 let after = after.unwrap_or("").to_owned();
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let rows = sqlx::query(
                         "SELECT id, username, display_name, bio, created_at, last_seen FROM users \
                          WHERE username LIKE $1 ESCAPE '\\' AND username > $2 AND deleted_at IS NULL \
@@ -264,7 +278,7 @@ macro_rules! impl_store {
                 display_name: Option<String>,
                 bio: Option<String>,
             ) -> $crate::store::StoreFuture<'_, Option<$crate::store::User>> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let row = sqlx::query(
                         "UPDATE users SET display_name = COALESCE($1, display_name), bio = COALESCE($2, bio) \
                          WHERE id = $3 AND deleted_at IS NULL \
@@ -280,7 +294,7 @@ macro_rules! impl_store {
             }
 
             fn set_password(&self, id: chat_proto::ids::UserId, password_hash: String) -> $crate::store::StoreFuture<'_, ()> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
                         .bind(password_hash)
                         .bind(i64::from(id))
@@ -291,8 +305,8 @@ macro_rules! impl_store {
             }
 
             fn delete_user(&self, id: chat_proto::ids::UserId, now: chat_proto::ids::Timestamp) -> $crate::store::StoreFuture<'_, ()> {
-                Box::pin(async move {
-                    let mut tx = self.pool.begin().await?;
+                $crate::store::counted(async move {
+                    let mut tx = self.begin_write().await?;
                     // The username is freed (an impossible name takes its place) and the
                     // profile emptied; messages stay, attributed to a deleted account.
                     sqlx::query(
@@ -322,7 +336,7 @@ macro_rules! impl_store {
             }
 
             fn set_last_seen(&self, id: chat_proto::ids::UserId, at: chat_proto::ids::Timestamp) -> $crate::store::StoreFuture<'_, ()> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     sqlx::query("UPDATE users SET last_seen = $1 WHERE id = $2")
                         .bind(at.0)
                         .bind(i64::from(id))
@@ -341,9 +355,9 @@ macro_rules! impl_store {
                 user_agent: &str,
             ) -> $crate::store::StoreFuture<'_, i64> {
                 let user_agent: String = user_agent.chars().take(200).collect();
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     use sqlx::Row as _;
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let row = sqlx::query(
                         "INSERT INTO sessions (user_id, created_at, user_agent) VALUES ($1, $2, $3) RETURNING id",
                     )
@@ -374,9 +388,9 @@ macro_rules! impl_store {
                 now: chat_proto::ids::Timestamp,
                 expires_at: chat_proto::ids::Timestamp,
             ) -> $crate::store::StoreFuture<'_, $crate::store::Rotation> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     use sqlx::Row as _;
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     // Claim the token: only one concurrent refresh can win.
                     let claimed = sqlx::query(
                         "UPDATE refresh_tokens SET used_at = $1 \
@@ -440,7 +454,7 @@ macro_rules! impl_store {
             }
 
             fn refresh_session(&self, token_hash: [u8; 32]) -> $crate::store::StoreFuture<'_, Option<i64>> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     use sqlx::Row as _;
                     let row = sqlx::query("SELECT session_id FROM refresh_tokens WHERE token_hash = $1")
                         .bind(&token_hash[..])
@@ -454,7 +468,7 @@ macro_rules! impl_store {
             }
 
             fn session_user(&self, session_id: i64, user: chat_proto::ids::UserId) -> $crate::store::StoreFuture<'_, Option<$crate::store::User>> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let row = sqlx::query(
                         "SELECT u.id, u.username, u.display_name, u.bio, u.created_at, u.last_seen \
                          FROM sessions s JOIN users u ON u.id = s.user_id \
@@ -469,7 +483,7 @@ macro_rules! impl_store {
             }
 
             fn revoke_session(&self, session_id: i64, now: chat_proto::ids::Timestamp) -> $crate::store::StoreFuture<'_, ()> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                         .bind(now.0)
                         .bind(session_id)
@@ -485,7 +499,7 @@ macro_rules! impl_store {
                 keep: i64,
                 now: chat_proto::ids::Timestamp,
             ) -> $crate::store::StoreFuture<'_, ()> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     sqlx::query(
                         "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL",
                     )
@@ -505,12 +519,12 @@ macro_rules! impl_store {
                 encrypted: bool,
                 now: chat_proto::ids::Timestamp,
             ) -> $crate::store::StoreFuture<'_, ($crate::store::Conversation, bool)> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     use sqlx::Row as _;
                     let (low, high) = if a < b { (a, b) } else { (b, a) };
                     // A pair has one plain and one end-to-end encrypted conversation.
                     let key = if encrypted { format!("{low}:{high}:e2e") } else { format!("{low}:{high}") };
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let created = sqlx::query(
                         "INSERT INTO conversations (kind, title, direct_key, encrypted, created_by, created_at, last_activity) \
                          VALUES ('direct', '', $1, $2, $3, $4, $4) ON CONFLICT (direct_key) DO NOTHING RETURNING id",
@@ -553,9 +567,9 @@ macro_rules! impl_store {
                 encrypted: bool,
                 now: chat_proto::ids::Timestamp,
             ) -> $crate::store::StoreFuture<'_, $crate::store::Conversation> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     use sqlx::Row as _;
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let row = sqlx::query(
                         "INSERT INTO conversations (kind, title, encrypted, created_by, created_at, last_activity) \
                          VALUES ('group', $1, $2, $3, $4, $4) RETURNING id",
@@ -586,7 +600,7 @@ macro_rules! impl_store {
                 id: chat_proto::ids::ConversationId,
                 user: chat_proto::ids::UserId,
             ) -> $crate::store::StoreFuture<'_, Option<$crate::store::Conversation>> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let mut conn = self.pool.acquire().await?;
                     let conversation = Self::load_conversation(&mut conn, i64::from(id)).await?;
                     Ok(conversation.filter(|c| c.members.iter().any(|m| m.user.id == user)))
@@ -594,7 +608,7 @@ macro_rules! impl_store {
             }
 
             fn conversations(&self, user: chat_proto::ids::UserId) -> $crate::store::StoreFuture<'_, Vec<$crate::store::ConversationSummary>> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     use sqlx::Row as _;
                     let mut conn = self.pool.acquire().await?;
                     let rows = sqlx::query(
@@ -645,7 +659,7 @@ macro_rules! impl_store {
             }
 
             fn heads(&self, user: chat_proto::ids::UserId) -> $crate::store::StoreFuture<'_, Vec<chat_proto::frame::Cursor>> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     use sqlx::Row as _;
                     let rows = sqlx::query(
                         "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id \
@@ -669,7 +683,7 @@ macro_rules! impl_store {
                 &self,
                 id: chat_proto::ids::ConversationId,
             ) -> $crate::store::StoreFuture<'_, Option<$crate::store::ConversationMeta>> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     use sqlx::Row as _;
                     let Some(row) = sqlx::query("SELECT encrypted FROM conversations WHERE id = $1")
                         .bind(i64::from(id))
@@ -687,7 +701,7 @@ macro_rules! impl_store {
             }
 
             fn member_ids(&self, id: chat_proto::ids::ConversationId) -> $crate::store::StoreFuture<'_, Vec<chat_proto::ids::UserId>> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     use sqlx::Row as _;
                     let rows = sqlx::query("SELECT user_id FROM members WHERE conversation_id = $1 ORDER BY user_id")
                         .bind(i64::from(id))
@@ -704,7 +718,7 @@ macro_rules! impl_store {
                 name: String,
                 now: chat_proto::ids::Timestamp,
             ) -> $crate::store::StoreFuture<'_, ($crate::store::Device, bool)> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let id = key.id();
                     let inserted = sqlx::query(
                         "INSERT INTO devices (id, user_id, public_key, name, created_at) VALUES ($1, $2, $3, $4, $5) \
@@ -731,7 +745,7 @@ macro_rules! impl_store {
             }
 
             fn devices(&self, user: chat_proto::ids::UserId) -> $crate::store::StoreFuture<'_, Vec<$crate::store::Device>> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let rows = sqlx::query(
                         "SELECT id, user_id, public_key, name, created_at FROM devices WHERE user_id = $1 ORDER BY created_at, id",
                     )
@@ -746,7 +760,7 @@ macro_rules! impl_store {
                 &self,
                 id: chat_proto::ids::ConversationId,
             ) -> $crate::store::StoreFuture<'_, Vec<$crate::store::Device>> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let rows = sqlx::query(
                         "SELECT d.id, d.user_id, d.public_key, d.name, d.created_at FROM devices d \
                          JOIN members m ON m.user_id = d.user_id WHERE m.conversation_id = $1 \
@@ -764,7 +778,7 @@ macro_rules! impl_store {
                 user: chat_proto::ids::UserId,
                 id: chat_crypto::e2e::DeviceId,
             ) -> $crate::store::StoreFuture<'_, bool> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let done = sqlx::query("DELETE FROM devices WHERE id = $1 AND user_id = $2")
                         .bind(&id.as_bytes()[..])
                         .bind(i64::from(user))
@@ -779,7 +793,7 @@ macro_rules! impl_store {
                 a: chat_proto::ids::UserId,
                 b: chat_proto::ids::UserId,
             ) -> $crate::store::StoreFuture<'_, bool> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let row = sqlx::query(
                         "SELECT 1 AS shared FROM members x JOIN members y ON x.conversation_id = y.conversation_id \
                          WHERE x.user_id = $1 AND y.user_id = $2 LIMIT 1",
@@ -799,16 +813,16 @@ macro_rules! impl_store {
                 role: $crate::store::Role,
                 now: chat_proto::ids::Timestamp,
             ) -> $crate::store::StoreFuture<'_, bool> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let mut conn = self.pool.acquire().await?;
                     Self::insert_member(&mut conn, i64::from(id), i64::from(user), role, now.0).await
                 })
             }
 
             fn remove_member(&self, id: chat_proto::ids::ConversationId, user: chat_proto::ids::UserId) -> $crate::store::StoreFuture<'_, bool> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     use sqlx::Row as _;
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let removed = sqlx::query(
                         "DELETE FROM members WHERE conversation_id = $1 AND user_id = $2 RETURNING role",
                     )
@@ -848,7 +862,7 @@ macro_rules! impl_store {
                 before: Option<chat_proto::ids::Seq>,
                 limit: u32,
             ) -> $crate::store::StoreFuture<'_, (Vec<chat_proto::frame::Message>, bool)> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let before = before.map_or(i64::MAX, i64::from);
                     let rows = sqlx::query(
                         "SELECT id, conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at \
@@ -869,7 +883,7 @@ macro_rules! impl_store {
                 after: chat_proto::ids::Seq,
                 limit: u32,
             ) -> $crate::store::StoreFuture<'_, (Vec<chat_proto::frame::Message>, bool)> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     let rows = sqlx::query(
                         "SELECT id, conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at \
                          FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
@@ -889,7 +903,7 @@ macro_rules! impl_store {
                 user: chat_proto::ids::UserId,
                 seq: chat_proto::ids::Seq,
             ) -> $crate::store::StoreFuture<'_, Option<chat_proto::ids::Seq>> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     use sqlx::Row as _;
                     // Never past the newest message, never backwards.
                     let row = sqlx::query(
@@ -912,7 +926,7 @@ macro_rules! impl_store {
             }
 
             fn append_batch(&self, batch: Vec<$crate::store::NewMessage>) -> $crate::store::StoreFuture<'_, Vec<$crate::store::Appended>> {
-                Box::pin(async move {
+                $crate::store::counted(async move {
                     use std::collections::HashMap;
                     use sqlx::Row as _;
                     use $crate::store::Appended;

@@ -19,7 +19,14 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database a `sqlite://` URL names and migrates it.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
+        Self::connect_with(SqliteConnectOptions::from_str(url)?).await
+    }
+
+    /// Opens the database `options` name and migrates it, with this store's settings
+    /// (journal, durability, foreign keys, busy timeout) on top of them; tests use it
+    /// to set pragmas of their own.
+    pub async fn connect_with(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // With WAL, NORMAL keeps the database consistent across crashes and loses at
@@ -42,7 +49,7 @@ impl SqliteStore {
 
     /// Inserts message rows with multi-row VALUES statements.
     async fn insert_messages(
-        tx: &mut sqlx::Transaction<'static, Sqlite>,
+        tx: &mut super::tx::WriteTx<Sqlite>,
         rows: &[super::NewRow],
     ) -> Result<super::InsertedIds, StoreError> {
         let mut ids = super::InsertedIds::with_capacity(rows.len());
@@ -67,7 +74,7 @@ impl SqliteStore {
 
     /// SQLite has one writer at a time (`BEGIN IMMEDIATE`): nothing to order.
     async fn lock_conversations(
-        _tx: &mut sqlx::Transaction<'static, Sqlite>,
+        _tx: &mut super::tx::WriteTx<Sqlite>,
         _ids: &[i64],
     ) -> Result<(), StoreError> {
         Ok(())
@@ -75,8 +82,8 @@ impl SqliteStore {
 
     /// A write transaction that takes the write lock up front, so it never has to
     /// upgrade (and fail with SQLITE_BUSY) halfway.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    async fn begin_write(&self) -> Result<super::tx::WriteTx<Sqlite>, StoreError> {
+        super::tx::WriteTx::begin(&self.pool, "BEGIN IMMEDIATE").await
     }
 }
 
