@@ -3,8 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use chat_proto::frame::Message;
-use chat_proto::ids::{ConversationId, Seq, Timestamp, UserId};
+use chat_proto::ids::UserId;
 use http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -13,10 +12,16 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Mutex;
+
+use chat_api::accounts::{
+    Login, LoginRequest, Logout, Refresh, RefreshRequest, Register, RegisterRequest, Session,
+};
+use chat_api::conversations::ListConversations;
+use chat_api::{Endpoint, ErrorResponse};
 
 use crate::error::{Error, Result};
 
@@ -27,104 +32,8 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tokens are refreshed this long before they expire.
 pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
-/// A user's public profile.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct User {
-    /// Stable id.
-    pub id: UserId,
-    /// Unique login name (case-insensitive).
-    pub username: String,
-    /// Name shown to others.
-    pub display_name: String,
-    /// Free text.
-    pub bio: String,
-    /// When the account was created.
-    pub created_at: Timestamp,
-    /// When the user was last online; `None` if never or hidden.
-    pub last_seen: Option<Timestamp>,
-}
-
-/// Direct chat between two people, or a named group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConversationKind {
-    /// Two people (or one person's notes to self).
-    Direct,
-    /// A titled group with an owner.
-    Group,
-}
-
-/// A member's role in a conversation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// May add and remove members.
-    Owner,
-    /// Everyone else.
-    Member,
-}
-
-/// One member of a conversation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Member {
-    /// Who.
-    pub user: User,
-    /// Owner or member.
-    pub role: Role,
-    /// The last message they marked read.
-    pub last_read_seq: Seq,
-    /// When they joined.
-    pub joined_at: Timestamp,
-}
-
-/// A conversation and its members.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Conversation {
-    /// Stable id.
-    pub id: ConversationId,
-    /// Direct or group.
-    pub kind: ConversationKind,
-    /// Group title (empty for direct conversations).
-    pub title: String,
-    /// Whether bodies must be end-to-end encrypted.
-    pub encrypted: bool,
-    /// Creator.
-    pub created_by: UserId,
-    /// Creation time.
-    pub created_at: Timestamp,
-    /// Seq of the newest message (zero when empty).
-    pub last_seq: Seq,
-    /// Time of the newest message or membership change.
-    pub last_activity: Timestamp,
-    /// Everyone in it.
-    pub members: Vec<Member>,
-}
-
-/// A conversation as listed: with its newest message and the caller's unread count.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ConversationSummary {
-    /// The conversation.
-    #[serde(flatten)]
-    pub conversation: Conversation,
-    /// Its newest message, if any.
-    pub last_message: Option<Message>,
-    /// Messages after the caller's read position.
-    pub unread: u64,
-}
-
-/// A page of users from [`Client::search_users`](crate::Client::search_users).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[non_exhaustive]
-pub struct UserPage {
-    /// Users in username order.
-    pub users: Vec<User>,
-    /// Pass as `after` to get the next page; `None` on the last one.
-    pub next: Option<String>,
-}
+pub use chat_api::users::UserPage;
+pub use chat_api::{Conversation, ConversationKind, ConversationSummary, Member, Role, User};
 
 /// An access token and the refresh token that renews it: persist these to resume a
 /// login without the password.
@@ -142,31 +51,6 @@ impl std::fmt::Debug for TokenPair {
     }
 }
 
-#[derive(Deserialize)]
-struct SessionReply {
-    user: User,
-    access_token: String,
-    refresh_token: Option<String>,
-    expires_in: u64,
-}
-
-#[derive(Deserialize)]
-struct ErrorReply {
-    error: ErrorBody,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    code: String,
-    message: String,
-}
-
-#[derive(Deserialize)]
-struct Conversations {
-    conversations: Vec<ConversationSummary>,
-}
-
-/// The HTTP transport: one pooled client for a base URL.
 #[derive(Debug)]
 pub(crate) struct Http {
     base: String,
@@ -194,12 +78,12 @@ impl Http {
     }
 
     /// One call; `Ok(None)` for an empty success body.
-    async fn call<T: DeserializeOwned>(
+    async fn call<T: DeserializeOwned, B: Serialize + ?Sized>(
         &self,
         method: Method,
         path: &str,
         token: Option<&str>,
-        body: Option<&Value>,
+        body: Option<&B>,
     ) -> Result<T> {
         let mut req = Request::builder()
             .method(method)
@@ -215,7 +99,9 @@ impl Http {
         let body = match body {
             Some(v) => {
                 req = req.header(header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(v.to_string()))
+                let json = serde_json::to_vec(v)
+                    .map_err(|e| Error::Config(format!("request body: {e}")))?;
+                Full::new(Bytes::from(json))
             }
             None => Full::new(Bytes::new()),
         };
@@ -248,7 +134,7 @@ impl Http {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Protocol(format!("HTTP {status}: {e}")));
         }
-        let (code, message) = match serde_json::from_slice::<ErrorReply>(&bytes) {
+        let (code, message) = match serde_json::from_slice::<ErrorResponse>(&bytes) {
             Ok(r) => (r.error.code, r.error.message),
             Err(_) => (
                 "http_error".to_owned(),
@@ -268,6 +154,22 @@ impl Http {
 }
 
 /// How the client signs in.
+impl Http {
+    /// An unauthenticated (or explicitly authenticated) call of endpoint `E`.
+    async fn endpoint<E: Endpoint>(
+        &self,
+        params: &[&str],
+        token: Option<&str>,
+        body: Option<&E::Request>,
+    ) -> Result<E::Response>
+    where
+        E::Request: Serialize,
+        E::Response: DeserializeOwned,
+    {
+        self.call(E::METHOD, &E::path(params), token, body).await
+    }
+}
+
 #[derive(Clone)]
 pub(crate) enum Credentials {
     Login {
@@ -339,32 +241,21 @@ fn jwt_expiry(token: &str) -> Option<(SystemTime, UserId)> {
 impl Auth {
     /// Signs in over HTTP.
     pub(crate) async fn sign_in(http: Http, credentials: Credentials) -> Result<Self> {
-        let reply: SessionReply = match credentials {
+        let reply: Session = match credentials {
             Credentials::Login { username, password } => {
-                http.call(
-                    Method::POST,
-                    "/api/login",
-                    None,
-                    Some(&json!({"username": username, "password": password})),
-                )
-                .await?
+                http.endpoint::<Login>(&[], None, Some(&LoginRequest::new(username, password)))
+                    .await?
             }
             Credentials::Register {
                 username,
                 password,
                 display_name,
             } => {
-                http.call(
-                    Method::POST,
-                    "/api/register",
-                    None,
-                    Some(&json!({
-                        "username": username,
-                        "password": password,
-                        "display_name": display_name,
-                    })),
-                )
-                .await?
+                let request = RegisterRequest {
+                    display_name,
+                    ..RegisterRequest::new(username, password)
+                };
+                http.endpoint::<Register>(&[], None, Some(&request)).await?
             }
             Credentials::Tokens(pair) => {
                 let (expires_at, user) = jwt_expiry(&pair.access_token).ok_or_else(|| {
@@ -430,13 +321,14 @@ impl Auth {
         if state.pair.access_token != stale {
             return Ok(state.pair.access_token.clone());
         }
-        let reply: SessionReply = self
+        let reply: Session = self
             .http
-            .call(
-                Method::POST,
-                "/api/refresh",
+            .endpoint::<Refresh>(
+                &[],
                 None,
-                Some(&json!({"refresh_token": state.pair.refresh_token})),
+                Some(&RefreshRequest::with_token(
+                    state.pair.refresh_token.clone(),
+                )),
             )
             .await?;
         let refresh_token = reply
@@ -453,24 +345,28 @@ impl Auth {
         Ok(state.pair.access_token.clone())
     }
 
-    /// An authenticated call, refreshing and retrying once if the token was refused.
-    pub(crate) async fn call<T: DeserializeOwned>(
+    /// An authenticated call of endpoint `E` with its path `params` filled in and an
+    /// optional query string, refreshing the token and retrying once if it was
+    /// refused.
+    pub(crate) async fn call<E: Endpoint>(
         &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<T> {
+        params: &[&str],
+        query: Option<&str>,
+        body: Option<&E::Request>,
+    ) -> Result<E::Response>
+    where
+        E::Request: Serialize,
+        E::Response: DeserializeOwned,
+    {
+        let path = match query {
+            Some(q) => format!("{}?{q}", E::path(params)),
+            None => E::path(params),
+        };
         let token = self.access_token().await?;
-        match self
-            .http
-            .call(method.clone(), path, Some(&token), body.as_ref())
-            .await
-        {
+        match self.http.call(E::METHOD, &path, Some(&token), body).await {
             Err(Error::Unauthorized) => {
                 let token = self.refresh(&token).await?;
-                self.http
-                    .call(method, path, Some(&token), body.as_ref())
-                    .await
+                self.http.call(E::METHOD, &path, Some(&token), body).await
             }
             other => other,
         }
@@ -479,20 +375,19 @@ impl Auth {
     /// Revokes the login on the server.
     pub(crate) async fn logout(&self) -> Result<()> {
         let state = self.tokens.lock().await;
-        let _: Value = self
-            .http
-            .call(
-                Method::POST,
-                "/api/logout",
+        self.http
+            .endpoint::<Logout>(
+                &[],
                 Some(&state.pair.access_token),
-                Some(&json!({"refresh_token": state.pair.refresh_token})),
+                Some(&RefreshRequest::with_token(
+                    state.pair.refresh_token.clone(),
+                )),
             )
-            .await?;
-        Ok(())
+            .await
     }
 
     pub(crate) async fn conversations(&self) -> Result<Vec<ConversationSummary>> {
-        let list: Conversations = self.call(Method::GET, "/api/conversations", None).await?;
+        let list = self.call::<ListConversations>(&[], None, None).await?;
         Ok(list.conversations)
     }
 }

@@ -7,14 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use chat_api::conversations::{ConversationDevices, GetConversation};
+use chat_api::devices::{RegisterDevice, RegisterDeviceRequest};
 use chat_crypto::e2e::{DevicePublicKey, DeviceSecret, OpenError, SealError, message_aad};
 use chat_proto::body::{Body, Envelope};
 use chat_proto::frame::Message;
 use chat_proto::ids::{ClientMsgId, ConversationId};
 use chat_proto::limits::MAX_ENVELOPE;
-use http::Method;
-use serde::Deserialize;
-use serde_json::json;
 
 use crate::api::Auth;
 use crate::error::{Error, Result};
@@ -131,26 +130,17 @@ fn check_private(_: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A registered device, as the HTTP API lists it.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Device {
-    /// The device id (32 hex digits), derived from the key.
-    pub id: String,
-    /// Its owner.
-    pub user_id: chat_proto::ids::UserId,
-    /// The X25519 public key, standard base64.
-    pub public_key: String,
-    /// The name its owner gave it.
-    pub name: String,
-    /// When it was registered.
-    pub created_at: chat_proto::ids::Timestamp,
-}
+pub use chat_api::Device;
 
-impl Device {
+/// What the SDK adds to a listed [`Device`].
+pub trait DeviceExt {
     /// The key, checked: its id must be the one listed. People compare
     /// [`DevicePublicKey::fingerprint`] out of band to know it is the right key.
-    pub fn key(&self) -> Result<DevicePublicKey> {
+    fn key(&self) -> Result<DevicePublicKey>;
+}
+
+impl DeviceExt for Device {
+    fn key(&self) -> Result<DevicePublicKey> {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(self.public_key.as_bytes())
             .map_err(|_| Error::Protocol("device key is not base64".into()))?;
@@ -198,12 +188,12 @@ impl Crypto {
         };
         let public_key =
             base64::engine::general_purpose::STANDARD.encode(device.public_key().as_bytes());
-        let registered: Device = auth
-            .call(
-                Method::POST,
-                "/api/devices",
-                Some(json!({"public_key": public_key, "name": name})),
-            )
+        let request = RegisterDeviceRequest {
+            public_key,
+            name: name.to_owned(),
+        };
+        let registered = auth
+            .call::<RegisterDevice>(&[], None, Some(&request))
             .await?;
         if registered.id != device.id().to_string() {
             return Err(Error::Protocol(
@@ -271,12 +261,8 @@ impl Crypto {
         if let Some(&known) = self.encrypted.lock().expect("lock").get(&conversation) {
             return Ok(known);
         }
-        let details: crate::Conversation = auth
-            .call(
-                Method::GET,
-                &format!("/api/conversations/{}", conversation.get()),
-                None,
-            )
+        let details = auth
+            .call::<GetConversation>(&[&conversation.to_string()], None, None)
             .await?;
         self.encrypted
             .lock()
@@ -295,12 +281,8 @@ impl Crypto {
         {
             return Ok(cached.keys.clone());
         }
-        let devices: Vec<Device> = auth
-            .call(
-                Method::GET,
-                &format!("/api/conversations/{}/devices", conversation.get()),
-                None,
-            )
+        let devices = auth
+            .call::<ConversationDevices>(&[&conversation.to_string()], None, None)
             .await?;
         let keys = Arc::new(
             devices

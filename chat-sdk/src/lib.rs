@@ -106,14 +106,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+pub use chat_api;
+use chat_api::conversations::{
+    AddMember, AddMemberRequest, CreateConversation, CreateConversationRequest, GetConversation,
+    Leave, RemoveMember,
+};
+use chat_api::devices::{ListDevices, RemoveDevice, UserDevices};
+use chat_api::users::{GetUser, Me, ProfileUpdate, SearchUsers, UpdateMe};
 pub use chat_proto;
 use chat_proto::body::Body;
 use chat_proto::error::ErrorCode;
 use chat_proto::frame::{Ack, Cursor, Membership, Message, Page, Presence, Receipt, Typing};
 use chat_proto::ids::{ClientMsgId, ConversationId, Seq, UserId};
 use chat_proto::session::{ClientConfig, ClientSession, ConnectionState};
-use http::Method;
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument as _;
 
@@ -123,7 +128,7 @@ pub use crate::api::{
 };
 pub use crate::config::ClientBuilder;
 use crate::driver::{Command, Driver};
-pub use crate::e2e::{DecryptError, Device};
+pub use crate::e2e::{DecryptError, Device, DeviceExt};
 pub use crate::error::{Error, Result};
 pub use crate::tls::Trust;
 pub use chat_crypto::e2e::{DeviceId, DevicePublicKey, Fingerprint};
@@ -474,7 +479,7 @@ impl Client {
 
     /// The signed-in user's profile.
     pub async fn me(&self) -> Result<User> {
-        self.inner.auth.call(Method::GET, "/api/me", None).await
+        self.inner.auth.call::<Me>(&[], None, None).await
     }
 
     /// Changes the display name and/or bio; `None` leaves a field as it is.
@@ -483,16 +488,13 @@ impl Client {
         display_name: Option<&str>,
         bio: Option<&str>,
     ) -> Result<User> {
-        let mut body = serde_json::Map::new();
-        if let Some(name) = display_name {
-            body.insert("display_name".into(), json!(name));
-        }
-        if let Some(bio) = bio {
-            body.insert("bio".into(), json!(bio));
-        }
+        let update = ProfileUpdate {
+            display_name: display_name.map(str::to_owned),
+            bio: bio.map(str::to_owned),
+        };
         self.inner
             .auth
-            .call(Method::PATCH, "/api/me", Some(body.into()))
+            .call::<UpdateMe>(&[], None, Some(&update))
             .await
     }
 
@@ -500,7 +502,7 @@ impl Client {
     pub async fn user(&self, id: UserId) -> Result<User> {
         self.inner
             .auth
-            .call(Method::GET, &format!("/api/users/{}", id.get()), None)
+            .call::<GetUser>(&[&id.to_string()], None, None)
             .await
     }
 
@@ -519,7 +521,7 @@ impl Client {
         }
         self.inner
             .auth
-            .call(Method::GET, &format!("/api/users?{query}"), None)
+            .call::<SearchUsers>(&[], Some(&query), None)
             .await
     }
 
@@ -532,11 +534,7 @@ impl Client {
     pub async fn conversation(&self, id: ConversationId) -> Result<Conversation> {
         self.inner
             .auth
-            .call(
-                Method::GET,
-                &format!("/api/conversations/{}", id.get()),
-                None,
-            )
+            .call::<GetConversation>(&[&id.to_string()], None, None)
             .await
     }
 
@@ -549,10 +547,7 @@ impl Client {
 
     /// The signed-in user's registered devices.
     pub async fn devices(&self) -> Result<Vec<Device>> {
-        self.inner
-            .auth
-            .call(Method::GET, "/api/devices", None)
-            .await
+        self.inner.auth.call::<ListDevices>(&[], None, None).await
     }
 
     /// A contact's devices (someone who shares a conversation with the user), to
@@ -560,30 +555,27 @@ impl Client {
     pub async fn user_devices(&self, user: UserId) -> Result<Vec<Device>> {
         self.inner
             .auth
-            .call(
-                Method::GET,
-                &format!("/api/users/{}/devices", user.get()),
-                None,
-            )
+            .call::<UserDevices>(&[&user.to_string()], None, None)
             .await
     }
 
     /// Removes one of the user's devices (a lost phone): messages sealed afterwards
     /// carry no key for it.
     pub async fn remove_device(&self, id: DeviceId) -> Result<()> {
-        let _: serde_json::Value = self
-            .inner
+        self.inner
             .auth
-            .call(Method::DELETE, &format!("/api/devices/{id}"), None)
-            .await?;
-        Ok(())
+            .call::<RemoveDevice>(&[&id.to_string()], None, None)
+            .await
     }
 
     /// The end-to-end encrypted direct conversation with `user` (a pair has one, apart
     /// from their plain one), created if needed.
     pub async fn create_encrypted_direct(&self, user: UserId) -> Result<Conversation> {
-        self.create_conversation(json!({"kind": "direct", "members": [user], "encrypted": true}))
-            .await
+        self.create_conversation(CreateConversationRequest::Direct {
+            members: vec![user],
+            encrypted: true,
+        })
+        .await
     }
 
     /// A new end-to-end encrypted group owned by the user (at most 40 members).
@@ -592,29 +584,41 @@ impl Client {
         title: &str,
         members: &[UserId],
     ) -> Result<Conversation> {
-        self.create_conversation(
-            json!({"kind": "group", "title": title, "members": members, "encrypted": true}),
-        )
+        self.create_conversation(CreateConversationRequest::Group {
+            title: title.to_owned(),
+            members: members.to_vec(),
+            encrypted: true,
+        })
         .await
     }
 
     /// The direct conversation with `user`, created if needed.
     pub async fn create_direct(&self, user: UserId) -> Result<Conversation> {
-        self.create_conversation(json!({"kind": "direct", "members": [user]}))
-            .await
+        self.create_conversation(CreateConversationRequest::Direct {
+            members: vec![user],
+            encrypted: false,
+        })
+        .await
     }
 
     /// A new group owned by the user, with `members` in it.
     pub async fn create_group(&self, title: &str, members: &[UserId]) -> Result<Conversation> {
-        self.create_conversation(json!({"kind": "group", "title": title, "members": members}))
-            .await
+        self.create_conversation(CreateConversationRequest::Group {
+            title: title.to_owned(),
+            members: members.to_vec(),
+            encrypted: false,
+        })
+        .await
     }
 
     /// `POST /api/conversations` with `request`.
-    async fn create_conversation(&self, request: serde_json::Value) -> Result<Conversation> {
+    async fn create_conversation(
+        &self,
+        request: CreateConversationRequest,
+    ) -> Result<Conversation> {
         self.inner
             .auth
-            .call(Method::POST, "/api/conversations", Some(request))
+            .call::<CreateConversation>(&[], None, Some(&request))
             .await
     }
 
@@ -627,10 +631,10 @@ impl Client {
         let updated = self
             .inner
             .auth
-            .call(
-                Method::POST,
-                &format!("/api/conversations/{}/members", conversation.get()),
-                Some(json!({"user_id": user})),
+            .call::<AddMember>(
+                &[&conversation.to_string()],
+                None,
+                Some(&AddMemberRequest { user_id: user }),
             )
             .await;
         // The next sealed message must see the new member list.
@@ -640,18 +644,9 @@ impl Client {
 
     /// Removes someone from a group (the owner, or members themselves).
     pub async fn remove_member(&self, conversation: ConversationId, user: UserId) -> Result<()> {
-        let _: serde_json::Value = self
-            .inner
+        self.inner
             .auth
-            .call(
-                Method::DELETE,
-                &format!(
-                    "/api/conversations/{}/members/{}",
-                    conversation.get(),
-                    user.get()
-                ),
-                None,
-            )
+            .call::<RemoveMember>(&[&conversation.to_string(), &user.to_string()], None, None)
             .await?;
         self.inner.crypto.members_changed(conversation);
         Ok(())
@@ -659,16 +654,10 @@ impl Client {
 
     /// Leaves a group.
     pub async fn leave(&self, conversation: ConversationId) -> Result<()> {
-        let _: serde_json::Value = self
-            .inner
+        self.inner
             .auth
-            .call(
-                Method::POST,
-                &format!("/api/conversations/{}/leave", conversation.get()),
-                None,
-            )
-            .await?;
-        Ok(())
+            .call::<Leave>(&[&conversation.to_string()], None, None)
+            .await
     }
 }
 

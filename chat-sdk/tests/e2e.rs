@@ -6,7 +6,7 @@ mod common;
 use chat_crypto::e2e::EnvelopeHeader;
 use chat_sdk::chat_proto::error::ErrorCode;
 use chat_sdk::chat_proto::prelude::*;
-use chat_sdk::{Client, DecryptError, Error, Event, Events};
+use chat_sdk::{Client, DecryptError, DeviceExt as _, Error, Event, Events};
 use common::{PASSWORD, TestServer, next_event, next_message, text};
 
 async fn user(server: &TestServer, name: &str, key: Option<&std::path::Path>) -> (Client, Events) {

@@ -3,10 +3,13 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use chat_api::accounts::{
+    ChangePasswordRequest, DeleteAccountRequest, LoginRequest, RefreshRequest, RegisterRequest,
+    Session,
+};
 use chat_proto::ids::{Timestamp, UserId};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::request::{self, Caller};
@@ -16,51 +19,6 @@ use crate::store::{NewUser, Rotation, StoreError, User};
 
 /// Name of the HttpOnly refresh-token cookie.
 pub const REFRESH_COOKIE: &str = "chat_refresh";
-
-#[derive(Deserialize)]
-struct RegisterRequest {
-    username: String,
-    password: String,
-    display_name: Option<String>,
-    #[serde(default)]
-    cookie: bool,
-}
-
-#[derive(Deserialize)]
-struct LoginRequest {
-    username: String,
-    password: String,
-    #[serde(default)]
-    cookie: bool,
-}
-
-#[derive(Deserialize, Default)]
-struct RefreshRequest {
-    refresh_token: Option<String>,
-    #[serde(default)]
-    cookie: bool,
-}
-
-#[derive(Deserialize)]
-struct PasswordChange {
-    old_password: String,
-    new_password: String,
-}
-
-#[derive(Deserialize)]
-struct DeleteRequest {
-    password: String,
-}
-
-#[derive(Serialize)]
-struct AuthResponse<'a> {
-    user: &'a User,
-    access_token: String,
-    token_type: &'static str,
-    expires_in: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refresh_token: Option<String>,
-}
 
 fn user_agent(req: &Request<Incoming>) -> String {
     req.headers()
@@ -120,10 +78,10 @@ fn token_response(
         .tokens()
         .issue_access(user.id, session)
         .map_err(ApiError::internal)?;
-    let body = AuthResponse {
-        user,
+    let body = Session {
+        user: user.clone(),
         access_token: access,
-        token_type: "Bearer",
+        token_type: "Bearer".to_owned(),
         expires_in: app.tokens().access_ttl().as_secs(),
         refresh_token: (!cookie).then(|| refresh.clone()),
     };
@@ -331,7 +289,7 @@ async fn check_password(
 /// `PUT /api/me/password`: needs the old password; revokes every other session.
 pub async fn change_password(app: App, req: Request<Incoming>) -> HandlerResult {
     let Caller { user, session } = request::authenticate(&app, &req).await?;
-    let body: PasswordChange = request::json(req).await?;
+    let body: ChangePasswordRequest = request::json(req).await?;
     validate::password(&body.new_password)?;
     check_password(&app, user.id, &user.username, body.old_password).await?;
     let hash = app
@@ -349,7 +307,7 @@ pub async fn change_password(app: App, req: Request<Incoming>) -> HandlerResult 
 /// `DELETE /api/me`: needs the password; frees the username and revokes every session.
 pub async fn delete_me(app: App, req: Request<Incoming>) -> HandlerResult {
     let Caller { user, .. } = request::authenticate(&app, &req).await?;
-    let body: DeleteRequest = request::json(req).await?;
+    let body: DeleteAccountRequest = request::json(req).await?;
     check_password(&app, user.id, &user.username, body.password).await?;
     let heads = app.store().heads(user.id).await?;
     app.store().delete_user(user.id, Timestamp::now()).await?;

@@ -1,10 +1,12 @@
 //! Conversations: create direct or group, list, details, members, history.
 
+use chat_api::conversations::{
+    AddMemberRequest, ConversationList, CreateConversationRequest, MessagePage,
+};
 use chat_proto::frame::MembershipChange;
 use chat_proto::ids::{ConversationId, Seq, Timestamp, UserId};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 
 use super::error::ApiError;
 use super::request::{self, query_param};
@@ -18,38 +20,16 @@ pub const MAX_GROUP_MEMBERS: usize = 1024;
 /// Most members named when a group is created; more are added one by one.
 pub const MAX_INITIAL_MEMBERS: usize = 255;
 
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-enum CreateRequest {
-    Direct {
-        members: Vec<UserId>,
-        #[serde(default)]
-        encrypted: bool,
-    },
-    Group {
-        title: String,
-        #[serde(default)]
-        members: Vec<UserId>,
-        #[serde(default)]
-        encrypted: bool,
-    },
-}
-
-#[derive(Deserialize)]
-struct AddMember {
-    user_id: UserId,
-}
-
 /// `POST /api/conversations`: a direct conversation with one other user (idempotent:
 /// the same pair always gets the same conversation, 201 when created, 200 after), or a
 /// group owned by the caller.
 pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
     let caller = request::authenticate(&app, &req).await?;
     let me = caller.user.id;
-    let body: CreateRequest = request::json(req).await?;
+    let body: CreateConversationRequest = request::json(req).await?;
     let now = Timestamp::now();
     match body {
-        CreateRequest::Direct { members, encrypted } => {
+        CreateConversationRequest::Direct { members, encrypted } => {
             if members.len() > 2 {
                 return Err(ApiError::invalid(
                     "invalid_members",
@@ -83,7 +63,7 @@ pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
             };
             Ok(json_response(status, &conversation))
         }
-        CreateRequest::Group {
+        CreateConversationRequest::Group {
             title,
             mut members,
             encrypted,
@@ -161,7 +141,7 @@ pub async fn list(app: App, req: Request<Incoming>) -> HandlerResult {
     let conversations = app.store().conversations(caller.user.id).await?;
     Ok(json_response(
         StatusCode::OK,
-        &serde_json::json!({"conversations": conversations}),
+        &ConversationList { conversations },
     ))
 }
 
@@ -210,7 +190,7 @@ fn require_owner(conversation: &Conversation, user: UserId) -> Result<(), ApiErr
 pub async fn add_member(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
     let caller = request::authenticate(&app, &req).await?;
     let id = path_id(&params, 0, "conversation")?;
-    let body: AddMember = request::json(req).await?;
+    let body: AddMemberRequest = request::json(req).await?;
     let conversation = member_view(&app, id, caller.user.id).await?;
     require_owner(&conversation, caller.user.id)?;
     if conversation
@@ -323,6 +303,6 @@ pub async fn history(app: App, req: Request<Incoming>, params: Params) -> Handle
     let (messages, has_more) = app.store().history(id, before, limit).await?;
     Ok(json_response(
         StatusCode::OK,
-        &serde_json::json!({"messages": messages, "has_more": has_more}),
+        &MessagePage { messages, has_more },
     ))
 }

@@ -2,11 +2,11 @@
 //! a conversation's devices. The server stores public keys only.
 
 use base64::Engine as _;
+use chat_api::devices::RegisterDeviceRequest;
 use chat_crypto::e2e::{DeviceId, DevicePublicKey, KeyError};
 use chat_proto::ids::{ConversationId, Timestamp, UserId};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 
 use super::error::ApiError;
 use super::request;
@@ -21,19 +21,11 @@ pub const MAX_DEVICES_PER_USER: usize = 10;
 pub const MAX_ENCRYPTED_GROUP_MEMBERS: usize =
     chat_crypto::e2e::MAX_RECIPIENTS / MAX_DEVICES_PER_USER;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Register {
-    public_key: String,
-    #[serde(default)]
-    name: String,
-}
-
 /// `POST /api/devices`: registers the caller's device key (`public_key`, standard
 /// base64 of 32 bytes; `name` optional). 201 when new, 200 when the caller had it.
 pub async fn register(app: App, req: Request<Incoming>) -> HandlerResult {
     let caller = request::authenticate(&app, &req).await?;
-    let body: Register = request::json(req).await?;
+    let body: RegisterDeviceRequest = request::json(req).await?;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(body.public_key.as_bytes())
         .map_err(|_| invalid_key("public_key is not standard base64"))?;
@@ -60,7 +52,7 @@ pub async fn register(app: App, req: Request<Incoming>) -> HandlerResult {
     } else {
         StatusCode::OK
     };
-    Ok(json_response(status, &device))
+    Ok(json_response(status, &chat_api::Device::from(&device)))
 }
 
 fn invalid_key(message: &str) -> ApiError {
@@ -71,7 +63,7 @@ fn invalid_key(message: &str) -> ApiError {
 pub async fn mine(app: App, req: Request<Incoming>) -> HandlerResult {
     let caller = request::authenticate(&app, &req).await?;
     let devices = app.store().devices(caller.user.id).await?;
-    Ok(json_response(StatusCode::OK, &devices))
+    Ok(json_response(StatusCode::OK, &api_devices(&devices)))
 }
 
 /// `DELETE /api/devices/{id}`: removes one of the caller's devices; it gets no key for
@@ -95,7 +87,7 @@ pub async fn of_user(app: App, req: Request<Incoming>, params: Params) -> Handle
         return Err(ApiError::not_found("user"));
     }
     let devices = app.store().devices(id).await?;
-    Ok(json_response(StatusCode::OK, &devices))
+    Ok(json_response(StatusCode::OK, &api_devices(&devices)))
 }
 
 /// `GET /api/conversations/{id}/devices`: every device of every member, the set an
@@ -112,5 +104,9 @@ pub async fn of_conversation(app: App, req: Request<Incoming>, params: Params) -
         return Err(ApiError::not_found("conversation"));
     }
     let devices = app.store().conversation_devices(id).await?;
-    Ok(json_response(StatusCode::OK, &devices))
+    Ok(json_response(StatusCode::OK, &api_devices(&devices)))
+}
+
+fn api_devices(devices: &[crate::store::Device]) -> Vec<chat_api::Device> {
+    devices.iter().map(chat_api::Device::from).collect()
 }

@@ -88,7 +88,12 @@ impl ApiError {
 
     /// The HTTP response.
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let body = chat_api::ErrorResponse {
+            error: chat_api::ErrorBody {
+                code: self.code.to_string(),
+                message: self.message.to_string(),
+            },
+        };
         let mut response = super::json_response(self.status, &body);
         if let Some(secs) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())

@@ -22,6 +22,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use chat_api::{self as api, Endpoint as _};
+
 use self::error::ApiError;
 use crate::app::App;
 
@@ -93,57 +95,118 @@ pub enum Route {
     Metrics,
 }
 
-/// The route table: method, path pattern (`{name}` matches one segment), route.
+/// The route table: method, path pattern (`{name}` matches one segment), route; the
+/// API's own endpoints take both from their `chat_api` definition.
 pub const ROUTES: &[(Method, &str, Route)] = &[
     (Method::GET, "/healthz", Route::Health),
     (Method::GET, "/readyz", Route::Ready),
     (Method::GET, "/api/openapi.yaml", Route::OpenApi),
-    (Method::POST, "/api/register", Route::Register),
-    (Method::POST, "/api/login", Route::Login),
-    (Method::POST, "/api/refresh", Route::Refresh),
-    (Method::POST, "/api/logout", Route::Logout),
-    (Method::GET, "/api/me", Route::Me),
-    (Method::PATCH, "/api/me", Route::UpdateMe),
-    (Method::DELETE, "/api/me", Route::DeleteMe),
-    (Method::PUT, "/api/me/password", Route::ChangePassword),
-    (Method::GET, "/api/users", Route::SearchUsers),
-    (Method::GET, "/api/users/{id}", Route::GetUser),
-    (Method::GET, "/api/conversations", Route::ListConversations),
     (
-        Method::POST,
-        "/api/conversations",
+        api::accounts::Register::METHOD,
+        api::accounts::Register::PATH,
+        Route::Register,
+    ),
+    (
+        api::accounts::Login::METHOD,
+        api::accounts::Login::PATH,
+        Route::Login,
+    ),
+    (
+        api::accounts::Refresh::METHOD,
+        api::accounts::Refresh::PATH,
+        Route::Refresh,
+    ),
+    (
+        api::accounts::Logout::METHOD,
+        api::accounts::Logout::PATH,
+        Route::Logout,
+    ),
+    (api::users::Me::METHOD, api::users::Me::PATH, Route::Me),
+    (
+        api::users::UpdateMe::METHOD,
+        api::users::UpdateMe::PATH,
+        Route::UpdateMe,
+    ),
+    (
+        api::accounts::DeleteMe::METHOD,
+        api::accounts::DeleteMe::PATH,
+        Route::DeleteMe,
+    ),
+    (
+        api::accounts::ChangePassword::METHOD,
+        api::accounts::ChangePassword::PATH,
+        Route::ChangePassword,
+    ),
+    (
+        api::users::SearchUsers::METHOD,
+        api::users::SearchUsers::PATH,
+        Route::SearchUsers,
+    ),
+    (
+        api::users::GetUser::METHOD,
+        api::users::GetUser::PATH,
+        Route::GetUser,
+    ),
+    (
+        api::conversations::ListConversations::METHOD,
+        api::conversations::ListConversations::PATH,
+        Route::ListConversations,
+    ),
+    (
+        api::conversations::CreateConversation::METHOD,
+        api::conversations::CreateConversation::PATH,
         Route::CreateConversation,
     ),
     (
-        Method::GET,
-        "/api/conversations/{id}",
+        api::conversations::GetConversation::METHOD,
+        api::conversations::GetConversation::PATH,
         Route::GetConversation,
     ),
     (
-        Method::POST,
-        "/api/conversations/{id}/members",
+        api::conversations::AddMember::METHOD,
+        api::conversations::AddMember::PATH,
         Route::AddMember,
     ),
     (
-        Method::DELETE,
-        "/api/conversations/{id}/members/{user_id}",
+        api::conversations::RemoveMember::METHOD,
+        api::conversations::RemoveMember::PATH,
         Route::RemoveMember,
     ),
-    (Method::POST, "/api/conversations/{id}/leave", Route::Leave),
     (
-        Method::GET,
-        "/api/conversations/{id}/messages",
+        api::conversations::Leave::METHOD,
+        api::conversations::Leave::PATH,
+        Route::Leave,
+    ),
+    (
+        api::conversations::History::METHOD,
+        api::conversations::History::PATH,
         Route::History,
     ),
     (
-        Method::GET,
-        "/api/conversations/{id}/devices",
+        api::conversations::ConversationDevices::METHOD,
+        api::conversations::ConversationDevices::PATH,
         Route::ConversationDevices,
     ),
-    (Method::GET, "/api/devices", Route::ListDevices),
-    (Method::POST, "/api/devices", Route::RegisterDevice),
-    (Method::DELETE, "/api/devices/{id}", Route::RemoveDevice),
-    (Method::GET, "/api/users/{id}/devices", Route::UserDevices),
+    (
+        api::devices::ListDevices::METHOD,
+        api::devices::ListDevices::PATH,
+        Route::ListDevices,
+    ),
+    (
+        api::devices::RegisterDevice::METHOD,
+        api::devices::RegisterDevice::PATH,
+        Route::RegisterDevice,
+    ),
+    (
+        api::devices::RemoveDevice::METHOD,
+        api::devices::RemoveDevice::PATH,
+        Route::RemoveDevice,
+    ),
+    (
+        api::devices::UserDevices::METHOD,
+        api::devices::UserDevices::PATH,
+        Route::UserDevices,
+    ),
     (Method::GET, "/ws", Route::WebSocket),
     (Method::GET, "/metrics", Route::Metrics),
 ];

@@ -1,20 +1,14 @@
 //! Profiles: one's own, others', and search by username prefix.
 
+use chat_api::users::{ProfileUpdate, UserPage};
 use chat_proto::ids::UserId;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 
 use super::error::ApiError;
 use super::request::{self, query_param};
 use super::{HandlerResult, Params, json_response, path_id, validate};
 use crate::app::App;
-
-#[derive(Deserialize)]
-struct ProfileUpdate {
-    display_name: Option<String>,
-    bio: Option<String>,
-}
 
 /// `GET /api/me`
 pub async fn me(app: App, req: Request<Incoming>) -> HandlerResult {
@@ -81,8 +75,5 @@ pub async fn search(app: App, req: Request<Incoming>) -> HandlerResult {
     let next = (users.len() == limit as usize)
         .then(|| users.last().map(|u| u.username.clone()))
         .flatten();
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({"users": users, "next": next}),
-    ))
+    Ok(json_response(StatusCode::OK, &UserPage { users, next }))
 }

@@ -21,7 +21,6 @@ use chat_crypto::e2e::{DeviceId, DevicePublicKey};
 use chat_proto::body::Body;
 use chat_proto::frame::Message;
 use chat_proto::ids::{ClientMsgId, ConversationId, Seq, Timestamp, UserId};
-use serde::Serialize;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -182,22 +181,7 @@ fn counted<'a, T: Send + 'a>(
     })
 }
 
-/// A registered user's public profile.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct User {
-    /// Id.
-    pub id: UserId,
-    /// Unique login name, lower case.
-    pub username: String,
-    /// Name shown to others.
-    pub display_name: String,
-    /// Free text about the user.
-    pub bio: String,
-    /// Registration time.
-    pub created_at: Timestamp,
-    /// Last time a connection of theirs closed (presence).
-    pub last_seen: Option<Timestamp>,
-}
+pub use chat_api::{Conversation, ConversationKind, ConversationSummary, Member, Role, User};
 
 /// What registration stores.
 #[derive(Clone, Debug)]
@@ -221,103 +205,17 @@ pub struct Credentials {
     pub password_hash: String,
 }
 
-/// Direct (two people) or group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConversationKind {
-    /// Exactly two members, one conversation per pair.
-    Direct,
-    /// A titled conversation with an owner.
-    Group,
+fn conversation_kind(s: &str) -> Result<ConversationKind, StoreError> {
+    ConversationKind::parse(s)
+        .ok_or_else(|| StoreError::Corrupt(format!("conversation kind {s:?}")))
 }
 
-impl ConversationKind {
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        match s {
-            "direct" => Ok(ConversationKind::Direct),
-            "group" => Ok(ConversationKind::Group),
-            other => Err(StoreError::Corrupt(format!("conversation kind {other:?}"))),
-        }
-    }
+fn role(s: &str) -> Result<Role, StoreError> {
+    Role::parse(s).ok_or_else(|| StoreError::Corrupt(format!("role {s:?}")))
 }
 
-/// A member's role in a group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// May add and remove members.
-    Owner,
-    /// May read, send and leave.
-    Member,
-}
-
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::Owner => "owner",
-            Role::Member => "member",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        match s {
-            "owner" => Ok(Role::Owner),
-            "member" => Ok(Role::Member),
-            other => Err(StoreError::Corrupt(format!("role {other:?}"))),
-        }
-    }
-}
-
-/// A member of a conversation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Member {
-    /// Their profile.
-    pub user: User,
-    /// Owner or member.
-    pub role: Role,
-    /// Their read position.
-    pub last_read_seq: Seq,
-    /// When they joined.
-    pub joined_at: Timestamp,
-}
-
-/// A conversation with its members.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Conversation {
-    /// Id.
-    pub id: ConversationId,
-    /// Direct or group.
-    pub kind: ConversationKind,
-    /// Title (groups; empty for direct conversations).
-    pub title: String,
-    /// Whether bodies must be end-to-end encrypted.
-    pub encrypted: bool,
-    /// Creator.
-    pub created_by: UserId,
-    /// Creation time.
-    pub created_at: Timestamp,
-    /// Newest message's seq (0 when empty).
-    pub last_seq: Seq,
-    /// Time of the newest message, or creation.
-    pub last_activity: Timestamp,
-    /// Members, oldest first.
-    pub members: Vec<Member>,
-}
-
-/// A conversation as listed for one user.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ConversationSummary {
-    /// The conversation.
-    #[serde(flatten)]
-    pub conversation: Conversation,
-    /// The newest message, if any.
-    pub last_message: Option<Message>,
-    /// Messages after the user's read position.
-    pub unread: u64,
-}
-
-/// A device's end-to-end encryption key, as registered. Serialized as
-/// `{"id", "user_id", "public_key" (base64), "name", "created_at"}`.
+/// A device's end-to-end encryption key, as registered (the API shows it as
+/// [`chat_api::Device`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Device {
     /// The key (its id is derived from it).
@@ -330,20 +228,16 @@ pub struct Device {
     pub created_at: Timestamp,
 }
 
-impl Serialize for Device {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl From<&Device> for chat_api::Device {
+    fn from(d: &Device) -> Self {
         use base64::Engine as _;
-        use serde::ser::SerializeStruct as _;
-        let mut out = s.serialize_struct("Device", 5)?;
-        out.serialize_field("id", &self.public_key.id().to_string())?;
-        out.serialize_field("user_id", &self.user_id)?;
-        out.serialize_field(
-            "public_key",
-            &base64::engine::general_purpose::STANDARD.encode(self.public_key.as_bytes()),
-        )?;
-        out.serialize_field("name", &self.name)?;
-        out.serialize_field("created_at", &self.created_at)?;
-        out.end()
+        chat_api::Device {
+            id: d.public_key.id().to_string(),
+            user_id: d.user_id,
+            public_key: base64::engine::general_purpose::STANDARD.encode(d.public_key.as_bytes()),
+            name: d.name.clone(),
+            created_at: d.created_at,
+        }
     }
 }
 

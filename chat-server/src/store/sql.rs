@@ -90,14 +90,14 @@ macro_rules! impl_store {
                 for r in &rows {
                     members.push($crate::store::Member {
                         user: Self::user_from_row(r)?,
-                        role: $crate::store::Role::parse(r.try_get("role")?)?,
+                        role: $crate::store::role(r.try_get("role")?)?,
                         last_read_seq: $crate::store::seq(r.try_get("last_read_seq")?)?,
                         joined_at: chat_proto::ids::Timestamp(r.try_get("joined_at")?),
                     });
                 }
                 Ok(Some($crate::store::Conversation {
                     id: $crate::store::conversation_id(row.try_get("id")?)?,
-                    kind: $crate::store::ConversationKind::parse(row.try_get("kind")?)?,
+                    kind: $crate::store::conversation_kind(row.try_get("kind")?)?,
                     title: row.try_get("title")?,
                     encrypted: row.try_get("encrypted")?,
                     created_by: $crate::store::user_id(row.try_get("created_by")?)?,
