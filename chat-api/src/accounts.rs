@@ -25,6 +25,7 @@ crate::endpoints! {
 
 /// The body of [`Register`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct RegisterRequest {
     /// 3–32 of `a-z 0-9 _ . -`, case-insensitive.
     pub username: String,
@@ -32,6 +33,7 @@ pub struct RegisterRequest {
     pub password: String,
     /// Name shown to others; the username when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub display_name: Option<String>,
     /// Put the refresh token in an HttpOnly cookie instead of the body (browsers).
     #[serde(default, skip_serializing_if = "is_false")]
@@ -52,6 +54,7 @@ impl RegisterRequest {
 
 /// The body of [`Login`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LoginRequest {
     /// The username (any case).
     pub username: String,
@@ -75,9 +78,11 @@ impl LoginRequest {
 
 /// The body of [`Refresh`] and [`Logout`] (both optional where the cookie is sent).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct RefreshRequest {
     /// The refresh token; the cookie's when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub refresh_token: Option<String>,
     /// Answer with the next refresh token in the cookie instead of the body.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -96,6 +101,7 @@ impl RefreshRequest {
 
 /// The body of [`ChangePassword`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ChangePasswordRequest {
     /// The current password.
     pub old_password: String,
@@ -105,6 +111,7 @@ pub struct ChangePasswordRequest {
 
 /// The body of [`DeleteMe`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct DeleteAccountRequest {
     /// The current password, to confirm.
     pub password: String,
@@ -112,6 +119,7 @@ pub struct DeleteAccountRequest {
 
 /// A session's tokens: the answer to [`Register`], [`Login`] and [`Refresh`].
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Session {
     /// Whose session.
     pub user: User,
@@ -124,6 +132,7 @@ pub struct Session {
     /// The single-use token that obtains the next pair; absent when it was put in the
     /// cookie.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub refresh_token: Option<String>,
 }
 

@@ -32,6 +32,7 @@ crate::endpoints! {
 
 /// The body of [`CreateConversation`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum CreateConversationRequest {
     /// With one other user (or oneself alone, for notes).
@@ -40,6 +41,7 @@ pub enum CreateConversationRequest {
         members: Vec<UserId>,
         /// Whether bodies must be end-to-end encrypted.
         #[serde(default)]
+        #[cfg_attr(feature = "ts", ts(as = "Option<bool>", optional))]
         encrypted: bool,
     },
     /// A group owned by the caller.
@@ -48,15 +50,18 @@ pub enum CreateConversationRequest {
         title: String,
         /// The first members besides the caller.
         #[serde(default)]
+        #[cfg_attr(feature = "ts", ts(as = "Option<Vec<UserId>>", optional))]
         members: Vec<UserId>,
         /// Whether bodies must be end-to-end encrypted.
         #[serde(default)]
+        #[cfg_attr(feature = "ts", ts(as = "Option<bool>", optional))]
         encrypted: bool,
     },
 }
 
 /// The body of [`AddMember`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct AddMemberRequest {
     /// Who joins.
     pub user_id: UserId,
@@ -64,6 +69,7 @@ pub struct AddMemberRequest {
 
 /// The answer to [`ListConversations`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ConversationList {
     /// Most recent activity first.
     pub conversations: Vec<ConversationSummary>,
@@ -71,6 +77,7 @@ pub struct ConversationList {
 
 /// A page of messages: the answer to [`History`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct MessagePage {
     /// Newest first.
     pub messages: Vec<Message>,

@@ -19,11 +19,13 @@ crate::endpoints! {
 
 /// The body of [`RegisterDevice`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterDeviceRequest {
     /// The X25519 public key, standard base64 of 32 bytes.
     pub public_key: String,
     /// A name for the owner's device list ("laptop").
     #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(as = "Option<String>", optional))]
     pub name: String,
 }

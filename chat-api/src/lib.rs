@@ -23,6 +23,8 @@ pub mod accounts;
 pub mod conversations;
 pub mod devices;
 pub mod model;
+#[cfg(feature = "ts")]
+pub mod ts;
 pub mod users;
 
 pub use model::{Conversation, ConversationKind, ConversationSummary, Device, Member, Role, User};
@@ -78,6 +80,7 @@ pub(crate) use endpoints;
 
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ErrorResponse {
     /// What went wrong.
     pub error: ErrorBody,
@@ -85,6 +88,7 @@ pub struct ErrorResponse {
 
 /// The body of an [`ErrorResponse`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ErrorBody {
     /// A stable, machine-readable code (`invalid_credentials`, `not_found`, …).
     pub code: String,

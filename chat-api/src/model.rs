@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// A user's public profile.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct User {
     /// Stable id.
     pub id: UserId,
@@ -24,6 +25,7 @@ pub struct User {
 
 /// Direct chat between two people, or a titled group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationKind {
     /// Two people (or one person's notes to self), one conversation per pair.
@@ -53,6 +55,7 @@ impl ConversationKind {
 
 /// A member's role in a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// May add and remove members.
@@ -82,6 +85,7 @@ impl Role {
 
 /// One member of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Member {
     /// Their profile.
     pub user: User,
@@ -95,6 +99,7 @@ pub struct Member {
 
 /// A conversation and its members.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Conversation {
     /// Stable id.
     pub id: ConversationId,
@@ -119,6 +124,7 @@ pub struct Conversation {
 /// A conversation as listed for one user: with its newest message and their unread
 /// count.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ConversationSummary {
     /// The conversation.
     #[serde(flatten)]
@@ -131,6 +137,7 @@ pub struct ConversationSummary {
 
 /// A registered device and its end-to-end encryption key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Device {
     /// The device id (32 hex digits), derived from the key.
     pub id: String,

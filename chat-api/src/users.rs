@@ -18,17 +18,21 @@ crate::endpoints! {
 
 /// The body of [`UpdateMe`]: the fields to change.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ProfileUpdate {
     /// A new display name (1–64 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub display_name: Option<String>,
     /// A new bio (at most 500 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub bio: Option<String>,
 }
 
 /// A page of users: the answer to [`SearchUsers`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct UserPage {
     /// Users in username order.
     pub users: Vec<User>,

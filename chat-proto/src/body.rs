@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// What a message carries: plain text, or an end-to-end encrypted envelope that the
 /// server stores and forwards without being able to read it.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 #[serde(rename_all = "snake_case")]
 pub enum Body {
@@ -48,6 +49,9 @@ impl Body {
 /// (with padding) in JSON.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Envelope(pub Bytes);
+
+#[cfg(feature = "ts")]
+crate::ts::alias!(Envelope => "string");
 
 impl fmt::Debug for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// postcard; both are stable within major version 1. New codes are only ever appended,
 /// and only sent to peers that negotiated a minor version defining them.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {

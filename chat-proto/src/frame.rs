@@ -20,6 +20,7 @@ use arbitrary::Arbitrary;
 /// Conversation position: "the last message I have seen here is `seq`" (in `hello`), or
 /// "the newest message here is `seq`" (in `welcome`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Cursor {
     /// The conversation.
@@ -30,6 +31,7 @@ pub struct Cursor {
 
 /// A stored message as delivered to clients (§6.2.3).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Message {
     /// The conversation it belongs to.
@@ -55,6 +57,7 @@ pub struct Message {
 /// The first frame on every connection: authenticates and asks for the missed messages
 /// (§6.1.1).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Hello {
     /// The highest protocol version the client speaks.
@@ -69,7 +72,9 @@ pub struct Hello {
 
 /// Send a message (§6.1.2).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
+#[cfg_attr(feature = "ts", ts(rename = "SendRequest"))]
 pub struct Send {
     /// Request id for the `ack`.
     pub request_id: RequestId,
@@ -83,7 +88,9 @@ pub struct Send {
 
 /// Ask for older messages, newest first (§6.1.3).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
+#[cfg_attr(feature = "ts", ts(rename = "HistoryRequest"))]
 pub struct History {
     /// Request id for the `history_page`.
     pub request_id: RequestId,
@@ -97,7 +104,9 @@ pub struct History {
 
 /// Ask for the messages after a position, oldest first, to fill a gap (§6.1.4).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
+#[cfg_attr(feature = "ts", ts(rename = "SyncRequest"))]
 pub struct Sync {
     /// Request id for the `sync_page`.
     pub request_id: RequestId,
@@ -111,6 +120,7 @@ pub struct Sync {
 
 /// Start or stop a typing indicator (§6.1.5). Never stored, never answered.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct SetTyping {
     /// The conversation.
@@ -121,6 +131,7 @@ pub struct SetTyping {
 
 /// Record that the user has read up to a position (§6.1.6).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct MarkRead {
     /// Request id for the `done`.
@@ -133,6 +144,7 @@ pub struct MarkRead {
 
 /// Liveness probe; the peer answers `pong` with the same nonce (§6.3).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Ping {
     /// Echoed in the `pong`.
@@ -141,6 +153,7 @@ pub struct Ping {
 
 /// Answer to a `ping` (§6.3).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Pong {
     /// The nonce of the `ping` answered.
@@ -149,6 +162,7 @@ pub struct Pong {
 
 /// A frame sent by a client.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 #[serde(rename_all = "snake_case")]
 pub enum ClientFrame {
@@ -224,6 +238,7 @@ impl ClientFrame {
 
 /// The handshake succeeded (§6.2.1).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Welcome {
     /// The negotiated version; both sides speak exactly this from now on.
@@ -240,6 +255,7 @@ pub struct Welcome {
 
 /// A send was committed (§6.2.2). Sent only after the message is durable.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Ack {
     /// The `send` answered.
@@ -257,6 +273,7 @@ pub struct Ack {
 /// A page of messages answering `history` (newest first) or `sync` (oldest first)
 /// (§6.2.4, §6.2.5).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Page {
     /// The request answered.
@@ -271,6 +288,7 @@ pub struct Page {
 
 /// The handshake replay is complete; what follows is live (§6.2.6).
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct ReplayDone {
     /// Conversations whose gap was larger than the replay limit; the client fills them
@@ -280,6 +298,7 @@ pub struct ReplayDone {
 
 /// Someone started or stopped typing (§6.2.7).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Typing {
     /// The conversation.
@@ -292,6 +311,7 @@ pub struct Typing {
 
 /// Online state of a user.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceStatus {
@@ -304,6 +324,7 @@ pub enum PresenceStatus {
 /// A user who shares a conversation with the receiver came online or went offline
 /// (§6.2.8).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Presence {
     /// The user.
@@ -316,6 +337,7 @@ pub struct Presence {
 
 /// A member's read position advanced (§6.2.9).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Receipt {
     /// The conversation.
@@ -328,6 +350,7 @@ pub struct Receipt {
 
 /// How a conversation's membership changed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 #[serde(rename_all = "snake_case")]
 pub enum MembershipChange {
@@ -340,6 +363,7 @@ pub enum MembershipChange {
 /// A conversation's membership changed (§6.2.10). Sent to every member, including the
 /// affected user, so clients learn about new conversations live.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Membership {
     /// The conversation.
@@ -354,6 +378,7 @@ pub struct Membership {
 
 /// A request without a payload answer succeeded (§6.2.11).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Done {
     /// The request answered.
@@ -362,7 +387,9 @@ pub struct Done {
 
 /// A request failed, or the connection is being closed (§6.2.12, §7).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
+#[cfg_attr(feature = "ts", ts(rename = "ErrorFrame"))]
 pub struct Error {
     /// The request this answers, if the error concerns one.
     pub request_id: Option<RequestId>,
@@ -376,6 +403,7 @@ pub struct Error {
 
 /// Why the server asks clients to go away.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 #[serde(rename_all = "snake_case")]
 pub enum GoAwayReason {
@@ -388,6 +416,7 @@ pub enum GoAwayReason {
 /// The server is about to close this connection; the client should reconnect after
 /// the given delay and resume (§6.2.13).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct GoAway {
     /// Why.
@@ -400,6 +429,7 @@ pub struct GoAway {
 
 /// A frame sent by the server.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 #[serde(rename_all = "snake_case")]
 pub enum ServerFrame {

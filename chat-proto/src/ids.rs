@@ -25,6 +25,9 @@ macro_rules! numeric_id {
         #[serde(try_from = "u64", into = "u64")]
         pub struct $name(u64);
 
+        #[cfg(feature = "ts")]
+        crate::ts::alias!($name => "number");
+
         impl $name {
             /// Wraps a raw value, checking that it lies in `1..=MAX_ID`.
             pub const fn new(raw: u64) -> Result<Self, IdOutOfRange> {
@@ -123,6 +126,9 @@ pub struct ParseIdError;
 #[serde(try_from = "u64", into = "u64")]
 pub struct Seq(u64);
 
+#[cfg(feature = "ts")]
+crate::ts::alias!(Seq => "number");
+
 impl Seq {
     /// The position before the first message.
     pub const ZERO: Seq = Seq(0);
@@ -207,6 +213,9 @@ impl<'a> arbitrary::Arbitrary<'a> for Seq {
 #[serde(transparent)]
 pub struct RequestId(pub u32);
 
+#[cfg(feature = "ts")]
+crate::ts::alias!(RequestId => "number");
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
@@ -222,6 +231,9 @@ impl fmt::Display for RequestId {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct ClientMsgId([u8; 16]);
+
+#[cfg(feature = "ts")]
+crate::ts::alias!(ClientMsgId => "string");
 
 impl ClientMsgId {
     /// Wraps 16 raw bytes.
@@ -331,6 +343,9 @@ impl<'de> Deserialize<'de> for ClientMsgId {
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
+
+#[cfg(feature = "ts")]
+crate::ts::alias!(Timestamp => "number");
 
 impl Timestamp {
     /// Milliseconds since the Unix epoch.

@@ -40,6 +40,8 @@ pub mod frame;
 pub mod ids;
 pub mod limits;
 pub mod session;
+#[cfg(feature = "ts")]
+pub mod ts;
 pub mod version;
 
 /// The types most code needs, in one import.

@@ -50,6 +50,7 @@ pub const MAX_DATAGRAM: usize = 64;
 
 /// The limits a server announces in `welcome`. Clients must stay within them.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct ServerLimits {
     /// Largest client frame the server accepts, postcard bytes.

@@ -17,6 +17,7 @@ pub const WS_SUBPROTOCOL_JSON: &str = "chat.v1.json";
 
 /// A protocol version, `major.minor`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct ProtocolVersion {
     /// Incompatible revisions; fixed by the transport protocol name.

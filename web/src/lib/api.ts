@@ -3,63 +3,23 @@
 // a reload resumes the session through `POST /api/refresh` and nothing secret is ever
 // written to storage.
 
-import type { Message } from './protocol';
+import type {
+  Conversation,
+  ConversationList,
+  ConversationSummary,
+  Device,
+  MessagePage,
+  Session,
+  User,
+  UserPage,
+} from './generated/api';
 
-export interface User {
-  id: number;
-  username: string;
-  display_name: string;
-  bio: string;
-  created_at: number;
-  last_seen: number | null;
-}
-
-export interface Member {
-  user: User;
-  role: 'owner' | 'member';
-  last_read_seq: number;
-  joined_at: number;
-}
-
-export interface Conversation {
-  id: number;
-  kind: 'direct' | 'group';
-  title: string;
-  encrypted: boolean;
-  created_by: number;
-  created_at: number;
-  last_seq: number;
-  last_activity: number;
-  members: Member[];
-}
-
-export interface ConversationSummary extends Conversation {
-  last_message: Message | null;
-  unread: number;
-}
-
-/** A device's end-to-end encryption key as the server lists it. */
-export interface Device {
-  /** 32 hex digits, derived from the key (clients check it). */
-  id: string;
-  user_id: number;
-  /** X25519 public key, standard base64. */
-  public_key: string;
-  name: string;
-  created_at: number;
-}
-
-export interface Session {
-  user: User;
-  access_token: string;
-  expires_in: number;
-}
+// Every body and shared type comes from the Rust definitions (chat-api), generated
+// into ./generated/api.ts.
+export type * from './generated/api';
 
 /** A page of history, newest first. */
-export interface HistoryPage {
-  messages: Message[];
-  has_more: boolean;
-}
+export type HistoryPage = MessagePage;
 
 /** An answer of the API other than success: HTTP status, stable code, human message. */
 export class ApiError extends Error {
@@ -231,12 +191,12 @@ export class Api {
 
   async searchUsers(prefix: string, limit = 20): Promise<User[]> {
     const q = new URLSearchParams({ q: prefix, limit: String(limit) });
-    const page = await this.authed<{ users: User[] }>('GET', `/api/users?${q}`);
+    const page = await this.authed<UserPage>('GET', `/api/users?${q}`);
     return page.users;
   }
 
   async conversations(): Promise<ConversationSummary[]> {
-    const list = await this.authed<{ conversations: ConversationSummary[] }>('GET', '/api/conversations');
+    const list = await this.authed<ConversationList>('GET', '/api/conversations');
     return list.conversations;
   }
 

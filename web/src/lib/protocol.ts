@@ -1,24 +1,15 @@
 // The chat.v1.json WebSocket subprotocol (PROTOCOL.md): frame types and their encoding.
 // A JSON frame is an object with one member named after the frame kind.
 
-/** The WebSocket subprotocol this client speaks. */
-export const SUBPROTOCOL = 'chat.v1.json';
+import type { ClientFrame, Message, ServerFrame, ServerLimits } from './generated/protocol';
+import { DEFAULT_LIMITS } from './generated/protocol';
 
-/** The protocol version this client speaks. */
-export const VERSION = { major: 1, minor: 1 } as const;
+// The wire types and constants come from the Rust definitions (chat-proto), generated
+// into ./generated/protocol.ts; this module adds what only a browser client needs.
+export * from './generated/protocol';
 
-/** Defaults of PROTOCOL.md §8, used until `welcome` announces the server's values. */
-export const DEFAULT_LIMITS: Limits = {
-  max_frame: 65536,
-  max_text_body: 16384,
-  max_envelope: 61440,
-  max_page: 200,
-  max_in_flight: 256,
-  send_rate: 20,
-  send_burst: 100,
-  heartbeat_ms: 20000,
-  idle_timeout_ms: 60000,
-};
+/** The limits a server announces (the Rust type is `ServerLimits`). */
+export type Limits = ServerLimits;
 
 /** Milliseconds from opening the transport to `welcome`. */
 export const HANDSHAKE_TIMEOUT_MS = 10000;
@@ -28,164 +19,6 @@ export const TYPING_TTL_MS = 6000;
 
 /** Largest JSON server frame accepted, in UTF-16 code units (a safe upper bound of bytes/1). */
 export const MAX_SERVER_FRAME_JSON = 4194304;
-
-export type Body = { text: string } | { encrypted: string };
-
-export interface Cursor {
-  conversation: number;
-  seq: number;
-}
-
-export interface Limits {
-  max_frame: number;
-  max_text_body: number;
-  max_envelope: number;
-  max_page: number;
-  max_in_flight: number;
-  send_rate: number;
-  send_burst: number;
-  heartbeat_ms: number;
-  idle_timeout_ms: number;
-}
-
-export interface Message {
-  conversation: number;
-  seq: number;
-  id: number;
-  sender: number;
-  client_msg_id: string;
-  sent_at: number;
-  body: Body;
-}
-
-export interface Welcome {
-  version: { major: number; minor: number };
-  user: number;
-  server_time: number;
-  limits: Limits;
-  heads: Cursor[];
-}
-
-export interface Ack {
-  request_id: number;
-  conversation: number;
-  id: number;
-  seq: number;
-  sent_at: number;
-}
-
-export interface Page {
-  request_id: number;
-  conversation: number;
-  messages: Message[];
-  has_more: boolean;
-}
-
-export interface Typing {
-  conversation: number;
-  user: number;
-  active: boolean;
-}
-
-export interface Presence {
-  user: number;
-  status: 'online' | 'offline';
-  last_seen: number | null;
-}
-
-export interface Receipt {
-  conversation: number;
-  user: number;
-  seq: number;
-}
-
-export interface Membership {
-  conversation: number;
-  user: number;
-  change: 'added' | 'removed';
-  by: number;
-}
-
-export type ErrorCode =
-  | 'bad_frame'
-  | 'unsupported_frame'
-  | 'unsupported_version'
-  | 'frame_too_large'
-  | 'handshake_required'
-  | 'handshake_timeout'
-  | 'protocol_violation'
-  | 'invalid_token'
-  | 'not_found'
-  | 'invalid_request'
-  | 'body_too_large'
-  | 'encryption_required'
-  | 'rate_limited'
-  | 'too_many_requests'
-  | 'idempotency_conflict'
-  | 'slow_consumer'
-  | 'idle_timeout'
-  | 'unavailable'
-  | 'internal'
-  | 'devices_changed';
-
-/** Error codes after which the server closes the connection (PROTOCOL.md §7). */
-export const FATAL_CODES: ReadonlySet<string> = new Set([
-  'unsupported_version',
-  'frame_too_large',
-  'handshake_required',
-  'handshake_timeout',
-  'protocol_violation',
-  'invalid_token',
-  'slow_consumer',
-  'idle_timeout',
-]);
-
-export interface ErrorFrame {
-  request_id: number | null;
-  code: ErrorCode;
-  message: string;
-  retry_after_ms: number | null;
-}
-
-export interface GoAway {
-  reason: 'shutdown' | 'overloaded';
-  reconnect_after_ms: number;
-  message: string;
-}
-
-export type ClientFrame =
-  | {
-      hello: {
-        version: { major: number; minor: number };
-        token: string;
-        client: string;
-        resume: Cursor[];
-      };
-    }
-  | { send: { request_id: number; conversation: number; client_msg_id: string; body: Body } }
-  | { history: { request_id: number; conversation: number; before: number | null; limit: number } }
-  | { sync: { request_id: number; conversation: number; after: number; limit: number } }
-  | { typing: { conversation: number; active: boolean } }
-  | { mark_read: { request_id: number; conversation: number; seq: number } }
-  | { ping: { nonce: number } }
-  | { pong: { nonce: number } };
-
-export type ServerFrame =
-  | { welcome: Welcome }
-  | { ack: Ack }
-  | { message: Message }
-  | { history_page: Page }
-  | { sync_page: Page }
-  | { replay_done: { truncated: number[] } }
-  | { typing: Typing }
-  | { presence: Presence }
-  | { receipt: Receipt }
-  | { membership: Membership }
-  | { done: { request_id: number } }
-  | { error: ErrorFrame }
-  | { ping: { nonce: number } }
-  | { pong: { nonce: number } }
-  | { go_away: GoAway };
 
 const SERVER_KINDS = new Set([
   'welcome',
