@@ -7,60 +7,11 @@ use chat_proto::frame::Cursor;
 use http::Uri;
 
 use crate::api::{Credentials, TokenPair};
+use crate::driver::Backoff;
 use crate::error::{Error, Result};
 use crate::tls::{self, Trust};
-use crate::{Client, transport};
-
-/// Where the real-time connection goes.
-#[derive(Clone)]
-pub(crate) enum Target {
-    Quic {
-        host: String,
-        port: u16,
-        tls: quinn::ClientConfig,
-    },
-    WebSocket {
-        host: String,
-        port: u16,
-        path: String,
-        tls: Option<Arc<rustls::ClientConfig>>,
-    },
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::Quic { host, port, .. } => write!(f, "quic://{host}:{port}"),
-            Target::WebSocket {
-                host,
-                port,
-                path,
-                tls,
-            } => {
-                let scheme = if tls.is_some() { "wss" } else { "ws" };
-                write!(f, "{scheme}://{host}:{port}{path}")
-            }
-        }
-    }
-}
-
-/// Reconnect delays: exponential from `initial` up to `max`, each randomized to
-/// between half and all of its value so that clients do not return in lockstep.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Backoff {
-    pub(crate) initial: Duration,
-    pub(crate) max: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .initial
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max);
-        exp.mul_f64(rand::random_range(0.5..=1.0))
-    }
-}
+use crate::transport;
+use crate::transport::Target;
 
 /// Configures and connects a [`Client`].
 ///
@@ -79,10 +30,10 @@ impl Backoff {
 #[derive(Debug)]
 #[must_use]
 pub struct ClientBuilder {
-    url: String,
-    api_url: Option<String>,
-    credentials: Option<Credentials>,
-    trust: Trust,
+    pub(crate) url: String,
+    pub(crate) api_url: Option<String>,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) trust: Trust,
     pub(crate) client_name: String,
     pub(crate) resume: Vec<Cursor>,
     pub(crate) backoff: Backoff,
@@ -204,39 +155,17 @@ impl ClientBuilder {
     /// it stops the client.
     ///
     /// [`Client::events`]: crate::Client::events
-    pub fn on_event(mut self, handler: impl FnMut(&crate::Event) + Send + 'static) -> Self {
+    pub fn on_event(mut self, handler: impl FnMut(&crate::events::Event) + Send + 'static) -> Self {
         self.handler = Some(crate::driver::Handler(Box::new(handler)));
         self
     }
-
-    /// Signs in over HTTP, opens the real-time connection and completes the handshake.
-    /// Later connection losses are repaired in the background.
-    pub async fn connect(self) -> Result<Client> {
-        let parsed = parse(&self.url, self.api_url.as_deref(), &self.trust)?;
-        let credentials = self.credentials.clone().ok_or_else(|| {
-            Error::Config("no credentials: call login, register or tokens".into())
-        })?;
-        let quic = match &parsed.target {
-            Target::Quic { host, port, .. } => Some(transport::quic_endpoint(host, *port).await?),
-            Target::WebSocket { .. } => None,
-        };
-        let device = self
-            .device_key
-            .as_deref()
-            .map(crate::e2e::load_or_create_key)
-            .transpose()?;
-        let http = crate::api::Http::new(&parsed.api, parsed.http_tls);
-        let auth = crate::api::Auth::sign_in(http, credentials).await?;
-        let crypto = crate::e2e::Crypto::new(device);
-        crypto.register(&auth, &self.client_name).await?;
-        Client::start(self, parsed.target, quic, auth, crypto).await
-    }
 }
 
-struct Parsed {
-    target: Target,
-    api: Uri,
-    http_tls: Arc<rustls::ClientConfig>,
+/// Where a client connects, read from its URLs.
+pub(crate) struct Parsed {
+    pub(crate) target: Target,
+    pub(crate) api: Uri,
+    pub(crate) http_tls: Arc<rustls::ClientConfig>,
 }
 
 fn host_port(uri: &Uri, default_port: u16) -> Result<(String, u16)> {
@@ -251,7 +180,8 @@ fn host_port(uri: &Uri, default_port: u16) -> Result<(String, u16)> {
     Ok((host, uri.port_u16().unwrap_or(default_port)))
 }
 
-fn parse(url: &str, api_url: Option<&str>, trust: &Trust) -> Result<Parsed> {
+/// Reads the real-time URL (`quic://`, `ws://`, `wss://`) and the API URL.
+pub(crate) fn parse(url: &str, api_url: Option<&str>, trust: &Trust) -> Result<Parsed> {
     let uri: Uri = url
         .parse()
         .map_err(|e| Error::Config(format!("not a URL: {url:?}: {e}")))?;

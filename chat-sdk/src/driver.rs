@@ -17,11 +17,29 @@ use chat_proto::version::ProtocolVersion;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::Event;
 use crate::api::Auth;
-use crate::config::{Backoff, Target};
 use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::transport::Target;
 use crate::transport::{self, Incoming, Link};
+
+/// Reconnect delays: exponential from `initial` up to `max`, each randomized to
+/// between half and all of its value so that clients do not return in lockstep.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Backoff {
+    pub(crate) initial: Duration,
+    pub(crate) max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .initial
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max);
+        exp.mul_f64(rand::random_range(0.5..=1.0))
+    }
+}
 
 /// Events kept for the first subscriber when none has subscribed yet.
 const MAX_BACKLOG: usize = 65_536;

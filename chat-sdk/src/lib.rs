@@ -98,13 +98,11 @@ mod config;
 mod driver;
 mod e2e;
 mod error;
+mod events;
 mod tls;
 mod transport;
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 pub use chat_api;
 use chat_api::conversations::{
@@ -116,7 +114,7 @@ use chat_api::users::{GetUser, Me, ProfileUpdate, SearchUsers, UpdateMe};
 pub use chat_proto;
 use chat_proto::body::Body;
 use chat_proto::error::ErrorCode;
-use chat_proto::frame::{Ack, Cursor, Membership, Message, Page, Presence, Receipt, Typing};
+use chat_proto::frame::{Ack, Cursor, Page};
 use chat_proto::ids::{ClientMsgId, ConversationId, Seq, UserId};
 use chat_proto::session::{ClientConfig, ClientSession, ConnectionState};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -130,76 +128,9 @@ pub use crate::config::ClientBuilder;
 use crate::driver::{Command, Driver};
 pub use crate::e2e::{DecryptError, Device, DeviceExt};
 pub use crate::error::{Error, Result};
+pub use crate::events::{Event, Events};
 pub use crate::tls::Trust;
 pub use chat_crypto::e2e::{DeviceId, DevicePublicKey, Fingerprint};
-
-/// What happens on the connection, in order.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Event {
-    /// A message: per conversation in seq order, each exactly once, including the
-    /// user's own messages (from this and other devices). In an end-to-end encrypted
-    /// conversation the body arrives opened, as [`Body::Text`]: it was sealed for this
-    /// device and authenticated for this conversation, sender and client message id.
-    Message(Message),
-    /// An end-to-end encrypted message this device cannot read, in its place in the
-    /// conversation's order; `message.body` is still the envelope.
-    Undecryptable {
-        /// The message as it arrived.
-        message: Message,
-        /// Why it could not be opened.
-        reason: DecryptError,
-    },
-    /// Someone started or stopped typing.
-    Typing(Typing),
-    /// A contact came online or went offline.
-    Presence(Presence),
-    /// A member's read position advanced.
-    Receipt(Receipt),
-    /// Someone joined or left a conversation (the user included).
-    Membership(Membership),
-    /// A handshake completed; missed messages follow, then [`Event::Live`].
-    Connected {
-        /// The signed-in user.
-        user: UserId,
-    },
-    /// Caught up: what follows is live.
-    Live,
-    /// The connection was lost; the client reconnects by itself after `retry_in`.
-    Disconnected {
-        /// Why, for people.
-        reason: String,
-        /// When the next attempt starts.
-        retry_in: Duration,
-    },
-    /// A non-fatal error from the server not tied to a request.
-    Notice(Error),
-    /// The client stopped for good (for example the login was revoked); the stream
-    /// ends after this.
-    Stopped(Error),
-}
-
-/// The stream of [`Event`]s from [`Client::events`]. Implements
-/// [`futures_core::Stream`].
-#[derive(Debug)]
-pub struct Events {
-    rx: mpsc::UnboundedReceiver<Event>,
-}
-
-impl Events {
-    /// The next event; `None` once the client has shut down.
-    pub async fn recv(&mut self) -> Option<Event> {
-        self.rx.recv().await
-    }
-}
-
-impl futures_core::Stream for Events {
-    type Item = Event;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.rx.poll_recv(cx)
-    }
-}
 
 #[derive(Debug)]
 struct Inner {
@@ -220,6 +151,33 @@ pub fn new_client_msg_id() -> ClientMsgId {
     ClientMsgId::new_v4(rand::random())
 }
 
+impl ClientBuilder {
+    /// Signs in over HTTP, opens the real-time connection and completes the handshake.
+    /// Later connection losses are repaired in the background.
+    pub async fn connect(self) -> Result<Client> {
+        let parsed = config::parse(&self.url, self.api_url.as_deref(), &self.trust)?;
+        let credentials = self.credentials.clone().ok_or_else(|| {
+            Error::Config("no credentials: call login, register or tokens".into())
+        })?;
+        let quic = match &parsed.target {
+            transport::Target::Quic { host, port, .. } => {
+                Some(transport::quic_endpoint(host, *port).await?)
+            }
+            transport::Target::WebSocket { .. } => None,
+        };
+        let device = self
+            .device_key
+            .as_deref()
+            .map(crate::e2e::load_or_create_key)
+            .transpose()?;
+        let http = crate::api::Http::new(&parsed.api, parsed.http_tls);
+        let auth = crate::api::Auth::sign_in(http, credentials).await?;
+        let crypto = crate::e2e::Crypto::new(device);
+        crypto.register(&auth, &self.client_name).await?;
+        Client::start(self, parsed.target, quic, auth, crypto).await
+    }
+}
+
 impl Client {
     /// Shorthand for [`ClientBuilder::new`].
     pub fn builder(url: impl Into<String>) -> ClientBuilder {
@@ -228,7 +186,7 @@ impl Client {
 
     async fn start(
         mut builder: ClientBuilder,
-        target: config::Target,
+        target: transport::Target,
         quic: Option<quinn::Endpoint>,
         auth: Auth,
         crypto: e2e::Crypto,

@@ -18,8 +18,40 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::Target;
 use crate::error::{Error, Result, chain};
+
+/// Where the real-time connection goes.
+#[derive(Clone)]
+pub(crate) enum Target {
+    Quic {
+        host: String,
+        port: u16,
+        tls: quinn::ClientConfig,
+    },
+    WebSocket {
+        host: String,
+        port: u16,
+        path: String,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    },
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Quic { host, port, .. } => write!(f, "quic://{host}:{port}"),
+            Target::WebSocket {
+                host,
+                port,
+                path,
+                tls,
+            } => {
+                let scheme = if tls.is_some() { "wss" } else { "ws" };
+                write!(f, "{scheme}://{host}:{port}{path}")
+            }
+        }
+    }
+}
 
 /// What a read returns.
 #[derive(Debug)]

@@ -6,13 +6,12 @@ use chat_proto::limits::ServerLimits;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{LoginThrottle, Passwords, Tokens};
+use crate::auth::{AuthError, Caller, LoginThrottle, Passwords, Tokens};
 use crate::config::Config;
-use crate::http::error::ApiError;
-use crate::http::request::Caller;
-use crate::hub::{Hub, QueueLimits};
+use crate::hub::Hub;
 use crate::store::Store;
 use crate::store::append::Appender;
+use crate::wire::QueueLimits;
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone, Debug)]
@@ -133,16 +132,16 @@ impl App {
     }
 
     /// Verifies an access token and its session.
-    pub async fn authenticate_token(&self, token: &str) -> Result<Caller, ApiError> {
+    pub async fn authenticate_token(&self, token: &str) -> Result<Caller, AuthError> {
         let claims = self.tokens().verify_access(token).map_err(|e| {
             tracing::debug!(error = %e, "access token refused");
-            ApiError::invalid_token()
+            AuthError::InvalidToken
         })?;
         let user = self
             .store()
             .session_user(claims.session, claims.user)
             .await?
-            .ok_or_else(ApiError::invalid_token)?;
+            .ok_or(AuthError::InvalidToken)?;
         Ok(Caller {
             user,
             session: claims.session,

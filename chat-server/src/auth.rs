@@ -33,6 +33,26 @@ pub const AUDIENCE: &str = "chat";
 const KEY_FILE: &str = "jwt-signing.key";
 const KEY_LEN: usize = 64;
 
+/// The authenticated caller of an HTTP request or a real-time session.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Their profile.
+    pub user: crate::store::User,
+    /// The session of the access token.
+    pub session: i64,
+}
+
+/// Why an access token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Bad signature or claims, expired, or its session revoked or its user deleted.
+    #[error("the access token is invalid or expired")]
+    InvalidToken,
+    /// The session could not be checked (storage failed).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// Why an access token was refused. Deliberately coarse: clients only learn
 /// "invalid", logs learn why.
 #[derive(Debug, thiserror::Error)]

@@ -291,6 +291,44 @@ impl Bus {
     }
 }
 
+impl crate::hub::Peers for Bus {
+    fn came_online(&self, user: UserId) -> bool {
+        self.publish(Event::Online { user });
+        !self.is_remote(user)
+    }
+
+    fn went_offline(&self, user: UserId) -> bool {
+        self.publish(Event::Offline { user });
+        self.went_offline_here(user)
+    }
+
+    fn is_remote(&self, user: UserId) -> bool {
+        Bus::is_remote(self, user)
+    }
+
+    fn fanout(&self, users: &[UserId], frame: bytes::Bytes) {
+        self.publish(Event::Fanout {
+            users: users.to_vec(),
+            frame: frame.to_vec(),
+        });
+    }
+
+    fn invalidate(&self, conversation: ConversationId) {
+        self.publish(Event::Invalidate { conversation });
+    }
+
+    fn introduce(&self, newcomers: &[UserId], members: &[UserId]) {
+        self.publish(Event::Introduce {
+            newcomers: newcomers.to_vec(),
+            members: members.to_vec(),
+        });
+    }
+
+    fn is_connected(&self) -> bool {
+        Bus::is_connected(self)
+    }
+}
+
 /// Why the cluster bus could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -314,7 +352,7 @@ pub fn start(url: &str, channel: &str, hub: Arc<Hub>) -> Result<Arc<Bus>, BusErr
         connected: AtomicBool::new(false),
         tasks: Mutex::new(Vec::new()),
     });
-    hub.attach_bus(bus.clone());
+    hub.attach_peers(bus.clone());
     tracing::info!(
         node = format_args!("{:016x}", bus.node),
         channel,

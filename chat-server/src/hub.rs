@@ -25,39 +25,29 @@ use chat_proto::ids::{ConversationId, UserId};
 use chat_proto::limits::MAX_DATAGRAM;
 use tokio::sync::{mpsc, watch};
 
-use crate::cluster::{Bus, Event};
 use crate::outbox::Outbox;
 use crate::store::{ConversationMeta, Store, StoreError};
+use crate::wire::{Datagrams, Outbound, QueueLimits, Wire};
 
-/// How a session's frames travel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wire {
-    /// WebSocket `chat.v1.postcard`: one binary message per postcard frame.
-    WsPostcard,
-    /// WebSocket `chat.v1.json`: one text message per JSON frame.
-    WsJson,
-    /// A byte stream (QUIC): length-delimited postcard frames.
-    Stream,
-}
-
-/// One frame ready for a session's transport.
-#[derive(Clone, Debug)]
-pub enum Outbound {
-    /// An encoded frame (binary or text according to the session's [`Wire`]).
-    Frame(Bytes),
-    /// A WebSocket pong answering a ping.
-    Pong(Bytes),
-    /// Bytes already in the transport's framing, written as they are: the rest of a
-    /// write the socket took only in part.
-    Raw(Bytes),
-}
-
-impl Outbound {
-    /// The bytes to send (before any transport framing, except for `Raw`).
-    pub fn payload(&self) -> &Bytes {
-        let (Self::Frame(bytes) | Self::Pong(bytes) | Self::Raw(bytes)) = self;
-        bytes
-    }
+/// The other nodes of a cluster, as the hub needs them: the cluster bus implements
+/// this, so the hub names no module above it.
+pub trait Peers: Send + Sync + std::fmt::Debug {
+    /// This node has a first session of `user`; whether the user had none elsewhere
+    /// (so they just came online).
+    fn came_online(&self, user: UserId) -> bool;
+    /// This node's last session of `user` ended; whether the user has none elsewhere
+    /// (so they just went offline).
+    fn went_offline(&self, user: UserId) -> bool;
+    /// Whether another node has a session of `user`.
+    fn is_remote(&self, user: UserId) -> bool;
+    /// Queue this frame (postcard) on every session of `users` on the other nodes.
+    fn fanout(&self, users: &[UserId], frame: Bytes);
+    /// A conversation's membership changed: the other nodes drop it from their cache.
+    fn invalidate(&self, conversation: ConversationId);
+    /// People came to share a conversation (see [`Hub::introduce`]).
+    fn introduce(&self, newcomers: &[UserId], members: &[UserId]);
+    /// Whether this node hears the others.
+    fn is_connected(&self) -> bool;
 }
 
 /// A frame encoded lazily, at most once per encoding, shared by every recipient.
@@ -109,33 +99,6 @@ impl SharedFrame {
             }
         }
     }
-}
-
-/// Queue bounds of one session.
-#[derive(Clone, Copy, Debug)]
-pub struct QueueLimits {
-    /// Frames queued at most.
-    pub frames: usize,
-    /// Bytes queued at most.
-    pub bytes: usize,
-}
-
-impl Default for QueueLimits {
-    fn default() -> Self {
-        Self {
-            frames: 4096,
-            bytes: 8 * 1024 * 1024,
-        }
-    }
-}
-
-/// A transport's unreliable side channel (QUIC datagrams, PROTOCOL.md §1.1), for the
-/// frames that may be lost (`typing`).
-pub trait Datagrams: Send + Sync + std::fmt::Debug {
-    /// Sends one datagram without waiting; `false` if it cannot go this way (the peer
-    /// takes no datagrams, or the connection is gone), and the frame should take the
-    /// stream instead.
-    fn send(&self, datagram: Bytes) -> bool;
 }
 
 /// The hub's view of one live session.
@@ -340,8 +303,8 @@ pub struct Hub {
     next_id: AtomicU64,
     send_limits: Mutex<HashMap<UserId, Bucket>>,
     queue_limits: QueueLimits,
-    /// The cluster bus, when this node is one of several.
-    bus: OnceLock<Arc<Bus>>,
+    /// The other nodes, when this node is one of several.
+    peers: OnceLock<Arc<dyn Peers>>,
     /// Counts invalidations, so a store read that raced one is not cached.
     invalidations: AtomicU64,
     /// Counts registrations: a fan-out takes in later messages only for the sessions
@@ -367,7 +330,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             send_limits: Mutex::new(HashMap::new()),
             queue_limits,
-            bus: OnceLock::new(),
+            peers: OnceLock::new(),
             invalidations: AtomicU64::new(0),
             registrations: AtomicU64::new(0),
             resync: watch::channel(0).0,
@@ -375,16 +338,16 @@ impl Hub {
     }
 
     /// Joins this node to a cluster: from now on fan-out, membership changes and
-    /// presence also go over `bus`.
-    pub fn attach_bus(&self, bus: Arc<Bus>) {
-        if self.bus.set(bus).is_err() {
+    /// presence also reach the other nodes through `peers`.
+    pub fn attach_peers(&self, peers: Arc<dyn Peers>) {
+        if self.peers.set(peers).is_err() {
             tracing::warn!("a cluster bus was already attached");
         }
     }
 
-    /// The cluster bus, if this node is part of a cluster.
-    pub fn bus(&self) -> Option<&Arc<Bus>> {
-        self.bus.get()
+    /// The other nodes, if this node is part of a cluster.
+    pub fn peers(&self) -> Option<&Arc<dyn Peers>> {
+        self.peers.get()
     }
 
     /// Asks every session on this node to reconnect and resume (`go_away`): used when
@@ -415,11 +378,8 @@ impl Hub {
             list.push(handle);
             list.len() == 1
         };
-        match self.bus() {
-            Some(bus) if first => {
-                bus.publish(Event::Online { user });
-                !bus.is_remote(user)
-            }
+        match self.peers() {
+            Some(peers) if first => peers.came_online(user),
             _ => first,
         }
     }
@@ -440,18 +400,15 @@ impl Hub {
                 false
             }
         };
-        match self.bus() {
-            Some(bus) if last => {
-                bus.publish(Event::Offline { user });
-                bus.went_offline_here(user)
-            }
+        match self.peers() {
+            Some(peers) if last => peers.went_offline(user),
             _ => last,
         }
     }
 
     /// Whether a user has a live session on this node or, in a cluster, on another.
     pub fn is_online(&self, user: UserId) -> bool {
-        self.is_local(user) || self.bus().is_some_and(|bus| bus.is_remote(user))
+        self.is_local(user) || self.peers().is_some_and(|peers| peers.is_remote(user))
     }
 
     /// Whether a user has a live session on this node.
@@ -573,14 +530,11 @@ impl Hub {
 
     /// Hands a frame for `users` to the other nodes, if this node is in a cluster.
     fn publish_fanout(&self, users: &[UserId], frame: &SharedFrame) {
-        if let Some(bus) = self.bus()
+        if let Some(peers) = self.peers()
             && !users.is_empty()
             && let Some(bytes) = frame.bytes(Wire::WsPostcard)
         {
-            bus.publish(Event::Fanout {
-                users: users.to_vec(),
-                frame: bytes.to_vec(),
-            });
+            peers.fanout(users, bytes);
         }
     }
 
@@ -643,8 +597,8 @@ impl Hub {
         recipients: &[UserId],
     ) {
         self.invalidate(conversation);
-        if let Some(bus) = self.bus() {
-            bus.publish(Event::Invalidate { conversation });
+        if let Some(peers) = self.peers() {
+            peers.invalidate(conversation);
         }
         let frame = SharedFrame::new(ServerFrame::Membership(chat_proto::frame::Membership {
             conversation,
@@ -660,11 +614,8 @@ impl Hub {
     /// (Presence otherwise reaches contacts only when someone connects or disconnects.)
     pub fn introduce(&self, newcomers: &[UserId], members: &[UserId]) {
         self.introduce_here(newcomers, members);
-        if let Some(bus) = self.bus() {
-            bus.publish(Event::Introduce {
-                newcomers: newcomers.to_vec(),
-                members: members.to_vec(),
-            });
+        if let Some(peers) = self.peers() {
+            peers.introduce(newcomers, members);
         }
     }
 
@@ -927,7 +878,7 @@ mod tests {
         wire: Mutex<Vec<u8>>,
     }
 
-    impl crate::outbox::DirectWrite for CountingSocket {
+    impl crate::wire::DirectWrite for CountingSocket {
         fn encode(&self, frames: &[Outbound], buf: &mut Vec<u8>) {
             for item in frames {
                 buf.extend_from_slice(item.payload());

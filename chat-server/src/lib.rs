@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub(crate) mod io;
 pub mod metrics;
 pub mod outbox;
 pub mod quic;
@@ -26,6 +27,7 @@ pub mod session;
 pub mod store;
 #[doc(hidden)]
 pub mod testing;
+pub mod wire;
 pub mod ws;
 
 pub use server::{RunningServer, Server};

@@ -21,17 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::hub::{Outbound, QueueLimits};
-use crate::session::CloseReason;
-
-/// A transport that can take bytes without waiting, from whichever task pushes.
-pub trait DirectWrite: Send + Sync + 'static {
-    /// Appends the frames as the transport puts them on the wire.
-    fn encode(&self, frames: &[Outbound], buf: &mut Vec<u8>);
-    /// Writes what the socket takes now, never waiting: the bytes written, or
-    /// `WouldBlock` when it takes none.
-    fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize>;
-}
+use crate::wire::{CloseReason, DirectWrite, Outbound, QueueLimits};
 
 /// Scratch space for encoding direct writes, one per thread; kept only while small.
 const SCRATCH_KEEP: usize = 64 * 1024;

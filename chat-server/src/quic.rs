@@ -25,8 +25,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest as _, Sha256};
 
 use crate::app::App;
-use crate::hub::{Datagrams, Outbound, Wire};
-use crate::session::{CloseReason, FrameReader, FrameWriter, ReadError, ReadEvent};
+use crate::wire::{
+    CloseReason, Datagrams, FrameReader, FrameWriter, Outbound, ReadError, ReadEvent, Wire,
+};
 
 /// Bytes of datagrams kept per connection and direction, waiting to be read or sent.
 const DATAGRAM_BUFFER: usize = 4 * 1024;

@@ -12,21 +12,20 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::app::App;
 use crate::auth::Tokens;
 use crate::config::Config;
+use crate::io::IdleIo;
 use crate::quic::{CertInfo, QuicListener};
 
 /// A server whose listeners are bound, ready to run.
 #[derive(Debug)]
 pub struct Server {
     app: App,
+    bus: Option<std::sync::Arc<crate::cluster::Bus>>,
     listener: TcpListener,
     http_addr: SocketAddr,
     quic: QuicListener,
@@ -53,14 +52,18 @@ impl Server {
         let redis = config.redis_url.clone();
         let channel = config.redis_channel.clone();
         let app = App::new(config, store, tokens);
-        if let Some(url) = redis {
-            crate::cluster::start(&url, &channel, app.hub().clone())
-                .with_context(|| format!("joining the cluster bus at {}", redact(&url)))?;
-        }
+        let bus = match redis {
+            Some(url) => Some(
+                crate::cluster::start(&url, &channel, app.hub().clone())
+                    .with_context(|| format!("joining the cluster bus at {}", redact(&url)))?,
+            ),
+            None => None,
+        };
         let quic = QuicListener::bind(&app)?;
         let quic_addr = quic.local_addr()?;
         Ok(Self {
             app,
+            bus,
             listener,
             http_addr,
             quic,
@@ -93,6 +96,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Server {
             app,
+            bus,
             listener,
             http_addr,
             quic,
@@ -179,7 +183,7 @@ impl Server {
         if tokio::time::timeout(timeout, drained).await.is_err() {
             tracing::warn!("in-flight work did not finish within {timeout:?}");
         }
-        if let Some(bus) = app.hub().bus() {
+        if let Some(bus) = &bus {
             // Other nodes learn that this node's users went offline here.
             bus.shutdown(Duration::from_secs(2)).await;
         }
@@ -227,118 +231,6 @@ impl RunningServer {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.task.await.context("server task panicked")?
-    }
-}
-
-/// A connection's IO that records when bytes last moved, so idle keep-alive
-/// connections can be closed (hyper's header timeout only covers the wait for a
-/// request's headers).
-#[derive(Debug)]
-pub(crate) struct IdleIo<T> {
-    inner: T,
-    activity: Activity,
-}
-
-/// When a connection last moved bytes.
-#[derive(Clone, Debug)]
-struct Activity {
-    start: Instant,
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// Resolves once no byte has moved for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = last + idle;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
-        }
-    }
-}
-
-/// What hyper serves HTTP on; an upgraded connection (`/ws`) is one of these inside.
-pub(crate) type HttpIo = TokioIo<IdleIo<tokio::net::TcpStream>>;
-
-impl<T> IdleIo<T> {
-    /// The connection itself, for a protocol that takes it over after an upgrade.
-    pub(crate) fn into_inner(self) -> T {
-        self.inner
-    }
-
-    fn new(inner: T) -> (Self, Activity) {
-        let activity = Activity {
-            start: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        };
-        (
-            Self {
-                inner,
-                activity: activity.clone(),
-            },
-            activity,
-        )
-    }
-}
-
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        result
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chat_proto::body::Body;
 use chat_proto::codec;
 use chat_proto::error::{DecodeError, ErrorCode};
@@ -29,90 +28,20 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
 
 use crate::app::App;
-use crate::hub::{Datagrams, Outbound, SessionHandle, SharedFrame, Wire};
-use crate::outbox::{DirectWrite, Outbox, SlowFlag, Taken};
+use crate::auth::AuthError;
+use crate::hub::{SessionHandle, SharedFrame};
+use crate::outbox::{Outbox, SlowFlag, Taken};
 use crate::store::append::AppendResult;
 use crate::store::{Appended, NewMessage};
-
-/// What a transport read.
-#[derive(Debug)]
-pub enum ReadEvent {
-    /// One complete frame payload.
-    Frame(Bytes),
-    /// One QUIC datagram's payload (PROTOCOL.md §1.1).
-    Datagram(Bytes),
-    /// A transport-level ping to answer (WebSocket).
-    Ping(Bytes),
-    /// The peer closed the connection.
-    Closed,
-}
-
-/// A transport failure while reading.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// A message exceeded the frame limit.
-    #[error("message too large")]
-    TooLarge,
-    /// The peer broke the transport's rules (wrong message type, bad fragmentation).
-    #[error("transport protocol error: {0}")]
-    Protocol(String),
-    /// A text message that is not UTF-8.
-    #[error("text message is not valid UTF-8")]
-    InvalidUtf8,
-    /// The connection failed.
-    #[error("connection error: {0}")]
-    Io(String),
-}
-
-/// Why the server closes a connection, for the transport's close signal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseReason {
-    /// Normal end.
-    Normal,
-    /// Server shutting down (WebSocket 1001).
-    GoingAway,
-    /// A fatal protocol error was sent (WebSocket 1008).
-    Policy,
-    /// A frame was too large (WebSocket 1009).
-    TooLarge,
-    /// Transport rules broken (WebSocket 1002).
-    Protocol,
-    /// A text message that is not UTF-8 (WebSocket 1007).
-    InvalidData,
-}
-
-/// Reads complete frames from a transport.
-pub trait FrameReader: Send + 'static {
-    /// The next event. Need not be cancel-safe: the session keeps one read in flight
-    /// across everything else it waits for, and only drops it when the session ends.
-    fn next(&mut self) -> impl Future<Output = Result<ReadEvent, ReadError>> + Send;
-}
+use crate::wire::{
+    CloseReason, Datagrams, FrameReader, FrameWriter, Outbound, ReadError, ReadEvent, Wire,
+};
 
 /// One read that owns its reader, so the session can keep it in flight across its
 /// `select!` rounds and start the next one from what it returns.
 async fn read<R: FrameReader>(mut reader: R) -> (R, Result<ReadEvent, ReadError>) {
     let event = reader.next().await;
     (reader, event)
-}
-
-/// Writes queued frames to a transport.
-pub trait FrameWriter: Send + 'static {
-    /// Writes a batch and flushes once.
-    fn write_batch(
-        &mut self,
-        batch: &[Outbound],
-    ) -> impl Future<Output = std::io::Result<()>> + Send;
-    /// Ends the connection, with a reason where the transport has a way to say it.
-    fn close(&mut self, reason: CloseReason) -> impl Future<Output = ()> + Send;
-    /// A way for pushes to write without waiting while this writer is idle, if the
-    /// transport has one (see [`crate::outbox`]).
-    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
-        None
-    }
-    /// The transport's datagrams, if it has them (QUIC).
-    fn datagrams(&self) -> Option<Arc<dyn Datagrams>> {
-        None
-    }
 }
 
 type PendingAck = Pin<Box<dyn Future<Output = (RequestId, Option<AppendResult>)> + Send + Sync>>;
@@ -480,13 +409,15 @@ impl Driver {
         let caller = match self.app.authenticate_token(&hello.token).await {
             Ok(caller) => caller,
             Err(e) => {
-                let code = if e.code == "invalid_token" {
-                    ErrorCode::InvalidToken
-                } else {
-                    ErrorCode::Unavailable
+                let (code, message) = match e {
+                    AuthError::InvalidToken => (ErrorCode::InvalidToken, e.to_string()),
+                    AuthError::Store(e) => {
+                        tracing::warn!(error = %e, "checking a token failed");
+                        (ErrorCode::Unavailable, "storage is unavailable".to_owned())
+                    }
                 };
                 metrics::counter!(crate::metrics::HANDSHAKES, "result" => "refused").increment(1);
-                let r = self.proto.refused(code, e.message);
+                let r = self.proto.refused(code, message);
                 self.reject(&r);
                 return Some(CloseReason::Policy);
             }

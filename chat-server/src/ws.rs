@@ -17,19 +17,17 @@ use chat_proto::limits::{MAX_CLIENT_FRAME, MAX_CLIENT_FRAME_JSON};
 use chat_proto::version::{WS_SUBPROTOCOL_JSON, WS_SUBPROTOCOL_POSTCARD};
 use fastwebsockets::WebSocketRead;
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError};
-use http::{HeaderValue, Request, StatusCode, header};
+use http::{HeaderValue, Request, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::app::App;
-use crate::http::HandlerResult;
-use crate::http::error::ApiError;
-use crate::hub::{Outbound, Wire};
-use crate::outbox::DirectWrite;
-use crate::server::HttpIo;
-use crate::session::{CloseReason, FrameReader, FrameWriter, ReadError, ReadEvent};
+use crate::io::HttpIo;
+use crate::wire::{
+    CloseReason, DirectWrite, FrameReader, FrameWriter, Outbound, ReadError, ReadEvent, Wire,
+};
 
 /// Picks the first offered subprotocol this server speaks.
 fn choose_subprotocol(req: &Request<Incoming>) -> Option<Wire> {
@@ -75,35 +73,41 @@ fn origin_allowed(app: &App, req: &Request<Incoming>) -> bool {
     matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
 }
 
+/// Why a request to `/ws` did not become a WebSocket session (the HTTP layer answers
+/// with the matching status).
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// Not a WebSocket upgrade request (426).
+    #[error("this endpoint speaks WebSocket")]
+    NotAnUpgrade,
+    /// Neither of our subprotocols was offered (400).
+    #[error("offer Sec-WebSocket-Protocol {WS_SUBPROTOCOL_JSON} or {WS_SUBPROTOCOL_POSTCARD}")]
+    Subprotocol,
+    /// The page's origin may not open connections (403).
+    #[error("this origin may not open WebSocket connections")]
+    Origin,
+    /// The handshake headers were wrong (400).
+    #[error("WebSocket handshake failed: {0}")]
+    Handshake(String),
+}
+
 /// `GET /ws`: validates and upgrades, then runs the session in the background.
 pub async fn upgrade(
     app: App,
     peer: std::net::SocketAddr,
     mut req: Request<Incoming>,
-) -> HandlerResult {
+) -> Result<Response<Full<Bytes>>, UpgradeError> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return Err(ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "upgrade_required",
-            "this endpoint speaks WebSocket",
-        ));
+        return Err(UpgradeError::NotAnUpgrade);
     }
     let Some(wire) = choose_subprotocol(&req) else {
-        return Err(ApiError::bad_request(
-            "unsupported_subprotocol",
-            format!(
-                "offer Sec-WebSocket-Protocol {WS_SUBPROTOCOL_JSON} or {WS_SUBPROTOCOL_POSTCARD}"
-            ),
-        ));
+        return Err(UpgradeError::Subprotocol);
     };
     if !origin_allowed(&app, &req) {
-        return Err(ApiError::forbidden(
-            "this origin may not open WebSocket connections",
-        ));
+        return Err(UpgradeError::Origin);
     }
-    let (response, fut) = fastwebsockets::upgrade::upgrade(&mut req).map_err(|e| {
-        ApiError::bad_request("bad_upgrade", format!("WebSocket handshake failed: {e}"))
-    })?;
+    let (response, fut) = fastwebsockets::upgrade::upgrade(&mut req)
+        .map_err(|e| UpgradeError::Handshake(e.to_string()))?;
     let (parts, _) = response.into_parts();
     let mut response = hyper::Response::from_parts(parts, Full::new(Bytes::new()));
     let protocol = match wire {

@@ -109,6 +109,30 @@ impl ApiError {
     }
 }
 
+impl From<crate::ws::UpgradeError> for ApiError {
+    fn from(e: crate::ws::UpgradeError) -> Self {
+        use crate::ws::UpgradeError;
+        let message = e.to_string();
+        match e {
+            UpgradeError::NotAnUpgrade => {
+                Self::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
+            }
+            UpgradeError::Subprotocol => Self::bad_request("unsupported_subprotocol", message),
+            UpgradeError::Origin => Self::forbidden(message),
+            UpgradeError::Handshake(_) => Self::bad_request("bad_upgrade", message),
+        }
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        match e {
+            crate::auth::AuthError::InvalidToken => Self::invalid_token(),
+            crate::auth::AuthError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {

@@ -359,7 +359,7 @@ async fn dispatch(app: App, peer: SocketAddr, req: Request<Incoming>) -> Handler
         )),
         Route::Ready => {
             let store = app.appender().health().check(app.store()).await;
-            let bus = app.hub().bus().map(|bus| bus.is_connected());
+            let bus = app.hub().peers().map(|peers| peers.is_connected());
             let reason = match (store, bus) {
                 (Err(e), _) => e.to_string(),
                 (Ok(()), Some(false)) => "the cluster bus is disconnected".to_owned(),
@@ -405,7 +405,7 @@ async fn dispatch(app: App, peer: SocketAddr, req: Request<Incoming>) -> Handler
         Route::RegisterDevice => devices::register(app, req).await,
         Route::RemoveDevice => devices::remove(app, req, params).await,
         Route::UserDevices => devices::of_user(app, req, params).await,
-        Route::WebSocket => crate::ws::upgrade(app, peer, req).await,
+        Route::WebSocket => crate::ws::upgrade(app, peer, req).await.map_err(Into::into),
         Route::Metrics => {
             let mut response = Response::new(Full::new(Bytes::from(crate::metrics::render())));
             response.headers_mut().insert(

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::app::App;
-use crate::store::User;
+pub use crate::auth::Caller;
 
 /// Largest JSON request body accepted by the API.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -128,15 +128,6 @@ pub fn cookie<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The authenticated caller.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    /// Their profile.
-    pub user: User,
-    /// The session of the access token.
-    pub session: i64,
-}
-
 /// Checks the bearer token: signature and claims, then that its session is active and
 /// its user not deleted.
 pub async fn authenticate(app: &App, req: &Request<Incoming>) -> Result<Caller, ApiError> {
@@ -155,7 +146,7 @@ pub async fn authenticate(app: &App, req: &Request<Incoming>) -> Result<Caller, 
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .ok_or_else(ApiError::invalid_token)?;
-    app.authenticate_token(token.trim()).await
+    Ok(app.authenticate_token(token.trim()).await?)
 }
 
 #[cfg(test)]
