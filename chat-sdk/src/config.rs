@@ -13,7 +13,7 @@ use crate::tls::{self, Trust};
 use crate::transport;
 use crate::transport::Target;
 
-/// Configures and connects a [`Client`].
+/// Configures and connects a [`Client`](crate::Client).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), chat_sdk::Error> {
@@ -94,7 +94,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Continues a login from tokens saved earlier ([`Client::tokens`]).
+    /// Continues a login from tokens saved earlier ([`Client::tokens`](crate::Client::tokens)).
     pub fn tokens(mut self, tokens: TokenPair) -> Self {
         self.credentials = Some(Credentials::Tokens(tokens));
         self
@@ -112,7 +112,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Positions the application already has (saved from [`Client::cursors`]): the
+    /// Positions the application already has (saved from [`Client::cursors`](crate::Client::cursors)): the
     /// first connection replays everything after them.
     pub fn resume_from(mut self, cursors: impl IntoIterator<Item = Cursor>) -> Self {
         self.resume.extend(cursors);
@@ -148,7 +148,7 @@ impl ClientBuilder {
     /// Calls `handler` with every [`Event`](crate::Event), in order, on the
     /// connection's own task as it happens: no channel, no other task woken. It sees
     /// everything from the first connection on (so no backlog is kept for
-    /// [`Client::events`], whose streams then all start when they subscribe).
+    /// [`Client::events`](crate::Client::events), whose streams then all start when they subscribe).
     ///
     /// For cheap, non-blocking work: counting, recording, handing events to a channel
     /// of the application's choice. The connection waits while it runs, and a panic in

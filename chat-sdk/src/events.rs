@@ -18,7 +18,7 @@ use crate::error::Error;
 pub enum Event {
     /// A message: per conversation in seq order, each exactly once, including the
     /// user's own messages (from this and other devices). In an end-to-end encrypted
-    /// conversation the body arrives opened, as [`Body::Text`]: it was sealed for this
+    /// conversation the body arrives opened, as [`Body::Text`](chat_proto::body::Body::Text): it was sealed for this
     /// device and authenticated for this conversation, sender and client message id.
     Message(Message),
     /// An end-to-end encrypted message this device cannot read, in its place in the
@@ -58,7 +58,7 @@ pub enum Event {
     Stopped(Error),
 }
 
-/// The stream of [`Event`]s from [`Client::events`]. Implements
+/// The stream of [`Event`]s from [`Client::events`](crate::Client::events). Implements
 /// [`futures_core::Stream`].
 #[derive(Debug)]
 pub struct Events {
