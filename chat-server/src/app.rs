@@ -31,7 +31,7 @@ struct Inner {
     limits: ServerLimits,
     shutdown: watch::Sender<bool>,
     sessions: TaskTracker,
-    web_dir: Option<std::path::PathBuf>,
+    web: Option<crate::web::WebUi>,
 }
 
 impl App {
@@ -43,10 +43,7 @@ impl App {
         let appender = Appender::spawn(store.clone(), 256, Some(committed_tx));
         hub.spawn_delivery(committed_rx);
         let passwords = Passwords::new(config.hashing_concurrency);
-        let web_dir = config.web_dir.clone().or_else(|| {
-            let built = std::path::PathBuf::from("web/dist");
-            built.join("index.html").is_file().then_some(built)
-        });
+        let web = crate::web::WebUi::choose(config.web_dir.as_deref());
         let limits = ServerLimits {
             send_rate: config.send_rate,
             send_burst: config.send_burst,
@@ -64,7 +61,7 @@ impl App {
                 limits,
                 shutdown: watch::channel(false).0,
                 sessions: TaskTracker::new(),
-                web_dir,
+                web,
             }),
         }
     }
@@ -74,10 +71,10 @@ impl App {
         &self.inner.config
     }
 
-    /// The directory of the built web UI, if there is one: `--web-dir`, or `web/dist`
-    /// under the working directory when it holds a build.
-    pub fn web_dir(&self) -> Option<&std::path::Path> {
-        self.inner.web_dir.as_deref()
+    /// The web UI served at `/`, if there is one (see
+    /// [`WebUi::choose`](crate::web::WebUi::choose)).
+    pub fn web(&self) -> Option<&crate::web::WebUi> {
+        self.inner.web.as_ref()
     }
 
     /// The store.

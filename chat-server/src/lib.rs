@@ -27,6 +27,7 @@ pub mod session;
 pub mod store;
 #[doc(hidden)]
 pub mod testing;
+pub mod web;
 pub mod wire;
 pub mod ws;
 

@@ -23,8 +23,8 @@ async fn main() -> anyhow::Result<()> {
         .context("starting chat-server")?;
     let addr = server.http_addr();
     let cert = server.quic_cert();
-    let ui = match server.app().web_dir() {
-        Some(dir) => format!("web UI at http://{addr}/ (from {})", dir.display()),
+    let ui = match server.app().web() {
+        Some(ui) => format!("web UI at http://{addr}/ ({ui})"),
         None => "no web UI (--web-dir serves one)".to_owned(),
     };
     eprintln!(

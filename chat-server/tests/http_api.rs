@@ -926,6 +926,53 @@ async fn the_web_ui_is_served_with_security_headers() {
     s.stop().await;
 }
 
+/// With no `--web-dir`, the binary serves the UI it was built with, whatever the
+/// working directory (the test runs in `chat-server/`, where there is no `web/dist`).
+#[tokio::test]
+async fn the_built_in_web_ui_is_served_without_a_web_dir() {
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist");
+    assert!(
+        !std::path::Path::new("web/dist").exists(),
+        "the test must not run where a web/dist lies"
+    );
+    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let r = s.call(Method::GET, "/", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let index = std::fs::read(dist.join("index.html")).expect("web/dist/index.html");
+    assert_eq!(r.raw.as_ref(), index.as_slice());
+    assert_eq!(r.headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-cache");
+    assert!(r.headers.contains_key("content-security-policy"));
+    // Every built asset, byte for byte, cached for good.
+    for entry in std::fs::read_dir(dist.join("assets")).expect("assets") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+        let r = s
+            .call(Method::GET, &format!("/assets/{name}"), None, None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{name}");
+        assert_eq!(
+            r.raw.as_ref(),
+            std::fs::read(&path).expect("read").as_slice()
+        );
+        assert_eq!(
+            r.headers[header::CACHE_CONTROL],
+            "public, max-age=31536000, immutable"
+        );
+    }
+    // The app's routes get index.html; missing files and escapes get 404.
+    let r = s.call(Method::GET, "/conversations/42", None, None).await;
+    assert_eq!(r.raw.as_ref(), index.as_slice());
+    for missing in ["/assets/missing.js", "/../Cargo.toml", "/%2e%2e/Cargo.toml"] {
+        assert_eq!(
+            s.call(Method::GET, missing, None, None).await.status,
+            StatusCode::NOT_FOUND,
+            "{missing}"
+        );
+    }
+    s.stop().await;
+}
+
 async fn read_some(tcp: &mut tokio::net::TcpStream, wait: std::time::Duration) -> Option<usize> {
     let mut buf = [0u8; 4096];
     match tokio::time::timeout(wait, tcp.read(&mut buf)).await {

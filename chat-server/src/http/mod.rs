@@ -345,9 +345,9 @@ async fn dispatch(app: App, peer: SocketAddr, req: Request<Incoming>) -> Handler
             let is_read = req.method() == Method::GET || req.method() == Method::HEAD;
             if is_read
                 && !path.starts_with("/api/")
-                && let Some(root) = app.web_dir()
+                && let Some(ui) = app.web()
             {
-                return static_files::serve(root, &path).await;
+                return static_files::serve(ui, &path).await;
             }
             return Err(ApiError::not_found(&format!("route {path}")));
         }

@@ -1,12 +1,15 @@
-//! Serving the built web UI from `--web-dir`: files by path, `index.html` for the app's
-//! own routes, long-lived caching for content-hashed assets, and the security headers a
-//! browser app needs (a strict Content-Security-Policy above all).
+//! Serving the built web UI, from the binary itself (feature `embedded-web`, the
+//! default) or from `--web-dir`: files by path, `index.html` for the app's own routes,
+//! long-lived caching for content-hashed assets, and the security headers a browser
+//! app needs (a strict Content-Security-Policy above all).
 
 use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
+
+pub use crate::web::{WebUi, embedded};
 
 use super::error::ApiError;
 use super::{Body, HandlerResult};
@@ -94,9 +97,50 @@ fn secure(response: &mut Response<Body>) {
     );
 }
 
-/// Serves `path` from `root`. Paths without a file extension that match no file get
+/// Serves `path` of the web UI. Paths without a file extension that match no file get
 /// `index.html`, so the app's own routes survive a reload.
-pub async fn serve(root: &Path, path: &str) -> HandlerResult {
+pub async fn serve(ui: &WebUi, path: &str) -> HandlerResult {
+    match ui {
+        WebUi::Dir(root) => serve_dir(root, path).await,
+        WebUi::Embedded => serve_embedded(path),
+    }
+}
+
+fn serve_embedded(path: &str) -> HandlerResult {
+    let Some(relative) = resolve(Path::new(""), path) else {
+        return Err(ApiError::not_found("file"));
+    };
+    let name = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    let found = if name.is_empty() {
+        None
+    } else {
+        embedded::get(&name).map(|bytes| (name.clone(), bytes))
+    };
+    let found = found.or_else(|| {
+        let is_dir = !name.is_empty() && embedded::get(&format!("{name}/index.html")).is_some();
+        if is_dir {
+            let index = format!("{name}/index.html");
+            return embedded::get(&index).map(|bytes| (index, bytes));
+        }
+        (Path::new(path).extension().is_none())
+            .then(|| embedded::get("index.html").map(|bytes| ("index.html".to_owned(), bytes)))
+            .flatten()
+    });
+    let Some((name, bytes)) = found else {
+        return Err(ApiError::not_found("file"));
+    };
+    Ok(respond(
+        Bytes::from_static(bytes),
+        Path::new(&name),
+        name.starts_with("assets/"),
+    ))
+}
+
+async fn serve_dir(root: &Path, path: &str) -> HandlerResult {
     let Some(mut file) = resolve(root, path) else {
         return Err(ApiError::not_found("file"));
     };
@@ -116,17 +160,22 @@ pub async fn serve(root: &Path, path: &str) -> HandlerResult {
         return Err(ApiError::not_found("file"));
     }
     let bytes = tokio::fs::read(&file).await.map_err(ApiError::internal)?;
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
-    *response.status_mut() = StatusCode::OK;
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type(&file)),
-    );
     // Vite names built assets by content hash: they never change under one name.
     let immutable = file
         .strip_prefix(root)
         .is_ok_and(|p| p.starts_with("assets"));
+    Ok(respond(Bytes::from(bytes), &file, immutable))
+}
+
+/// A UI file's response: its type, caching and the security headers.
+fn respond(bytes: Bytes, file: &Path, immutable: bool) -> Response<Body> {
+    let mut response = Response::new(Full::new(bytes));
+    *response.status_mut() = StatusCode::OK;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(file)),
+    );
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(if immutable {
@@ -136,7 +185,7 @@ pub async fn serve(root: &Path, path: &str) -> HandlerResult {
         }),
     );
     secure(&mut response);
-    Ok(response)
+    response
 }
 
 #[cfg(test)]
