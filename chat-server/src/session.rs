@@ -22,7 +22,7 @@ use chat_proto::frame::{
 };
 use chat_proto::ids::{ConversationId, RequestId, Seq, Timestamp, UserId};
 use chat_proto::limits::MAX_REPLAY;
-use chat_proto::session::{Inbound, Rejection, ServerSession};
+use chat_proto::session::{Inbound, Rejection, ServerSession, Timeout};
 use chat_proto::version::ProtocolVersion;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
@@ -37,6 +37,14 @@ use crate::wire::{
     CloseReason, Datagrams, FrameReader, FrameWriter, Outbound, ReadError, ReadEvent, Wire,
 };
 
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One read that owns its reader, so the session can keep it in flight across its
 /// `select!` rounds and start the next one from what it returns.
 async fn read<R: FrameReader>(mut reader: R) -> (R, Result<ReadEvent, ReadError>) {
@@ -48,8 +56,6 @@ type PendingAck = Pin<Box<dyn Future<Output = (RequestId, Option<AppendResult>)>
 
 /// Most frames the writer takes from the queue per write.
 const WRITE_BATCH: usize = 256;
-/// Minimum interval between typing updates relayed per conversation and session.
-const TYPING_INTERVAL: Duration = Duration::from_millis(300);
 
 /// Drains a session's outbox into the transport, one write per batch, and closes the
 /// transport once the session asked to and everything queued before was written.
@@ -156,10 +162,6 @@ struct Driver {
     version: ProtocolVersion,
     registered: bool,
     pending: FuturesOrdered<PendingAck>,
-    /// Per conversation, the last typing update relayed: when, and whether a start.
-    typing: HashMap<ConversationId, (Instant, bool)>,
-    last_heard: Instant,
-    ping_sent: bool,
     draining: bool,
     /// The reader returned its last event (a close or an error).
     read_ended: bool,
@@ -170,19 +172,20 @@ struct Driver {
 
 impl Driver {
     fn new(app: App, wire: Wire, handle: SessionHandle) -> Self {
-        let limits = app.limits();
+        let mut proto = ServerSession::new(app.limits());
+        proto.opened(
+            Instant::now(),
+            Duration::from_millis(app.config().handshake_timeout_ms),
+        );
         Self {
             app,
             wire,
-            proto: ServerSession::new(limits),
+            proto,
             handle,
             user: None,
             version: ProtocolVersion::CURRENT,
             registered: false,
             pending: FuturesOrdered::new(),
-            typing: HashMap::new(),
-            last_heard: Instant::now(),
-            ping_sent: false,
             draining: false,
             read_ended: false,
             datagrams: None,
@@ -223,19 +226,10 @@ impl Driver {
     {
         let mut shutdown = self.app.shutdown_signal();
         let mut resync = self.app.hub().resync_signal();
-        let handshake_deadline = tokio::time::Instant::now()
-            + Duration::from_millis(self.app.config().handshake_timeout_ms);
-        let limits = self.app.limits();
-        let heartbeat = Duration::from_millis(u64::from(limits.heartbeat_ms));
-        let idle = Duration::from_millis(u64::from(limits.idle_timeout_ms));
         loop {
-            let deadline = if self.user.is_none() {
-                handshake_deadline
-            } else if self.ping_sent {
-                tokio::time::Instant::from_std(self.last_heard + idle)
-            } else {
-                tokio::time::Instant::from_std(self.last_heard + heartbeat)
-            };
+            // The timers live in the sans-IO session; this loop only sleeps until the
+            // next one is due.
+            let deadline = self.proto.poll_timeout();
             tokio::select! {
                 biased;
                 () = slow.wait() => {
@@ -266,18 +260,14 @@ impl Driver {
                         return CloseReason::GoingAway;
                     }
                 }
-                () = tokio::time::sleep_until(deadline) => {
-                    if self.user.is_none() {
-                        self.error(None, ErrorCode::HandshakeTimeout, "no hello within the handshake deadline");
+                () = sleep_until(deadline) => match self.proto.handle_timeout(Instant::now()) {
+                    Some(Timeout::Ping(ping)) => self.push(ServerFrame::Ping(ping)),
+                    Some(Timeout::Close(rejection)) => {
+                        self.reject(&rejection);
                         return CloseReason::Policy;
                     }
-                    if self.ping_sent {
-                        self.error(None, ErrorCode::IdleTimeout, "no frame within the idle timeout");
-                        return CloseReason::Policy;
-                    }
-                    self.ping_sent = true;
-                    self.push(ServerFrame::Ping(Ping { nonce: rand::random() }));
-                }
+                    None => {}
+                },
                 (reader, event) = reading.as_mut(), if !self.read_ended => {
                     if matches!(event, Ok(ReadEvent::Frame(_) | ReadEvent::Datagram(_) | ReadEvent::Ping(_))) {
                         reading.set(restart(reader));
@@ -285,8 +275,7 @@ impl Driver {
                         // The connection's reading side is over; nothing to poll again.
                         self.read_ended = true;
                     }
-                    self.last_heard = Instant::now();
-                    self.ping_sent = false;
+                    self.proto.heard(Instant::now());
                     match event {
                         Ok(ReadEvent::Frame(payload)) => {
                             if let Some(reason) = self.on_payload(&payload).await {
@@ -563,20 +552,12 @@ impl Driver {
         let Ok(c) = self.membership(conversation).await else {
             return;
         };
-        let now = Instant::now();
-        let last = self.typing.get(&conversation).copied();
-        let relay = match (active, last) {
-            // A start at most once per interval after the last update relayed.
-            (true, Some((at, _))) => now.duration_since(at) >= TYPING_INTERVAL,
-            (true, None) => true,
-            // A stop only ends a start: repeated stops would reach every member for
-            // nothing.
-            (false, last) => last.is_some_and(|(_, started)| started),
-        };
-        if !relay {
+        if !self
+            .proto
+            .relay_typing(conversation, active, Instant::now())
+        {
             return;
         }
-        self.typing.insert(conversation, (now, active));
         let others: Vec<UserId> = c.members.iter().copied().filter(|&m| m != user).collect();
         let frame = SharedFrame::new(ServerFrame::Typing(Typing {
             conversation,

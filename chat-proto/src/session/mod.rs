@@ -15,4 +15,4 @@ pub use client::{
     ClientConfig, ClientSession, ConnectionState, DisconnectReason, Event, PendingKind,
     RequestError, StateError,
 };
-pub use server::{Inbound, Rejection, ServerSession, ServerState};
+pub use server::{Inbound, Rejection, ServerSession, ServerState, TYPING_INTERVAL, Timeout};

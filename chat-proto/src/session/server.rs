@@ -1,10 +1,15 @@
-//! The protocol's half of a server connection: allowed frames per state and request
-//! validation against the announced limits (PROTOCOL.md §9.2).
+//! The protocol's half of a server connection: allowed frames per state, request
+//! validation against the announced limits (PROTOCOL.md §9.2), and the connection's
+//! timers (handshake deadline, heartbeat pings, idle timeout, typing relay interval),
+//! driven by the times the IO shell passes in.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use crate::body::Body;
 use crate::error::ErrorCode;
 use crate::frame::{ClientFrame, Error, Hello, Ping, Pong, ServerFrame, SetTyping};
-use crate::ids::{RequestId, UserId};
+use crate::ids::{ConversationId, RequestId, UserId};
 use crate::limits::{MAX_CLIENT_NAME, MAX_RESUME_CURSORS, MAX_TOKEN, ServerLimits};
 use crate::version::ProtocolVersion;
 
@@ -84,6 +89,19 @@ impl Rejection {
     }
 }
 
+/// What a timer that fired asks the server to do.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Timeout {
+    /// The peer has been quiet for a heartbeat interval: send this `ping`.
+    Ping(Ping),
+    /// The handshake deadline or the idle timeout passed: send this fatal error and
+    /// close (the session is now [`ServerState::Closed`]).
+    Close(Rejection),
+}
+
+/// Minimum interval between typing starts relayed per conversation (§6.1.5).
+pub const TYPING_INTERVAL: Duration = Duration::from_millis(300);
+
 /// Validates the frames of one server connection.
 #[derive(Debug)]
 pub struct ServerSession {
@@ -91,6 +109,13 @@ pub struct ServerSession {
     limits: ServerLimits,
     server_version: ProtocolVersion,
     in_flight: u32,
+    /// When `hello` must have been answered by; `None` until [`ServerSession::opened`].
+    handshake_deadline: Option<Instant>,
+    last_heard: Option<Instant>,
+    ping_outstanding: bool,
+    next_nonce: u32,
+    /// Per conversation, the last typing update relayed: when, and whether a start.
+    typing: HashMap<ConversationId, (Instant, bool)>,
 }
 
 impl ServerSession {
@@ -101,7 +126,114 @@ impl ServerSession {
             limits,
             server_version: ProtocolVersion::CURRENT,
             in_flight: 0,
+            handshake_deadline: None,
+            last_heard: None,
+            ping_outstanding: false,
+            next_nonce: 1,
+            typing: HashMap::new(),
         }
+    }
+
+    /// The transport opened at `now`; `hello` must arrive within `handshake_timeout`.
+    pub fn opened(&mut self, now: Instant, handshake_timeout: Duration) {
+        self.handshake_deadline = Some(now + handshake_timeout);
+        self.last_heard = Some(now);
+    }
+
+    /// Something arrived from the peer at `now` (any frame, datagram or transport
+    /// ping): it is alive, and an outstanding ping is answered.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = Some(now);
+        self.ping_outstanding = false;
+    }
+
+    /// When [`ServerSession::handle_timeout`] must be called next; `None` when no
+    /// timer runs (before [`ServerSession::opened`], or once closed).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            ServerState::AwaitingHello | ServerState::Authenticating { .. } => {
+                self.handshake_deadline
+            }
+            ServerState::Established { .. } => {
+                let last = self.last_heard?;
+                Some(if self.ping_outstanding {
+                    last + self.idle_timeout()
+                } else {
+                    last + self.heartbeat()
+                })
+            }
+            ServerState::Closed => None,
+        }
+    }
+
+    /// Advances the timers to `now`: the handshake deadline, a heartbeat `ping` after
+    /// a quiet interval, and the idle timeout (counted from the last frame heard) once
+    /// that ping went unanswered.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<Timeout> {
+        match self.state {
+            ServerState::AwaitingHello | ServerState::Authenticating { .. } => {
+                if self.handshake_deadline.is_some_and(|d| now >= d) {
+                    return Some(self.close(
+                        ErrorCode::HandshakeTimeout,
+                        "no hello within the handshake deadline",
+                    ));
+                }
+                None
+            }
+            ServerState::Established { .. } => {
+                let last = self.last_heard?;
+                if self.ping_outstanding && now >= last + self.idle_timeout() {
+                    return Some(
+                        self.close(ErrorCode::IdleTimeout, "no frame within the idle timeout"),
+                    );
+                }
+                if !self.ping_outstanding && now >= last + self.heartbeat() {
+                    self.ping_outstanding = true;
+                    let nonce = self.next_nonce;
+                    self.next_nonce = self.next_nonce.wrapping_add(1);
+                    return Some(Timeout::Ping(Ping { nonce }));
+                }
+                None
+            }
+            ServerState::Closed => None,
+        }
+    }
+
+    /// Whether a typing update of the user in `conversation` should be relayed to the
+    /// other members: a start at most once per [`TYPING_INTERVAL`] after the last
+    /// update relayed, and a stop only when it ends a start (repeated stops would reach
+    /// every member for nothing). Remembers what was relayed.
+    pub fn relay_typing(
+        &mut self,
+        conversation: ConversationId,
+        active: bool,
+        now: Instant,
+    ) -> bool {
+        let last = self.typing.get(&conversation).copied();
+        let relay = match (active, last) {
+            (true, Some((at, _))) => now.duration_since(at) >= TYPING_INTERVAL,
+            (true, None) => true,
+            (false, last) => last.is_some_and(|(_, started)| started),
+        };
+        if relay {
+            self.typing.insert(conversation, (now, active));
+        }
+        relay
+    }
+
+    fn heartbeat(&self) -> Duration {
+        Duration::from_millis(u64::from(self.limits.heartbeat_ms))
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.limits.idle_timeout_ms))
+    }
+
+    fn close(&mut self, code: ErrorCode, message: &str) -> Timeout {
+        self.state = ServerState::Closed;
+        let mut rejection = Rejection::new(None, code, message);
+        rejection.fatal = true;
+        Timeout::Close(rejection)
     }
 
     /// The current state.
@@ -506,5 +638,112 @@ mod tests {
         });
         assert_eq!((r.code, r.fatal), (ErrorCode::FrameTooLarge, true));
         assert_eq!(s.state(), ServerState::Closed);
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn conversation(n: u64) -> ConversationId {
+        ConversationId::new(n).unwrap_or_else(|_| unreachable!())
+    }
+
+    #[test]
+    fn the_handshake_has_a_deadline() {
+        let t0 = Instant::now();
+        let mut s = ServerSession::new(ServerLimits::default());
+        assert_eq!(
+            s.poll_timeout(),
+            None,
+            "no timer before the transport opened"
+        );
+        s.opened(t0, ms(10_000));
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(10_000)));
+        assert_eq!(s.handle_timeout(t0 + ms(9_999)), None);
+        // Frames before hello do not move the deadline.
+        s.heard(t0 + ms(5_000));
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(10_000)));
+        match s.handle_timeout(t0 + ms(10_000)) {
+            Some(Timeout::Close(r)) => {
+                assert_eq!((r.code, r.fatal), (ErrorCode::HandshakeTimeout, true));
+            }
+            other => panic!("expected a close, got {other:?}"),
+        }
+        assert_eq!(s.state(), ServerState::Closed);
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_hello_still_being_checked_at_the_deadline_times_out_too() {
+        let t0 = Instant::now();
+        let mut s = ServerSession::new(ServerLimits::default());
+        s.opened(t0, ms(100));
+        assert!(s.receive(hello("t")).is_ok());
+        assert!(matches!(
+            s.handle_timeout(t0 + ms(100)),
+            Some(Timeout::Close(r)) if r.code == ErrorCode::HandshakeTimeout
+        ));
+    }
+
+    #[test]
+    fn a_quiet_peer_is_pinged_then_dropped_at_the_idle_timeout() {
+        let t0 = Instant::now();
+        let limits = ServerLimits {
+            heartbeat_ms: 20_000,
+            idle_timeout_ms: 60_000,
+            ..ServerLimits::default()
+        };
+        let mut s = ServerSession::new(limits);
+        s.opened(t0, ms(10_000));
+        assert!(s.receive(hello("t")).is_ok());
+        let user = UserId::new(1).unwrap_or_else(|_| unreachable!());
+        assert!(s.established(user).is_ok());
+        // Heard at +1 s: the first ping is due 20 s later.
+        s.heard(t0 + ms(1_000));
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(21_000)));
+        assert_eq!(s.handle_timeout(t0 + ms(20_999)), None);
+        let Some(Timeout::Ping(first)) = s.handle_timeout(t0 + ms(21_000)) else {
+            panic!("expected a ping")
+        };
+        // One ping per quiet spell; the idle timeout counts from the last frame heard.
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(61_000)));
+        assert_eq!(s.handle_timeout(t0 + ms(40_000)), None);
+        // An answer (any frame) starts the next interval, and the next ping is new.
+        s.heard(t0 + ms(30_000));
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(50_000)));
+        let Some(Timeout::Ping(second)) = s.handle_timeout(t0 + ms(50_000)) else {
+            panic!("expected a ping")
+        };
+        assert_ne!(first.nonce, second.nonce);
+        assert_eq!(s.handle_timeout(t0 + ms(89_999)), None);
+        match s.handle_timeout(t0 + ms(90_000)) {
+            Some(Timeout::Close(r)) => {
+                assert_eq!((r.code, r.fatal), (ErrorCode::IdleTimeout, true))
+            }
+            other => panic!("expected a close, got {other:?}"),
+        }
+        assert_eq!(s.state(), ServerState::Closed);
+    }
+
+    #[test]
+    fn typing_starts_are_relayed_at_most_once_per_interval_and_stops_only_after_a_start() {
+        let t0 = Instant::now();
+        let mut s = established();
+        let (a, b) = (conversation(1), conversation(2));
+        assert!(!s.relay_typing(a, false, t0), "a stop with no start before");
+        assert!(s.relay_typing(a, true, t0));
+        assert!(!s.relay_typing(a, true, t0 + TYPING_INTERVAL - ms(1)));
+        assert!(
+            s.relay_typing(b, true, t0 + ms(1)),
+            "conversations are apart"
+        );
+        assert!(s.relay_typing(a, true, t0 + TYPING_INTERVAL));
+        assert!(s.relay_typing(a, false, t0 + TYPING_INTERVAL + ms(1)));
+        assert!(
+            !s.relay_typing(a, false, t0 + TYPING_INTERVAL + ms(2)),
+            "one stop per start"
+        );
+        // A start right after a stop waits for the interval, as after any update.
+        assert!(!s.relay_typing(a, true, t0 + TYPING_INTERVAL + ms(3)));
     }
 }

@@ -428,6 +428,13 @@ impl Store for NoStore {
     fn backend(&self) -> &'static str {
         "none"
     }
+    unused! {
+        ping() -> ();
+        probe_write() -> ();
+    }
+}
+
+impl crate::store::ConversationStore for NoStore {
     fn conversation_meta(
         &self,
         id: ConversationId,
@@ -449,27 +456,7 @@ impl Store for NoStore {
         })
     }
     unused! {
-        ping() -> ();
-        probe_write() -> ();
-        create_user(crate::store::NewUser) -> crate::store::User;
-        user(UserId) -> Option<crate::store::User>;
-        credentials(&str) -> Option<crate::store::Credentials>;
-        search_users(&str, Option<&str>, u32) -> Vec<crate::store::User>;
-        update_profile(UserId, Option<String>, Option<String>) -> Option<crate::store::User>;
-        set_password(UserId, String) -> ();
-        delete_user(UserId, chat_proto::ids::Timestamp) -> ();
-        set_last_seen(UserId, chat_proto::ids::Timestamp) -> ();
-        create_session(UserId, [u8; 32], chat_proto::ids::Timestamp, chat_proto::ids::Timestamp, &str) -> i64;
-        rotate_refresh([u8; 32], [u8; 32], chat_proto::ids::Timestamp, chat_proto::ids::Timestamp) -> crate::store::Rotation;
-        refresh_session([u8; 32]) -> Option<i64>;
-        session_user(i64, UserId) -> Option<crate::store::User>;
-        revoke_session(i64, chat_proto::ids::Timestamp) -> ();
-        revoke_other_sessions(UserId, i64, chat_proto::ids::Timestamp) -> ();
         direct_conversation(UserId, UserId, bool, chat_proto::ids::Timestamp) -> (crate::store::Conversation, bool);
-        add_device(UserId, chat_crypto::e2e::DevicePublicKey, String, chat_proto::ids::Timestamp) -> (crate::store::Device, bool);
-        devices(UserId) -> Vec<crate::store::Device>;
-        conversation_devices(ConversationId) -> Vec<crate::store::Device>;
-        remove_device(UserId, chat_crypto::e2e::DeviceId) -> bool;
         share_conversation(UserId, UserId) -> bool;
         create_group(UserId, String, Vec<UserId>, bool, chat_proto::ids::Timestamp) -> crate::store::Conversation;
         conversation(ConversationId, UserId) -> Option<crate::store::Conversation>;
@@ -478,9 +465,47 @@ impl Store for NoStore {
         member_ids(ConversationId) -> Vec<UserId>;
         add_member(ConversationId, UserId, crate::store::Role, chat_proto::ids::Timestamp) -> bool;
         remove_member(ConversationId, UserId) -> bool;
+        mark_read(ConversationId, UserId, chat_proto::ids::Seq) -> Option<chat_proto::ids::Seq>;
+    }
+}
+
+impl crate::store::UserStore for NoStore {
+    unused! {
+        create_user(crate::store::NewUser) -> crate::store::User;
+        user(UserId) -> Option<crate::store::User>;
+        credentials(&str) -> Option<crate::store::Credentials>;
+        search_users(&str, Option<&str>, u32) -> Vec<crate::store::User>;
+        update_profile(UserId, Option<String>, Option<String>) -> Option<crate::store::User>;
+        set_password(UserId, String) -> ();
+        delete_user(UserId, chat_proto::ids::Timestamp) -> ();
+        set_last_seen(UserId, chat_proto::ids::Timestamp) -> ();
+    }
+}
+
+impl crate::store::SessionStore for NoStore {
+    unused! {
+        create_session(UserId, [u8; 32], chat_proto::ids::Timestamp, chat_proto::ids::Timestamp, &str) -> i64;
+        rotate_refresh([u8; 32], [u8; 32], chat_proto::ids::Timestamp, chat_proto::ids::Timestamp) -> crate::store::Rotation;
+        refresh_session([u8; 32]) -> Option<i64>;
+        session_user(i64, UserId) -> Option<crate::store::User>;
+        revoke_session(i64, chat_proto::ids::Timestamp) -> ();
+        revoke_other_sessions(UserId, i64, chat_proto::ids::Timestamp) -> ();
+    }
+}
+
+impl crate::store::DeviceStore for NoStore {
+    unused! {
+        add_device(UserId, chat_crypto::e2e::DevicePublicKey, String, chat_proto::ids::Timestamp) -> (crate::store::Device, bool);
+        devices(UserId) -> Vec<crate::store::Device>;
+        conversation_devices(ConversationId) -> Vec<crate::store::Device>;
+        remove_device(UserId, chat_crypto::e2e::DeviceId) -> bool;
+    }
+}
+
+impl crate::store::MessageStore for NoStore {
+    unused! {
         history(ConversationId, Option<chat_proto::ids::Seq>, u32) -> (Vec<Message>, bool);
         messages_after(ConversationId, chat_proto::ids::Seq, u32) -> (Vec<Message>, bool);
-        mark_read(ConversationId, UserId, chat_proto::ids::Seq) -> Option<chat_proto::ids::Seq>;
         append_batch(Vec<crate::store::NewMessage>) -> Vec<crate::store::Appended>;
     }
 }

@@ -7,23 +7,34 @@
 //! concurrent sends.
 
 pub mod append;
+mod conversations;
+mod devices;
 pub mod health;
+mod messages;
 mod postgres;
+mod rows;
+mod sessions;
 mod sql;
 mod sqlite;
 mod tx;
+mod users;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use chat_crypto::e2e::{DeviceId, DevicePublicKey};
+use chat_crypto::e2e::DevicePublicKey;
 use chat_proto::body::Body;
 use chat_proto::frame::Message;
 use chat_proto::ids::{ClientMsgId, ConversationId, Seq, Timestamp, UserId};
 
+pub use conversations::ConversationStore;
+pub use devices::DeviceStore;
+pub use messages::MessageStore;
 pub use postgres::PgStore;
+pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
+pub use users::UserStore;
 
 /// A boxed store future; one allocation per database call is noise next to the call.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -294,8 +305,38 @@ pub enum Rotation {
     Invalid,
 }
 
+/// What differs between the SQL backends besides their migrations, declared once:
+/// the SQL shared by both (`sql.rs` and one file per table family) calls these hooks.
+pub(crate) trait Dialect {
+    /// The sqlx database.
+    type Db: sqlx::Database;
+    /// A write transaction (SQLite takes the write lock up front).
+    async fn begin_write(&self) -> Result<tx::WriteTx<Self::Db>, StoreError>;
+    /// Inserts message rows, returning their ids by (conversation, seq).
+    async fn insert_messages(
+        tx: &mut tx::WriteTx<Self::Db>,
+        rows: &[NewRow],
+    ) -> Result<InsertedIds, StoreError>;
+    /// Locks conversation rows before their seqs are reserved, so concurrent writers
+    /// never wait on each other in a cycle.
+    async fn lock_conversations(
+        tx: &mut tx::WriteTx<Self::Db>,
+        ids: &[i64],
+    ) -> Result<(), StoreError>;
+}
+
 /// Everything the server stores. Implemented for SQLite and PostgreSQL.
-pub trait Store: std::fmt::Debug + Send + Sync + 'static {
+pub trait Store:
+    UserStore
+    + SessionStore
+    + ConversationStore
+    + DeviceStore
+    + MessageStore
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
     /// Which backend, for logs.
     fn backend(&self) -> &'static str;
     /// Whether the database answers.
@@ -307,142 +348,6 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     fn write_concurrency(&self) -> usize {
         1
     }
-
-    /// Registers a user; [`StoreError::Conflict`] if the username is taken.
-    fn create_user(&self, user: NewUser) -> StoreFuture<'_, User>;
-    /// A live (not deleted) user.
-    fn user(&self, id: UserId) -> StoreFuture<'_, Option<User>>;
-    /// A live user and their password hash, by lower-cased username.
-    fn credentials(&self, username: &str) -> StoreFuture<'_, Option<Credentials>>;
-    /// Live users whose username starts with `prefix`, after `after`, by username.
-    fn search_users(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: u32,
-    ) -> StoreFuture<'_, Vec<User>>;
-    /// Changes the profile fields given.
-    fn update_profile(
-        &self,
-        id: UserId,
-        display_name: Option<String>,
-        bio: Option<String>,
-    ) -> StoreFuture<'_, Option<User>>;
-    /// Replaces the password hash.
-    fn set_password(&self, id: UserId, password_hash: String) -> StoreFuture<'_, ()>;
-    /// Marks a user deleted, frees the username and revokes every session.
-    fn delete_user(&self, id: UserId, now: Timestamp) -> StoreFuture<'_, ()>;
-    /// Records when a user was last connected.
-    fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreFuture<'_, ()>;
-
-    /// Opens a session with its first refresh token; returns the session id.
-    fn create_session(
-        &self,
-        user: UserId,
-        token_hash: [u8; 32],
-        now: Timestamp,
-        expires_at: Timestamp,
-        user_agent: &str,
-    ) -> StoreFuture<'_, i64>;
-    /// Swaps a refresh token for a new one in the same session; a reused token revokes
-    /// the session.
-    fn rotate_refresh(
-        &self,
-        old_hash: [u8; 32],
-        new_hash: [u8; 32],
-        now: Timestamp,
-        expires_at: Timestamp,
-    ) -> StoreFuture<'_, Rotation>;
-    /// The session a refresh token belongs to, without using it.
-    fn refresh_session(&self, token_hash: [u8; 32]) -> StoreFuture<'_, Option<i64>>;
-    /// The user of an active session (not revoked, user not deleted).
-    fn session_user(&self, session_id: i64, user: UserId) -> StoreFuture<'_, Option<User>>;
-    /// Revokes one session.
-    fn revoke_session(&self, session_id: i64, now: Timestamp) -> StoreFuture<'_, ()>;
-    /// Revokes every session of a user except `keep`.
-    fn revoke_other_sessions(&self, user: UserId, keep: i64, now: Timestamp)
-    -> StoreFuture<'_, ()>;
-
-    /// The direct conversation of a pair, plain or end-to-end encrypted (a pair has
-    /// one of each), created if needed; `true` if created now.
-    fn direct_conversation(
-        &self,
-        a: UserId,
-        b: UserId,
-        encrypted: bool,
-        now: Timestamp,
-    ) -> StoreFuture<'_, (Conversation, bool)>;
-    /// Creates a group owned by `owner` with the given other members.
-    fn create_group(
-        &self,
-        owner: UserId,
-        title: String,
-        members: Vec<UserId>,
-        encrypted: bool,
-        now: Timestamp,
-    ) -> StoreFuture<'_, Conversation>;
-    /// A conversation, if `user` is a member.
-    fn conversation(
-        &self,
-        id: ConversationId,
-        user: UserId,
-    ) -> StoreFuture<'_, Option<Conversation>>;
-    /// Every conversation of a user, most recent activity first.
-    fn conversations(&self, user: UserId) -> StoreFuture<'_, Vec<ConversationSummary>>;
-    /// The newest seq of every conversation `user` belongs to.
-    fn heads(&self, user: UserId) -> StoreFuture<'_, Vec<chat_proto::frame::Cursor>>;
-    /// Whether a conversation is end-to-end encrypted, and its members; `None` if it
-    /// does not exist.
-    fn conversation_meta(&self, id: ConversationId) -> StoreFuture<'_, Option<ConversationMeta>>;
-    /// Ids of a conversation's members.
-    fn member_ids(&self, id: ConversationId) -> StoreFuture<'_, Vec<UserId>>;
-    /// Registers a device key for `user`; `true` if new, `false` if the user had it
-    /// already. [`StoreError::Conflict`] if another user registered the same key.
-    fn add_device(
-        &self,
-        user: UserId,
-        key: DevicePublicKey,
-        name: String,
-        now: Timestamp,
-    ) -> StoreFuture<'_, (Device, bool)>;
-    /// A user's devices, oldest first.
-    fn devices(&self, user: UserId) -> StoreFuture<'_, Vec<Device>>;
-    /// Every device of every member of a conversation.
-    fn conversation_devices(&self, id: ConversationId) -> StoreFuture<'_, Vec<Device>>;
-    /// Removes one of `user`'s devices; `false` if they have no such device.
-    fn remove_device(&self, user: UserId, id: DeviceId) -> StoreFuture<'_, bool>;
-    /// Whether two users are members of a common conversation.
-    fn share_conversation(&self, a: UserId, b: UserId) -> StoreFuture<'_, bool>;
-    /// Adds a member; `false` if already one.
-    fn add_member(
-        &self,
-        id: ConversationId,
-        user: UserId,
-        role: Role,
-        now: Timestamp,
-    ) -> StoreFuture<'_, bool>;
-    /// Removes a member; `false` if not one. An owner who leaves hands ownership to
-    /// the longest-standing member.
-    fn remove_member(&self, id: ConversationId, user: UserId) -> StoreFuture<'_, bool>;
-    /// Messages before `before` (or the newest), newest first, and whether older exist.
-    fn history(
-        &self,
-        id: ConversationId,
-        before: Option<Seq>,
-        limit: u32,
-    ) -> StoreFuture<'_, (Vec<Message>, bool)>;
-    /// Messages after `after`, oldest first, and whether newer exist.
-    fn messages_after(
-        &self,
-        id: ConversationId,
-        after: Seq,
-        limit: u32,
-    ) -> StoreFuture<'_, (Vec<Message>, bool)>;
-    /// Moves a member's read position forward; returns it if it moved.
-    fn mark_read(&self, id: ConversationId, user: UserId, seq: Seq)
-    -> StoreFuture<'_, Option<Seq>>;
-    /// Stores a batch of sends in one transaction, assigning per-conversation seqs.
-    fn append_batch(&self, batch: Vec<NewMessage>) -> StoreFuture<'_, Vec<Appended>>;
 }
 
 /// Opens the store a database URL names (`sqlite://…` or `postgres://…`) and runs its
@@ -462,7 +367,7 @@ const STATEMENT_CACHE: usize = 2048;
 
 /// One message row to insert (backend-neutral).
 #[derive(Debug)]
-struct NewRow {
+pub(crate) struct NewRow {
     conversation: i64,
     seq: i64,
     sender: i64,
@@ -473,7 +378,7 @@ struct NewRow {
 }
 
 /// Inserted rows' ids, by (conversation, seq).
-type InsertedIds = std::collections::HashMap<(i64, i64), i64>;
+pub(crate) type InsertedIds = std::collections::HashMap<(i64, i64), i64>;
 
 /// Collects `RETURNING id, conversation_id, seq` rows.
 fn inserted_ids<R: sqlx::Row>(rows: Vec<R>) -> Result<InsertedIds, StoreError>

@@ -5,6 +5,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
+use super::Dialect as _;
 use super::StoreError;
 use super::sql::impl_store;
 
@@ -32,6 +33,10 @@ impl PgStore {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
+}
+
+impl super::Dialect for PgStore {
+    type Db = Postgres;
 
     /// Inserts message rows with one fixed statement over arrays, prepared once
     /// whatever the batch size.

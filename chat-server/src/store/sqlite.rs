@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
+use super::Dialect as _;
 use super::StoreError;
 use super::sql::impl_store;
 
@@ -46,6 +47,10 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
+}
+
+impl super::Dialect for SqliteStore {
+    type Db = Sqlite;
 
     /// Inserts message rows with multi-row VALUES statements.
     async fn insert_messages(
