@@ -1,0 +1,155 @@
+//! `send`: from the checks to the ack after the commit.
+
+use std::time::Instant;
+
+use chat_proto::body::Body;
+use chat_proto::error::ErrorCode;
+use chat_proto::frame::{Ack, Error, ServerFrame};
+use chat_proto::ids::{ConversationId, RequestId, Timestamp, UserId};
+
+use crate::store::append::AppendResult;
+use crate::store::{Appended, NewMessage};
+
+use super::Driver;
+
+impl Driver {
+    /// Answers `send`: membership, encryption policy, rate limit and (sealed bodies)
+    /// the recipients are checked, then the message is queued on the group-commit
+    /// appender; the ack follows the commit ([`Driver::answer_send`]).
+    pub(super) async fn on_send(&mut self, send: chat_proto::frame::Send) {
+        let request_id = Some(send.request_id);
+        let c = match self.membership(send.conversation).await {
+            Ok(c) => c,
+            Err((code, message)) => return self.fail(request_id, code, message),
+        };
+        if c.encrypted && matches!(send.body, Body::Text(_)) {
+            return self.fail(
+                request_id,
+                ErrorCode::EncryptionRequired,
+                "this conversation is end-to-end encrypted",
+            );
+        }
+        let Some(user) = self.user else { return };
+        let limits = self.app.limits();
+        if let Err(wait) = self.app.hub().take_send_token(
+            user,
+            limits.send_rate,
+            limits.send_burst,
+            Instant::now(),
+        ) {
+            self.proto.finished();
+            metrics::counter!(crate::metrics::RATE_LIMITED, "kind" => "send").increment(1);
+            self.push(ServerFrame::Error(Error {
+                request_id,
+                code: ErrorCode::RateLimited,
+                message: "sending too fast".into(),
+                retry_after_ms: Some(u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1)),
+            }));
+            return;
+        }
+        // After the rate limit: this check reads the database.
+        if let (true, Body::Encrypted(envelope)) = (c.encrypted, &send.body)
+            && let Err((code, message)) = self
+                .check_recipients(user, send.conversation, envelope)
+                .await
+        {
+            return self.fail(request_id, code, message);
+        }
+        let message = NewMessage {
+            conversation: send.conversation,
+            sender: user,
+            client_msg_id: send.client_msg_id,
+            body: send.body,
+            sent_at: Timestamp::now(),
+        };
+        let rid = send.request_id;
+        match self.app.appender().enqueue(message).await {
+            Ok(answer) => self
+                .pending
+                .push_back(Box::pin(async move { (rid, answer.await.ok()) })),
+            Err(_) => self.fail(request_id, ErrorCode::Unavailable, "storage is unavailable"),
+        }
+    }
+
+    /// An encrypted conversation's envelope must come from one of the sender's devices
+    /// and be sealed for exactly the members' devices (PROTOCOL.md §5.1).
+    pub(super) async fn check_recipients(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        envelope: &chat_proto::body::Envelope,
+    ) -> Result<(), (ErrorCode, &'static str)> {
+        use std::collections::BTreeSet;
+        let header = chat_crypto::e2e::EnvelopeHeader::parse(&envelope.0).map_err(|_| {
+            (
+                ErrorCode::InvalidRequest,
+                "not an end-to-end envelope (PROTOCOL.md §5.1)",
+            )
+        })?;
+        let devices = match self.app.store().conversation_devices(conversation).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "device lookup failed");
+                return Err((ErrorCode::Unavailable, "storage is unavailable"));
+            }
+        };
+        let sender_device = devices
+            .iter()
+            .any(|d| d.user_id == user && d.public_key.id() == header.sender_device);
+        if !sender_device {
+            return Err((
+                ErrorCode::InvalidRequest,
+                "the sealing device is not registered to this account",
+            ));
+        }
+        let sealed_for: BTreeSet<_> = header.recipients.iter().copied().collect();
+        if sealed_for.len() != header.recipients.len() {
+            return Err((
+                ErrorCode::InvalidRequest,
+                "the envelope names a device twice",
+            ));
+        }
+        let expected: BTreeSet<_> = devices.iter().map(|d| d.public_key.id()).collect();
+        if sealed_for != expected {
+            return Err((
+                ErrorCode::DevicesChanged,
+                "the conversation's devices changed: fetch them again and seal again",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn answer_send(&mut self, request_id: RequestId, result: Option<AppendResult>) {
+        self.proto.finished();
+        let rid = Some(request_id);
+        match result {
+            Some(Ok(Appended::New(m) | Appended::Duplicate(m))) => {
+                self.push(ServerFrame::Ack(Ack {
+                    request_id,
+                    conversation: m.conversation,
+                    id: m.id,
+                    seq: m.seq,
+                    sent_at: m.sent_at,
+                }))
+            }
+            Some(Ok(Appended::Conflict)) => self.error(
+                rid,
+                ErrorCode::IdempotencyConflict,
+                "client_msg_id was used for a different message",
+            ),
+            Some(Ok(Appended::NoConversation)) => {
+                self.error(rid, ErrorCode::NotFound, "no such conversation")
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "send failed to commit");
+                self.push(ServerFrame::Error(Error {
+                    request_id: rid,
+                    code: ErrorCode::Unavailable,
+                    message: "storage is unavailable".into(),
+                    retry_after_ms: Some(1000),
+                }));
+            }
+            None => self.error(rid, ErrorCode::Unavailable, "server shutting down"),
+        }
+    }
+}
