@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod quic;
 pub mod server;
+pub mod services;
 pub mod session;
 pub mod store;
 #[doc(hidden)]

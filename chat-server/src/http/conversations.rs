@@ -12,13 +12,10 @@ use super::error::ApiError;
 use super::request::{self, query_param};
 use super::{HandlerResult, Params, empty, json_response, path_id, validate};
 use crate::app::App;
-use crate::store::{Conversation, ConversationKind, Role};
+use crate::store::{Conversation, Role};
 
-/// Most members a group may have (as in the large messengers' groups; fan-out encodes
-/// each message once whatever the size).
-pub const MAX_GROUP_MEMBERS: usize = 1024;
-/// Most members named when a group is created; more are added one by one.
-pub const MAX_INITIAL_MEMBERS: usize = 255;
+pub use crate::services::conversations::{MAX_GROUP_MEMBERS, MAX_INITIAL_MEMBERS};
+use crate::services::conversations::{has_room, max_members, may_change_members};
 
 /// `POST /api/conversations`: a direct conversation with one other user (idempotent:
 /// the same pair always gets the same conversation, 201 when created, 200 after), or a
@@ -105,16 +102,6 @@ pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
     }
 }
 
-/// Most members of a group: end-to-end encrypted groups seal every message for every
-/// member's every device, which bounds them tighter.
-fn max_members(encrypted: bool) -> usize {
-    if encrypted {
-        super::devices::MAX_ENCRYPTED_GROUP_MEMBERS
-    } else {
-        MAX_GROUP_MEMBERS
-    }
-}
-
 /// Tells every member's live sessions that they are in a new conversation.
 fn announce_new(app: &App, conversation: &Conversation, by: UserId) {
     for member in &conversation.members {
@@ -151,10 +138,7 @@ async fn member_view(
     id: ConversationId,
     user: UserId,
 ) -> Result<Conversation, ApiError> {
-    app.store()
-        .conversation(id, user)
-        .await?
-        .ok_or_else(|| ApiError::not_found("conversation"))
+    Ok(crate::services::conversations::member_view(app, user, id).await?)
 }
 
 /// `GET /api/conversations/{id}`
@@ -167,32 +151,13 @@ pub async fn get(app: App, req: Request<Incoming>, params: Params) -> HandlerRes
     ))
 }
 
-fn require_owner(conversation: &Conversation, user: UserId) -> Result<(), ApiError> {
-    if conversation.kind == ConversationKind::Direct {
-        return Err(ApiError::invalid(
-            "direct_conversation",
-            "direct conversations have exactly two members",
-        ));
-    }
-    let is_owner = conversation
-        .members
-        .iter()
-        .any(|m| m.user.id == user && m.role == Role::Owner);
-    if !is_owner {
-        return Err(ApiError::forbidden(
-            "only the group's owner can change its members",
-        ));
-    }
-    Ok(())
-}
-
 /// `POST /api/conversations/{id}/members`: the owner adds a user (idempotent).
 pub async fn add_member(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
     let caller = request::authenticate(&app, &req).await?;
     let id = path_id(&params, 0, "conversation")?;
     let body: AddMemberRequest = request::json(req).await?;
     let conversation = member_view(&app, id, caller.user.id).await?;
-    require_owner(&conversation, caller.user.id)?;
+    may_change_members(&conversation, caller.user.id, None)?;
     if conversation
         .members
         .iter()
@@ -200,13 +165,7 @@ pub async fn add_member(app: App, req: Request<Incoming>, params: Params) -> Han
     {
         return Ok(json_response(StatusCode::OK, &conversation));
     }
-    let most = max_members(conversation.encrypted);
-    if conversation.members.len() >= most {
-        return Err(ApiError::invalid(
-            "too_many_members",
-            format!("this group has at most {most} members"),
-        ));
-    }
+    has_room(&conversation, 1)?;
     if !app
         .store()
         .add_member(id, body.user_id, Role::Member, Timestamp::now())
@@ -236,14 +195,7 @@ pub async fn remove_member(app: App, req: Request<Incoming>, params: Params) -> 
     let id = path_id(&params, 0, "conversation")?;
     let target: UserId = path_id(&params, 1, "member")?;
     let conversation = member_view(&app, id, caller.user.id).await?;
-    if target != caller.user.id {
-        require_owner(&conversation, caller.user.id)?;
-    } else if conversation.kind == ConversationKind::Direct {
-        return Err(ApiError::invalid(
-            "direct_conversation",
-            "direct conversations cannot be left",
-        ));
-    }
+    may_change_members(&conversation, caller.user.id, Some(target))?;
     if !app.store().remove_member(id, target).await? {
         return Err(ApiError::not_found("member"));
     }
@@ -262,12 +214,7 @@ pub async fn leave(app: App, req: Request<Incoming>, params: Params) -> HandlerR
     let caller = request::authenticate(&app, &req).await?;
     let id = path_id(&params, 0, "conversation")?;
     let conversation = member_view(&app, id, caller.user.id).await?;
-    if conversation.kind == ConversationKind::Direct {
-        return Err(ApiError::invalid(
-            "direct_conversation",
-            "direct conversations cannot be left",
-        ));
-    }
+    may_change_members(&conversation, caller.user.id, Some(caller.user.id))?;
     app.store().remove_member(id, caller.user.id).await?;
     let me = caller.user.id;
     app.hub().membership_changed(

@@ -13,13 +13,7 @@ use super::request;
 use super::{HandlerResult, Params, empty, json_response, path_id, validate};
 use crate::app::App;
 
-/// Most devices one user may register. With [`MAX_ENCRYPTED_GROUP_MEMBERS`] it keeps
-/// every member's every device within one envelope
-/// ([`chat_crypto::e2e::MAX_RECIPIENTS`]).
-pub const MAX_DEVICES_PER_USER: usize = 10;
-/// Most members of an end-to-end encrypted group.
-pub const MAX_ENCRYPTED_GROUP_MEMBERS: usize =
-    chat_crypto::e2e::MAX_RECIPIENTS / MAX_DEVICES_PER_USER;
+pub use crate::services::conversations::{MAX_DEVICES_PER_USER, MAX_ENCRYPTED_GROUP_MEMBERS};
 
 /// `POST /api/devices`: registers the caller's device key (`public_key`, standard
 /// base64 of 32 bytes; `name` optional). 201 when new, 200 when the caller had it.
@@ -95,14 +89,7 @@ pub async fn of_user(app: App, req: Request<Incoming>, params: Params) -> Handle
 pub async fn of_conversation(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
     let caller = request::authenticate(&app, &req).await?;
     let id: ConversationId = path_id(&params, 0, "conversation")?;
-    if app
-        .store()
-        .conversation(id, caller.user.id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::not_found("conversation"));
-    }
+    crate::services::conversations::member_view(&app, caller.user.id, id).await?;
     let devices = app.store().conversation_devices(id).await?;
     Ok(json_response(StatusCode::OK, &api_devices(&devices)))
 }

@@ -124,6 +124,24 @@ impl From<crate::ws::UpgradeError> for ApiError {
     }
 }
 
+impl From<crate::services::Denied> for ApiError {
+    fn from(denied: crate::services::Denied) -> Self {
+        use crate::services::Denied;
+        let message = denied.to_string();
+        match denied {
+            Denied::NotFound => Self::not_found("conversation"),
+            Denied::EncryptionRequired => Self::invalid("encryption_required", message),
+            Denied::RateLimited(wait) => Self::rate_limited(wait.as_secs().max(1), message),
+            Denied::DirectMembers | Denied::DirectLeave => {
+                Self::invalid("direct_conversation", message)
+            }
+            Denied::NotOwner => Self::forbidden(message),
+            Denied::GroupFull(_) => Self::invalid("too_many_members", message),
+            Denied::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::auth::AuthError> for ApiError {
     fn from(e: crate::auth::AuthError) -> Self {
         match e {

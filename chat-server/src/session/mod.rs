@@ -30,10 +30,31 @@ use futures_util::stream::FuturesOrdered;
 use crate::app::App;
 use crate::hub::{SessionHandle, SharedFrame};
 use crate::outbox::{Outbox, SlowFlag, Taken};
+use crate::services::Denied;
 use crate::store::append::AppendResult;
 use crate::wire::{
     CloseReason, Datagrams, FrameReader, FrameWriter, Outbound, ReadError, ReadEvent, Wire,
 };
+
+/// The error code and message a session answers a refusal of the service layer with.
+fn refusal(denied: &Denied) -> (ErrorCode, &'static str) {
+    match denied {
+        Denied::NotFound => (ErrorCode::NotFound, "no such conversation"),
+        Denied::EncryptionRequired => (
+            ErrorCode::EncryptionRequired,
+            "this conversation is end-to-end encrypted",
+        ),
+        Denied::RateLimited(_) => (ErrorCode::RateLimited, "sending too fast"),
+        Denied::DirectMembers | Denied::DirectLeave | Denied::NotOwner | Denied::GroupFull(_) => (
+            ErrorCode::InvalidRequest,
+            "not allowed in this conversation",
+        ),
+        Denied::Store(e) => {
+            tracing::error!(error = %e, "storage failed while checking a request");
+            (ErrorCode::Unavailable, "storage is unavailable")
+        }
+    }
+}
 
 /// Sleeps until `deadline`, or forever when there is none.
 async fn sleep_until(deadline: Option<Instant>) {
@@ -369,14 +390,9 @@ impl Driver {
         let user = self
             .user
             .ok_or((ErrorCode::HandshakeRequired, "no session"))?;
-        match self.app.hub().conversation(conversation).await {
-            Ok(Some(c)) if c.has(user) => Ok(c),
-            Ok(_) => Err((ErrorCode::NotFound, "no such conversation")),
-            Err(e) => {
-                tracing::error!(error = %e, "membership lookup failed");
-                Err((ErrorCode::Unavailable, "storage is unavailable"))
-            }
-        }
+        crate::services::conversations::member(&self.app, user, conversation)
+            .await
+            .map_err(|denied| refusal(&denied))
     }
 
     async fn on_request(&mut self, request: ClientFrame) {

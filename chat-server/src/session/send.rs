@@ -11,6 +11,7 @@ use crate::store::append::AppendResult;
 use crate::store::{Appended, NewMessage};
 
 use super::Driver;
+use crate::services::{Denied, conversations};
 
 impl Driver {
     /// Answers `send`: membership, encryption policy, rate limit and (sealed bodies)
@@ -22,21 +23,14 @@ impl Driver {
             Ok(c) => c,
             Err((code, message)) => return self.fail(request_id, code, message),
         };
-        if c.encrypted && matches!(send.body, Body::Text(_)) {
-            return self.fail(
-                request_id,
-                ErrorCode::EncryptionRequired,
-                "this conversation is end-to-end encrypted",
-            );
+        if let Err(denied) = conversations::may_send(&c, &send.body) {
+            let (code, message) = super::refusal(&denied);
+            return self.fail(request_id, code, message);
         }
         let Some(user) = self.user else { return };
-        let limits = self.app.limits();
-        if let Err(wait) = self.app.hub().take_send_token(
-            user,
-            limits.send_rate,
-            limits.send_burst,
-            Instant::now(),
-        ) {
+        if let Err(Denied::RateLimited(wait)) =
+            conversations::take_send(&self.app, user, Instant::now())
+        {
             self.proto.finished();
             metrics::counter!(crate::metrics::RATE_LIMITED, "kind" => "send").increment(1);
             self.push(ServerFrame::Error(Error {
