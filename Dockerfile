@@ -33,8 +33,8 @@ COPY --from=web /src/web/dist web/dist
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p chat-server \
-    && install -D target/release/chat-server /out/chat-server
+    cargo build --profile dist --locked -p chat-server --features postgres,cluster \
+    && install -D target/dist/chat-server /out/chat-server
 
 # --- Runtime: Debian slim, no compiler, no shell tools beyond bash. ---
 FROM debian:bookworm-slim

@@ -5,15 +5,16 @@
 #   SERVER=path/to/chat-server ROOMS=40 DATA=/tmp/idle10k scripts/idle-memory.sh 10000
 #   QUIC=1 scripts/idle-memory.sh 2000 # the same over QUIC
 #
-# Starts chat-server (release build unless SERVER names another) on 127.0.0.1:18091 with
-# its data in DATA, registers N users once (kept in DATA for later runs), warms the
-# server up with 50 logins, reads its RSS, connects N users with `loadgen --login`, and
-# reads the RSS again while all N are connected. The HTTP idle timeout is 2 s so that
-# the logins' keep-alive connections are closed by then.
+# Starts chat-server (the dist build, `cargo build --profile dist`, unless SERVER names
+# another) on 127.0.0.1:18091 with its data in DATA, registers N users once (kept in
+# DATA for later runs), warms the server up with 50 logins, reads its RSS, connects N
+# users with `loadgen --login`, and reads the RSS again while all N are connected. The
+# HTTP idle timeout is 2 s so that the logins' keep-alive connections are closed by
+# then.
 set -u
 N=${1:-2000}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BIN="$ROOT/target/release"
+BIN="$ROOT/target/dist"
 SERVER=${SERVER:-$BIN/chat-server}
 D=${DATA:-/tmp/chat-idle-memory}
 ADDR=127.0.0.1:18091

@@ -100,6 +100,7 @@ fn bench(c: &mut Criterion) {
         .expect("runtime");
     for (name, kind) in [
         ("sqlite", TestDbKind::Sqlite),
+        #[cfg(feature = "postgres")]
         ("postgres", TestDbKind::Postgres),
     ] {
         let f = rt.block_on(fixture(kind));

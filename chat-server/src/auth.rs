@@ -21,7 +21,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chat_crypto::password::{Cost, PasswordHasher, Scratch, Verification};
 use chat_proto::ids::UserId;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::hmac;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
@@ -81,11 +81,25 @@ pub struct AccessClaims {
     pub session: i64,
 }
 
-/// Issues and verifies tokens.
+/// Seconds of clock difference allowed when checking `exp`.
+const LEEWAY_SECS: u64 = 5;
+
+/// The only JOSE header this server writes, and the only algorithm it accepts.
+const JWT_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// The JOSE header of a presented token, as far as it is read.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: String,
+    #[serde(default)]
+    typ: Option<String>,
+}
+
+/// Issues and verifies tokens: JSON Web Tokens (RFC 7519) signed with HMAC-SHA256
+/// (ring's). The algorithm is pinned: a token naming any other, `none` included, is
+/// refused before its signature is looked at.
 pub struct Tokens {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+    key: hmac::Key,
     access_ttl: Duration,
     refresh_ttl: Duration,
 }
@@ -141,16 +155,8 @@ impl Tokens {
 
     /// Tokens over an explicit secret.
     pub fn from_secret(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
-        validation.leeway = 5;
-        validation.validate_exp = true;
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
             access_ttl,
             refresh_ttl,
         }
@@ -177,8 +183,18 @@ impl Tokens {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| TokenError::Invalid(e.to_string()))
+        let payload =
+            serde_json::to_vec(&claims).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(JWT_HEADER),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let tag = hmac::sign(&self.key, signing_input.as_bytes());
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(tag.as_ref())
+        ))
     }
 
     /// Verifies an access token's signature and claims (the session is checked by the
@@ -187,10 +203,41 @@ impl Tokens {
         if token.len() > chat_proto::limits::MAX_TOKEN {
             return Err(TokenError::Invalid("oversized".into()));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| TokenError::Invalid(e.to_string()))?;
-        let claims = data.claims;
-        if claims.iat > unix_now() + 60 {
+        let invalid = |why: &str| TokenError::Invalid(why.to_owned());
+        let mut parts = token.split('.');
+        let (Some(raw_header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid("not three parts"));
+        };
+        let header: JoseHeader = URL_SAFE_NO_PAD
+            .decode(raw_header)
+            .ok()
+            .and_then(|h| serde_json::from_slice(&h).ok())
+            .ok_or_else(|| invalid("bad header"))?;
+        if header.alg != "HS256" || header.typ.as_deref().is_some_and(|t| t != "JWT") {
+            return Err(invalid("algorithm not accepted"));
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| invalid("bad signature encoding"))?;
+        // What was signed: the first two parts and the dot between them.
+        let signing_input = &token[..raw_header.len() + 1 + payload.len()];
+        hmac::verify(&self.key, signing_input.as_bytes(), &signature)
+            .map_err(|_| invalid("bad signature"))?;
+        let claims: Claims = URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|p| serde_json::from_slice(&p).ok())
+            .ok_or_else(|| invalid("bad claims"))?;
+        if claims.iss != ISSUER || claims.aud != AUDIENCE {
+            return Err(invalid("wrong issuer or audience"));
+        }
+        let now = unix_now();
+        if claims.exp.saturating_add(LEEWAY_SECS) < now {
+            return Err(invalid("expired"));
+        }
+        if claims.iat > now + 60 {
             return Err(TokenError::Invalid("issued in the future".into()));
         }
         let user = claims
@@ -408,6 +455,8 @@ impl LoginThrottle {
 
 #[cfg(test)]
 mod tests {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
     use super::*;
 
     fn tokens() -> Tokens {
@@ -512,6 +561,38 @@ mod tests {
         );
         assert!(t.verify_access("").is_err());
         assert!(t.verify_access("a.b.c").is_err());
+    }
+
+    #[test]
+    fn issued_tokens_are_standard_hs256_jwts() {
+        // Another implementation verifies what this one signs.
+        let t = tokens();
+        let token = t
+            .issue_access(UserId::new(42).unwrap_or_else(|_| unreachable!()), 7)
+            .unwrap_or_default();
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[ISSUER]);
+        let decoded = jsonwebtoken::decode::<serde_json::Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_secret(&[7u8; 64]),
+            &validation,
+        )
+        .expect("a standard HS256 token");
+        assert_eq!(decoded.claims["sub"], "42");
+        assert_eq!(decoded.claims["sid"], 7);
+        // Headers naming another type, and tokens of more parts, are refused.
+        let parts: Vec<&str> = token.split('.').collect();
+        let other_typ = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"at+jwt"}"#);
+        let resigned = {
+            let input = format!("{other_typ}.{}", parts[1]);
+            let key = hmac::Key::new(hmac::HMAC_SHA256, &[7u8; 64]);
+            let tag = hmac::sign(&key, input.as_bytes());
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+        };
+        assert!(t.verify_access(&resigned).is_err());
+        assert!(t.verify_access(&format!("{token}.x")).is_err());
+        assert!(t.verify_access(&format!("{token}=")).is_err(), "padding");
     }
 
     #[test]

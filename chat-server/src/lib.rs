@@ -14,6 +14,7 @@
 
 pub mod app;
 pub mod auth;
+#[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod config;
 pub mod http;

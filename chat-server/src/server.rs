@@ -25,6 +25,7 @@ use crate::quic::{CertInfo, QuicListener};
 #[derive(Debug)]
 pub struct Server {
     app: App,
+    #[cfg(feature = "cluster")]
     bus: Option<std::sync::Arc<crate::cluster::Bus>>,
     listener: TcpListener,
     http_addr: SocketAddr,
@@ -52,6 +53,7 @@ impl Server {
         let redis = config.redis_url.clone();
         let channel = config.redis_channel.clone();
         let app = App::new(config, store, tokens);
+        #[cfg(feature = "cluster")]
         let bus = match redis {
             Some(url) => Some(
                 crate::cluster::start(&url, &channel, app.hub().clone())
@@ -59,10 +61,18 @@ impl Server {
             ),
             None => None,
         };
+        #[cfg(not(feature = "cluster"))]
+        if redis.is_some() {
+            let _ = channel;
+            anyhow::bail!(
+                "--redis-url is set, but this chat-server was built without the cluster bus: build it with `--features cluster`"
+            );
+        }
         let quic = QuicListener::bind(&app)?;
         let quic_addr = quic.local_addr()?;
         Ok(Self {
             app,
+            #[cfg(feature = "cluster")]
             bus,
             listener,
             http_addr,
@@ -96,6 +106,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Server {
             app,
+            #[cfg(feature = "cluster")]
             bus,
             listener,
             http_addr,
@@ -183,6 +194,7 @@ impl Server {
         if tokio::time::timeout(timeout, drained).await.is_err() {
             tracing::warn!("in-flight work did not finish within {timeout:?}");
         }
+        #[cfg(feature = "cluster")]
         if let Some(bus) = &bus {
             // Other nodes learn that this node's users went offline here.
             bus.shutdown(Duration::from_secs(2)).await;

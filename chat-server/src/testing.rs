@@ -7,10 +7,14 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "postgres")]
 use sqlx::postgres::PgConnectOptions;
+#[cfg(feature = "postgres")]
 use sqlx::{ConnectOptions as _, Connection as _};
 
-use crate::store::{PgStore, SqliteStore, Store};
+#[cfg(feature = "postgres")]
+use crate::store::PgStore;
+use crate::store::{SqliteStore, Store};
 
 /// Which backend a [`TestDb`] uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +22,7 @@ pub enum TestDbKind {
     /// A SQLite file in a temporary directory.
     Sqlite,
     /// A fresh schema in the test PostgreSQL server.
+    #[cfg(feature = "postgres")]
     Postgres,
 }
 
@@ -28,6 +33,8 @@ pub struct TestDb {
     pub store: Arc<dyn Store>,
     /// A URL that opens the same database (for starting a server on it).
     pub url: String,
+    /// The PostgreSQL schema to drop afterwards.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     schema: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -53,6 +60,7 @@ impl TestDb {
                     _dir: Some(dir),
                 }
             }
+            #[cfg(feature = "postgres")]
             TestDbKind::Postgres => {
                 let base = postgres_url();
                 let schema = format!("chat_test_{:016x}", rand::random::<u64>());
@@ -80,6 +88,7 @@ impl TestDb {
 
     /// Drops the PostgreSQL schema (SQLite files go with the temporary directory).
     pub async fn cleanup(self) {
+        #[cfg(feature = "postgres")]
         if let Some(schema) = &self.schema {
             let options: PgConnectOptions = postgres_url().parse().expect("postgres URL");
             if let Ok(mut conn) = options.connect().await {

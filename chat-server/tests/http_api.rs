@@ -294,6 +294,7 @@ async fn api_happy_path_on_sqlite() {
 
 #[tokio::test]
 async fn api_happy_path_on_postgres() {
+    #[cfg(feature = "postgres")]
     happy_path(TestDbKind::Postgres).await;
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use chat_proto::body::Body;
 use chat_proto::ids::{ClientMsgId, ConversationId, Seq, Timestamp, UserId};
 use sqlx::Connection as _;
+#[cfg(feature = "postgres")]
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
@@ -186,6 +187,7 @@ async fn a_full_sqlite_database_takes_writes_again_once_space_is_freed() {
 /// several senders append: the batches hit are refused with `Unreachable`, retries
 /// with the same `client_msg_id` are stored once, and writes work again within a
 /// second of the last kill.
+#[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_connections_killed_mid_batch_leave_writes_working() {
     let db = TestDb::new(TestDbKind::Postgres).await;

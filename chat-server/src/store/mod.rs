@@ -11,6 +11,7 @@ mod conversations;
 mod devices;
 pub mod health;
 mod messages;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod rows;
 mod sessions;
@@ -31,6 +32,7 @@ use chat_proto::ids::{ClientMsgId, ConversationId, Seq, Timestamp, UserId};
 pub use conversations::ConversationStore;
 pub use devices::DeviceStore;
 pub use messages::MessageStore;
+#[cfg(feature = "postgres")]
 pub use postgres::PgStore;
 pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
@@ -57,6 +59,9 @@ pub enum StoreError {
     /// The store's background task is gone (shutting down).
     #[error("store is shut down")]
     Closed,
+    /// The database URL names a backend this build does not include.
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// What kind of failure a [`StoreError`] is: the label of
@@ -123,6 +128,7 @@ impl StoreError {
             StoreError::Migrate(_) => StoreErrorKind::Other,
             StoreError::Corrupt(_) => StoreErrorKind::Corrupt,
             StoreError::Closed => StoreErrorKind::Closed,
+            StoreError::Unsupported(_) => StoreErrorKind::Other,
         }
     }
 }
@@ -130,6 +136,7 @@ impl StoreError {
 fn sqlx_kind(e: &sqlx::Error) -> StoreErrorKind {
     match e {
         sqlx::Error::Database(db) => {
+            #[cfg(feature = "postgres")]
             if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
                 return postgres_kind(pg.code());
             }
@@ -158,6 +165,7 @@ fn sqlx_kind(e: &sqlx::Error) -> StoreErrorKind {
 }
 
 /// PostgreSQL's SQLSTATE classes (appendix A of its manual).
+#[cfg(feature = "postgres")]
 fn postgres_kind(sqlstate: &str) -> StoreErrorKind {
     match sqlstate {
         "53100" => StoreErrorKind::Full,                     // disk_full
@@ -354,7 +362,12 @@ pub trait Store:
 /// migrations.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url).await?))
+        #[cfg(feature = "postgres")]
+        return Ok(Arc::new(PgStore::connect(url).await?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(StoreError::Unsupported(
+            "this chat-server was built without PostgreSQL support: build it with `--features postgres`",
+        ));
     } else {
         Ok(Arc::new(SqliteStore::connect(url).await?))
     }

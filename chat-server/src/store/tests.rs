@@ -581,6 +581,7 @@ async fn sqlite_store() {
     suite(TestDbKind::Sqlite).await;
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_store() {
     suite(TestDbKind::Postgres).await;
