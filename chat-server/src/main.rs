@@ -3,19 +3,27 @@
 use anyhow::Context as _;
 use chat_server::config::{Config, LogFormat};
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // RUST_LOG: a default level and/or `target=level` pairs, e.g. `info,chat_server=debug`.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) => spec.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("ignoring RUST_LOG={spec:?} ({e}); logging at info");
+            Targets::new().with_default(tracing::Level::INFO)
+        }),
+        Err(_) => Targets::new().with_default(tracing::Level::INFO),
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match config.log_format {
-        LogFormat::Human => logs.with_ansi(ansi).init(),
-        LogFormat::Json => logs.json().init(),
+        LogFormat::Human => registry.with(logs.with_ansi(ansi)).init(),
+        LogFormat::Json => registry.with(logs.json()).init(),
     }
     tracing::info!(backend = %chat_crypto::backend(), "cryptography");
     let server = chat_server::Server::bind(config)
@@ -33,5 +41,5 @@ async fn main() -> anyhow::Result<()> {
         cert.path.display(),
         cert.fingerprint
     );
-    server.run(chat_server::server::shutdown_signal()).await
+    server.run_until_signal().await
 }

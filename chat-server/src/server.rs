@@ -101,6 +101,13 @@ impl Server {
         self.http_addr
     }
 
+    /// Serves until SIGINT or SIGTERM ([`Server::run`] with [`shutdown_signal`]): what the
+    /// binary does. Not generic, so the whole server is compiled into the library once
+    /// rather than again into every binary that runs it.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        self.run(shutdown_signal()).await
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
     /// finish (within the configured timeout) and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
