@@ -151,10 +151,7 @@ impl Http {
             },
         })
     }
-}
 
-/// How the client signs in.
-impl Http {
     /// An unauthenticated (or explicitly authenticated) call of endpoint `E`.
     async fn endpoint<E: Endpoint>(
         &self,
@@ -170,6 +167,7 @@ impl Http {
     }
 }
 
+/// How the client signs in.
 #[derive(Clone)]
 pub(crate) enum Credentials {
     Login {

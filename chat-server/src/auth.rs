@@ -238,7 +238,7 @@ impl Tokens {
             return Err(invalid("expired"));
         }
         if claims.iat > now + 60 {
-            return Err(TokenError::Invalid("issued in the future".into()));
+            return Err(invalid("issued in the future"));
         }
         let user = claims
             .sub

@@ -46,7 +46,7 @@ pub mod embedded {
 
     /// Whether this binary holds a web UI.
     pub fn available() -> bool {
-        FILES.iter().any(|(name, _)| *name == "index.html")
+        get("index.html").is_some()
     }
 
     /// The file at `path` (relative, `/`-separated).

@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::store::{Conversation, Role};
 
 pub use crate::services::conversations::{MAX_GROUP_MEMBERS, MAX_INITIAL_MEMBERS};
-use crate::services::conversations::{has_room, max_members, may_change_members};
+use crate::services::conversations::{has_room, may_change_members, may_have_members, member_view};
 
 /// `POST /api/conversations`: a direct conversation with one other user (idempotent:
 /// the same pair always gets the same conversation, 201 when created, 200 after), or a
@@ -77,13 +77,7 @@ pub async fn create(app: App, req: Request<Incoming>) -> HandlerResult {
             members.retain(|&m| m != me);
             members.sort_unstable();
             members.dedup();
-            let most = max_members(encrypted);
-            if members.len() + 1 > most {
-                return Err(ApiError::invalid(
-                    "too_many_members",
-                    format!("this group has at most {most} members"),
-                ));
-            }
+            may_have_members(encrypted, members.len() + 1)?;
             for &m in &members {
                 if app.store().user(m).await?.is_none() {
                     return Err(ApiError::invalid(
@@ -132,22 +126,13 @@ pub async fn list(app: App, req: Request<Incoming>) -> HandlerResult {
     ))
 }
 
-/// The conversation if the caller is a member; 404 otherwise (ids do not leak).
-async fn member_view(
-    app: &App,
-    id: ConversationId,
-    user: UserId,
-) -> Result<Conversation, ApiError> {
-    Ok(crate::services::conversations::member_view(app, user, id).await?)
-}
-
 /// `GET /api/conversations/{id}`
 pub async fn get(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
     let caller = request::authenticate(&app, &req).await?;
     let id = path_id(&params, 0, "conversation")?;
     Ok(json_response(
         StatusCode::OK,
-        &member_view(&app, id, caller.user.id).await?,
+        &member_view(&app, caller.user.id, id).await?,
     ))
 }
 
@@ -156,7 +141,7 @@ pub async fn add_member(app: App, req: Request<Incoming>, params: Params) -> Han
     let caller = request::authenticate(&app, &req).await?;
     let id = path_id(&params, 0, "conversation")?;
     let body: AddMemberRequest = request::json(req).await?;
-    let conversation = member_view(&app, id, caller.user.id).await?;
+    let conversation = member_view(&app, caller.user.id, id).await?;
     may_change_members(&conversation, caller.user.id, None)?;
     if conversation
         .members
@@ -176,7 +161,7 @@ pub async fn add_member(app: App, req: Request<Incoming>, params: Params) -> Han
             format!("user {} does not exist", body.user_id),
         ));
     }
-    let updated = member_view(&app, id, caller.user.id).await?;
+    let updated = member_view(&app, caller.user.id, id).await?;
     app.hub().membership_changed(
         id,
         body.user_id,
@@ -194,7 +179,7 @@ pub async fn remove_member(app: App, req: Request<Incoming>, params: Params) -> 
     let caller = request::authenticate(&app, &req).await?;
     let id = path_id(&params, 0, "conversation")?;
     let target: UserId = path_id(&params, 1, "member")?;
-    let conversation = member_view(&app, id, caller.user.id).await?;
+    let conversation = member_view(&app, caller.user.id, id).await?;
     may_change_members(&conversation, caller.user.id, Some(target))?;
     if !app.store().remove_member(id, target).await? {
         return Err(ApiError::not_found("member"));
@@ -213,7 +198,7 @@ pub async fn remove_member(app: App, req: Request<Incoming>, params: Params) -> 
 pub async fn leave(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
     let caller = request::authenticate(&app, &req).await?;
     let id = path_id(&params, 0, "conversation")?;
-    let conversation = member_view(&app, id, caller.user.id).await?;
+    let conversation = member_view(&app, caller.user.id, id).await?;
     may_change_members(&conversation, caller.user.id, Some(caller.user.id))?;
     app.store().remove_member(id, caller.user.id).await?;
     let me = caller.user.id;
@@ -246,7 +231,7 @@ pub async fn history(app: App, req: Request<Incoming>, params: Params) -> Handle
             format!("limit must be within 1..={}", chat_proto::limits::MAX_PAGE),
         ));
     }
-    member_view(&app, id, caller.user.id).await?;
+    member_view(&app, caller.user.id, id).await?;
     let (messages, has_more) = app.store().history(id, before, limit).await?;
     Ok(json_response(
         StatusCode::OK,

@@ -115,21 +115,20 @@ fn serve_embedded(path: &str) -> HandlerResult {
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
         .join("/");
-    let found = if name.is_empty() {
-        None
+    // As from a directory: the file, else a directory's index.html, else (for the
+    // app's own routes, which have no extension) the app's index.html.
+    let directory_index = if name.is_empty() {
+        "index.html".to_owned()
     } else {
-        embedded::get(&name).map(|bytes| (name.clone(), bytes))
+        format!("{name}/index.html")
     };
-    let found = found.or_else(|| {
-        let is_dir = !name.is_empty() && embedded::get(&format!("{name}/index.html")).is_some();
-        if is_dir {
-            let index = format!("{name}/index.html");
-            return embedded::get(&index).map(|bytes| (index, bytes));
-        }
-        (Path::new(path).extension().is_none())
-            .then(|| embedded::get("index.html").map(|bytes| ("index.html".to_owned(), bytes)))
-            .flatten()
-    });
+    let mut candidates = vec![name, directory_index];
+    if Path::new(path).extension().is_none() {
+        candidates.push("index.html".to_owned());
+    }
+    let found = candidates
+        .into_iter()
+        .find_map(|name| embedded::get(&name).map(|bytes| (name, bytes)));
     let Some((name, bytes)) = found else {
         return Err(ApiError::not_found("file"));
     };

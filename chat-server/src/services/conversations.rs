@@ -133,13 +133,18 @@ pub fn may_change_members(
     }
 }
 
-/// Whether the group has room for `more` members.
-pub fn has_room(conversation: &Conversation, more: usize) -> Result<(), Denied> {
-    let most = max_members(conversation.encrypted);
-    if conversation.members.len() + more > most {
+/// Whether a group (end-to-end encrypted or not) may have `members` members.
+pub fn may_have_members(encrypted: bool, members: usize) -> Result<(), Denied> {
+    let most = max_members(encrypted);
+    if members > most {
         return Err(Denied::GroupFull(most));
     }
     Ok(())
+}
+
+/// Whether the group has room for `more` members.
+pub fn has_room(conversation: &Conversation, more: usize) -> Result<(), Denied> {
+    may_have_members(conversation.encrypted, conversation.members.len() + more)
 }
 
 #[cfg(test)]

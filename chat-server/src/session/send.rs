@@ -28,16 +28,21 @@ impl Driver {
             return self.fail(request_id, code, message);
         }
         let Some(user) = self.user else { return };
-        if let Err(Denied::RateLimited(wait)) =
-            conversations::take_send(&self.app, user, Instant::now())
-        {
+        if let Err(denied) = conversations::take_send(&self.app, user, Instant::now()) {
             self.proto.finished();
             metrics::counter!(crate::metrics::RATE_LIMITED, "kind" => "send").increment(1);
+            let (code, message) = super::refusal(&denied);
+            let retry_after_ms = match denied {
+                Denied::RateLimited(wait) => {
+                    Some(u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1))
+                }
+                _ => None,
+            };
             self.push(ServerFrame::Error(Error {
                 request_id,
-                code: ErrorCode::RateLimited,
-                message: "sending too fast".into(),
-                retry_after_ms: Some(u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1)),
+                code,
+                message: message.into(),
+                retry_after_ms,
             }));
             return;
         }

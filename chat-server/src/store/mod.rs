@@ -29,6 +29,7 @@ use chat_proto::body::Body;
 use chat_proto::frame::Message;
 use chat_proto::ids::{ClientMsgId, ConversationId, Seq, Timestamp, UserId};
 
+pub use chat_api::{Conversation, ConversationKind, ConversationSummary, Member, Role, User};
 pub use conversations::ConversationStore;
 pub use devices::DeviceStore;
 pub use messages::MessageStore;
@@ -199,8 +200,6 @@ fn counted<'a, T: Send + 'a>(
         result
     })
 }
-
-pub use chat_api::{Conversation, ConversationKind, ConversationSummary, Member, Role, User};
 
 /// What registration stores.
 #[derive(Clone, Debug)]
