@@ -16,7 +16,7 @@ crate::endpoints! {
     Refresh: POST "/api/refresh", RefreshRequest => Session;
     /// `POST /api/logout`: revokes the bearer token's session and/or the refresh
     /// token's (204).
-    Logout: POST "/api/logout", RefreshRequest => ();
+    Logout: POST "/api/logout", LogoutRequest => ();
     /// `PUT /api/me/password`: changes the password and ends every other session (204).
     ChangePassword: PUT "/api/me/password", ChangePasswordRequest => ();
     /// `DELETE /api/me`: deletes the caller's account (204).
@@ -26,6 +26,7 @@ crate::endpoints! {
 /// The body of [`Register`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RegisterRequest {
     /// 3–32 of `a-z 0-9 _ . -`, case-insensitive.
     pub username: String,
@@ -55,6 +56,7 @@ impl RegisterRequest {
 /// The body of [`Login`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LoginRequest {
     /// The username (any case).
     pub username: String,
@@ -76,9 +78,10 @@ impl LoginRequest {
     }
 }
 
-/// The body of [`Refresh`] and [`Logout`] (both optional where the cookie is sent).
+/// The body of [`Refresh`] (optional where the cookie is sent).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RefreshRequest {
     /// The refresh token; the cookie's when absent.
     #[serde(default)]
@@ -99,9 +102,22 @@ impl RefreshRequest {
     }
 }
 
+/// The body of [`Logout`] (optional: the bearer token's session is revoked without
+/// one, and the cookie's refresh token is used when the body names none).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LogoutRequest {
+    /// The refresh token whose session ends too.
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub refresh_token: Option<String>,
+}
+
 /// The body of [`ChangePassword`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ChangePasswordRequest {
     /// The current password.
     pub old_password: String,
@@ -112,6 +128,7 @@ pub struct ChangePasswordRequest {
 /// The body of [`DeleteMe`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeleteAccountRequest {
     /// The current password, to confirm.
     pub password: String,
@@ -120,6 +137,7 @@ pub struct DeleteAccountRequest {
 /// A session's tokens: the answer to [`Register`], [`Login`] and [`Refresh`].
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Session {
     /// Whose session.
     pub user: User,
@@ -133,6 +151,7 @@ pub struct Session {
     /// cookie.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "ts", ts(optional))]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub refresh_token: Option<String>,
 }
 

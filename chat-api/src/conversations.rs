@@ -33,6 +33,7 @@ crate::endpoints! {
 /// The body of [`CreateConversation`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum CreateConversationRequest {
     /// With one other user (or oneself alone, for notes).
@@ -62,6 +63,7 @@ pub enum CreateConversationRequest {
 /// The body of [`AddMember`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AddMemberRequest {
     /// Who joins.
     pub user_id: UserId,
@@ -70,6 +72,7 @@ pub struct AddMemberRequest {
 /// The answer to [`ListConversations`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ConversationList {
     /// Most recent activity first.
     pub conversations: Vec<ConversationSummary>,
@@ -78,6 +81,7 @@ pub struct ConversationList {
 /// A page of messages: the answer to [`History`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MessagePage {
     /// Newest first.
     pub messages: Vec<Message>,

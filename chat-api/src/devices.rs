@@ -20,6 +20,7 @@ crate::endpoints! {
 /// The body of [`RegisterDevice`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterDeviceRequest {
     /// The X25519 public key, standard base64 of 32 bytes.

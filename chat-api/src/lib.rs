@@ -8,6 +8,10 @@
 //! `openapi.yaml` description of the API groups them. Path patterns name their
 //! parameters in braces (`/api/users/{id}`); [`Endpoint::path`] fills them in.
 //!
+//! Features: `ts` generates the browser client's TypeScript from these types
+//! (`ts::typescript`); `schema` derives their JSON Schema (`schema::endpoints`),
+//! against which a test checks `openapi.yaml`.
+//!
 //! ```
 //! use chat_api::Endpoint as _;
 //! use chat_api::accounts::{Login, LoginRequest};
@@ -23,6 +27,8 @@ pub mod accounts;
 pub mod conversations;
 pub mod devices;
 pub mod model;
+#[cfg(feature = "schema")]
+pub mod schema;
 #[cfg(feature = "ts")]
 pub mod ts;
 pub mod users;
@@ -74,6 +80,12 @@ macro_rules! endpoints {
                 type Response = $resp;
             }
         )*
+
+        /// Every endpoint of this module, with the JSON Schemas of its bodies.
+        #[cfg(feature = "schema")]
+        pub fn described() -> Vec<$crate::schema::Described> {
+            vec![$($crate::schema::Described::of::<$name>(),)*]
+        }
     };
 }
 pub(crate) use endpoints;
@@ -81,6 +93,7 @@ pub(crate) use endpoints;
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorResponse {
     /// What went wrong.
     pub error: ErrorBody,
@@ -89,6 +102,7 @@ pub struct ErrorResponse {
 /// The body of an [`ErrorResponse`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
     /// A stable, machine-readable code (`invalid_credentials`, `not_found`, …).
     pub code: String,

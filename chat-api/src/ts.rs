@@ -30,6 +30,7 @@ pub fn typescript() -> String {
         export::<RegisterRequest>(&cfg),
         export::<LoginRequest>(&cfg),
         export::<RefreshRequest>(&cfg),
+        export::<LogoutRequest>(&cfg),
         export::<ChangePasswordRequest>(&cfg),
         export::<DeleteAccountRequest>(&cfg),
         export::<Session>(&cfg),

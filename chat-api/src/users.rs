@@ -19,6 +19,7 @@ crate::endpoints! {
 /// The body of [`UpdateMe`]: the fields to change.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProfileUpdate {
     /// A new display name (1–64 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,6 +34,7 @@ pub struct ProfileUpdate {
 /// A page of users: the answer to [`SearchUsers`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UserPage {
     /// Users in username order.
     pub users: Vec<User>,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// server stores and forwards without being able to read it.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 #[serde(rename_all = "snake_case")]
 pub enum Body {
@@ -52,6 +53,8 @@ pub struct Envelope(pub Bytes);
 
 #[cfg(feature = "ts")]
 crate::ts::alias!(Envelope => "string");
+#[cfg(feature = "schema")]
+crate::schema::plain!(Envelope, "Envelope" => { "type": "string", "contentEncoding": "base64" });
 
 impl fmt::Debug for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -32,6 +32,7 @@ pub struct Cursor {
 /// A stored message as delivered to clients (§6.2.3).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
 pub struct Message {
     /// The conversation it belongs to.

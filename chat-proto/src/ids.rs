@@ -27,6 +27,10 @@ macro_rules! numeric_id {
 
         #[cfg(feature = "ts")]
         crate::ts::alias!($name => "number");
+        #[cfg(feature = "schema")]
+        crate::schema::plain!($name, stringify!($name) => {
+            "type": "integer", "minimum": 1, "maximum": MAX_ID
+        });
 
         impl $name {
             /// Wraps a raw value, checking that it lies in `1..=MAX_ID`.
@@ -128,6 +132,8 @@ pub struct Seq(u64);
 
 #[cfg(feature = "ts")]
 crate::ts::alias!(Seq => "number");
+#[cfg(feature = "schema")]
+crate::schema::plain!(Seq, "Seq" => { "type": "integer", "minimum": 0, "maximum": MAX_ID });
 
 impl Seq {
     /// The position before the first message.
@@ -234,6 +240,8 @@ pub struct ClientMsgId([u8; 16]);
 
 #[cfg(feature = "ts")]
 crate::ts::alias!(ClientMsgId => "string");
+#[cfg(feature = "schema")]
+crate::schema::plain!(ClientMsgId, "ClientMsgId" => { "type": "string", "format": "uuid" });
 
 impl ClientMsgId {
     /// Wraps 16 raw bytes.
@@ -346,6 +354,8 @@ pub struct Timestamp(pub i64);
 
 #[cfg(feature = "ts")]
 crate::ts::alias!(Timestamp => "number");
+#[cfg(feature = "schema")]
+crate::schema::plain!(Timestamp, "Timestamp" => { "type": "integer" });
 
 impl Timestamp {
     /// Milliseconds since the Unix epoch.

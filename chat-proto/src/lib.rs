@@ -39,6 +39,8 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod limits;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod session;
 #[cfg(feature = "ts")]
 pub mod ts;

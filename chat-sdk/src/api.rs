@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Mutex;
 
 use chat_api::accounts::{
-    Login, LoginRequest, Logout, Refresh, RefreshRequest, Register, RegisterRequest, Session,
+    Login, LoginRequest, Logout, LogoutRequest, Refresh, RefreshRequest, Register, RegisterRequest,
+    Session,
 };
 use chat_api::conversations::ListConversations;
 use chat_api::{Endpoint, ErrorResponse};
@@ -377,9 +378,9 @@ impl Auth {
             .endpoint::<Logout>(
                 &[],
                 Some(&state.pair.access_token),
-                Some(&RefreshRequest::with_token(
-                    state.pair.refresh_token.clone(),
-                )),
+                Some(&LogoutRequest {
+                    refresh_token: Some(state.pair.refresh_token.clone()),
+                }),
             )
             .await
     }

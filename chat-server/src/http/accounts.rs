@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use chat_api::accounts::{
-    ChangePasswordRequest, DeleteAccountRequest, LoginRequest, RefreshRequest, RegisterRequest,
-    Session,
+    ChangePasswordRequest, DeleteAccountRequest, LoginRequest, LogoutRequest, RefreshRequest,
+    RegisterRequest, Session,
 };
 use chat_proto::ids::{Timestamp, UserId};
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -241,10 +241,10 @@ pub async fn logout(app: App, req: Request<Incoming>) -> HandlerResult {
         revoked = true;
     }
     let from_cookie = request::cookie(&req, REFRESH_COOKIE).map(str::to_owned);
-    let body: RefreshRequest = if req.headers().contains_key(header::CONTENT_TYPE) {
+    let body: LogoutRequest = if req.headers().contains_key(header::CONTENT_TYPE) {
         request::json(req).await?
     } else {
-        RefreshRequest::default()
+        LogoutRequest::default()
     };
     if let Some(token) = body.refresh_token.or(from_cookie) {
         if let Some(hash) = crate::auth::Tokens::refresh_hash(&token)

@@ -240,7 +240,7 @@ password: string,
 cookie?: boolean, };
 
 /**
- * The body of [`Refresh`] and [`Logout`] (both optional where the cookie is sent).
+ * The body of [`Refresh`] (optional where the cookie is sent).
  */
 export type RefreshRequest = { 
 /**
@@ -251,6 +251,16 @@ refresh_token?: string,
  * Answer with the next refresh token in the cookie instead of the body.
  */
 cookie?: boolean, };
+
+/**
+ * The body of [`Logout`] (optional: the bearer token's session is revoked without
+ * one, and the cookie's refresh token is used when the body names none).
+ */
+export type LogoutRequest = { 
+/**
+ * The refresh token whose session ends too.
+ */
+refresh_token?: string, };
 
 /**
  * The body of [`ChangePassword`].
