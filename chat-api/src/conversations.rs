@@ -1,5 +1,6 @@
 //! Conversations: create direct or group, list, details, members, history.
 
+use chat_proto::entry::Entry;
 use chat_proto::frame::Message;
 use chat_proto::ids::UserId;
 use serde::{Deserialize, Serialize};
@@ -24,8 +25,11 @@ crate::endpoints! {
     /// `POST /api/conversations/{id}/leave`: the caller leaves a group (204).
     Leave: POST "/api/conversations/{id}/leave", () => ();
     /// `GET /api/conversations/{id}/messages?before=SEQ&limit=N`: history, newest
-    /// first.
+    /// first, every entry as a message (the protocol 1.2 view, PROTOCOL.md §2.1).
     History: GET "/api/conversations/{id}/messages", () => MessagePage;
+    /// `GET /api/conversations/{id}/entries?before=SEQ&limit=N`: the log, newest
+    /// first: messages and relations (PROTOCOL.md §5.2).
+    Entries: GET "/api/conversations/{id}/entries", () => EntryList;
     /// `GET /api/conversations/{id}/devices`: every member's devices, to seal for.
     ConversationDevices: GET "/api/conversations/{id}/devices", () => Vec<Device>;
 }
@@ -76,6 +80,17 @@ pub struct AddMemberRequest {
 pub struct ConversationList {
     /// Most recent activity first.
     pub conversations: Vec<ConversationSummary>,
+}
+
+/// A page of log entries: the answer to [`Entries`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct EntryList {
+    /// Newest first.
+    pub entries: Vec<Entry>,
+    /// Whether older entries exist.
+    pub has_more: bool,
 }
 
 /// A page of messages: the answer to [`History`].

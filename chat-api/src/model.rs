@@ -135,8 +135,17 @@ pub struct ConversationSummary {
     /// The conversation.
     #[serde(flatten)]
     pub conversation: Conversation,
-    /// Its newest message, if any.
+    /// Its newest message (replies included; relations are not messages), as it reads
+    /// now: with the body of its latest edit, or reading "🗑 message deleted".
     pub last_message: Option<Message>,
+    /// Whether that message was edited.
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(as = "Option<bool>", optional))]
+    pub last_message_edited: bool,
+    /// Whether that message was deleted.
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(as = "Option<bool>", optional))]
+    pub last_message_deleted: bool,
     /// Messages after the user's read position.
     pub unread: u64,
 }

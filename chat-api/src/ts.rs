@@ -16,7 +16,7 @@ pub fn typescript() -> String {
     use crate::users::*;
     let cfg = config();
     let mut out = header("chat-api");
-    out.push_str("import type { Message } from './protocol';\n\n");
+    out.push_str("import type { Entry, Message } from './protocol';\n\n");
     for decl in [
         export::<crate::ErrorResponse>(&cfg),
         export::<crate::ErrorBody>(&cfg),
@@ -40,6 +40,7 @@ pub fn typescript() -> String {
         export::<AddMemberRequest>(&cfg),
         export::<ConversationList>(&cfg),
         export::<MessagePage>(&cfg),
+        export::<EntryList>(&cfg),
         export::<RegisterDeviceRequest>(&cfg),
     ] {
         out.push_str(&decl);

@@ -57,11 +57,20 @@ pub enum ErrorCode {
     /// conversation's members (one was added or removed): fetch the device list again,
     /// seal again and resend with the same client message id. Since version 1.1.
     DevicesChanged,
+    /// The caller may not do this to that entry: edit another's message, delete
+    /// another's message outside a group they own. Since version 1.3.
+    Forbidden,
+    /// The target entry was deleted: it can no longer be edited or reacted to. Since
+    /// version 1.3.
+    Deleted,
+    /// A message has as many distinct reactions as allowed, or the caller as many on
+    /// it as allowed. Since version 1.3.
+    ReactionLimit,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadFrame,
         ErrorCode::UnsupportedFrame,
         ErrorCode::UnsupportedVersion,
@@ -82,6 +91,9 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::DevicesChanged,
+        ErrorCode::Forbidden,
+        ErrorCode::Deleted,
+        ErrorCode::ReactionLimit,
     ];
 
     /// The snake_case name used in JSON.
@@ -107,6 +119,9 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::DevicesChanged => "devices_changed",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Deleted => "deleted",
+            ErrorCode::ReactionLimit => "reaction_limit",
         }
     }
 
@@ -114,6 +129,9 @@ impl ErrorCode {
     pub const fn since(self) -> ProtocolVersion {
         match self {
             ErrorCode::DevicesChanged => ProtocolVersion { major: 1, minor: 1 },
+            ErrorCode::Forbidden | ErrorCode::Deleted | ErrorCode::ReactionLimit => {
+                ProtocolVersion::RELATIONS
+            }
             _ => ProtocolVersion { major: 1, minor: 0 },
         }
     }

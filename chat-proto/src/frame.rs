@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::body::Body;
+use crate::entry::{Entry, Relation};
 use crate::error::ErrorCode;
 use crate::ids::{ClientMsgId, ConversationId, MessageId, RequestId, Seq, Timestamp, UserId};
 use crate::limits::ServerLimits;
@@ -161,6 +162,23 @@ pub struct Pong {
     pub nonce: u32,
 }
 
+/// Add a relation to a conversation's log: a reply, an edit, a deletion or a reaction
+/// (§6.1.7, since 1.3). Answered like `send`: `ack` after the commit, or `error`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
+#[cfg_attr(feature = "ts", ts(rename = "RelateRequest"))]
+pub struct Relate {
+    /// Request id for the `ack`.
+    pub request_id: RequestId,
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Idempotency key, shared with sends: one key, one entry.
+    pub client_msg_id: ClientMsgId,
+    /// What to add.
+    pub relation: Relation,
+}
+
 /// A frame sent by a client.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
@@ -183,6 +201,8 @@ pub enum ClientFrame {
     Ping(Ping),
     /// §6.3 — index 7.
     Pong(Pong),
+    /// §6.1.7 — index 8, since 1.3.
+    Relate(Relate),
 }
 
 impl ClientFrame {
@@ -196,6 +216,7 @@ impl ClientFrame {
         "mark_read",
         "ping",
         "pong",
+        "relate",
     ];
 
     /// This frame's kind name, as used in JSON.
@@ -209,7 +230,16 @@ impl ClientFrame {
             ClientFrame::MarkRead(_) => 5,
             ClientFrame::Ping(_) => 6,
             ClientFrame::Pong(_) => 7,
+            ClientFrame::Relate(_) => 8,
         }]
+    }
+
+    /// The first protocol version that defines this frame kind.
+    pub fn since(&self) -> ProtocolVersion {
+        match self {
+            ClientFrame::Relate(_) => ProtocolVersion::RELATIONS,
+            _ => ProtocolVersion { major: 1, minor: 0 },
+        }
     }
 
     /// Whether this frame may travel as a QUIC datagram (PROTOCOL.md §1.1): only
@@ -225,6 +255,7 @@ impl ClientFrame {
             ClientFrame::History(f) => Some(f.request_id),
             ClientFrame::Sync(f) => Some(f.request_id),
             ClientFrame::MarkRead(f) => Some(f.request_id),
+            ClientFrame::Relate(f) => Some(f.request_id),
             ClientFrame::Hello(_)
             | ClientFrame::Typing(_)
             | ClientFrame::Ping(_)
@@ -284,6 +315,22 @@ pub struct Page {
     /// The messages, in the order the request defines.
     pub messages: Vec<Message>,
     /// Whether more messages lie beyond this page in the requested direction.
+    pub has_more: bool,
+}
+
+/// A page of log entries answering `history` (newest first) or `sync` (oldest first)
+/// for a peer of version 1.3 or later (§6.2.15).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(Arbitrary))]
+pub struct EntryPage {
+    /// The request answered.
+    pub request_id: RequestId,
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The entries, in the order the request defines.
+    pub entries: Vec<Entry>,
+    /// Whether more entries lie beyond this page in the requested direction.
     pub has_more: bool,
 }
 
@@ -464,6 +511,12 @@ pub enum ServerFrame {
     Pong(Pong),
     /// §6.2.13 — index 14.
     GoAway(GoAway),
+    /// §6.2.14 — index 15, since 1.3: an entry of a conversation's log, live or
+    /// replayed (a 1.2 peer gets `message` instead).
+    Entry(Entry),
+    /// §6.2.15 — index 16, since 1.3: answers `history` and `sync` (a 1.2 peer gets
+    /// `history_page` and `sync_page`).
+    Entries(EntryPage),
 }
 
 impl ServerFrame {
@@ -484,6 +537,8 @@ impl ServerFrame {
         "ping",
         "pong",
         "go_away",
+        "entry",
+        "entries",
     ];
 
     /// This frame's kind name, as used in JSON.
@@ -504,6 +559,8 @@ impl ServerFrame {
             ServerFrame::Ping(_) => 12,
             ServerFrame::Pong(_) => 13,
             ServerFrame::GoAway(_) => 14,
+            ServerFrame::Entry(_) => 15,
+            ServerFrame::Entries(_) => 16,
         }]
     }
 

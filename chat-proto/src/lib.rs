@@ -35,6 +35,7 @@
 
 pub mod body;
 pub mod codec;
+pub mod entry;
 pub mod error;
 pub mod frame;
 pub mod ids;
@@ -42,6 +43,7 @@ pub mod limits;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod session;
+pub mod timeline;
 #[cfg(feature = "ts")]
 pub mod ts;
 pub mod version;
@@ -50,11 +52,12 @@ pub mod version;
 pub mod prelude {
     pub use crate::body::{Body, Envelope};
     pub use crate::codec;
+    pub use crate::entry::{Content, Entry, Reaction, Relation};
     pub use crate::error::{DecodeError, EncodeError, ErrorCode};
     pub use crate::frame::{
-        Ack, ClientFrame, Cursor, Done, GoAway, GoAwayReason, Hello, History, MarkRead, Membership,
-        MembershipChange, Message, Page, Ping, Pong, Presence, PresenceStatus, Receipt, ReplayDone,
-        Send, ServerFrame, SetTyping, Sync, Typing, Welcome,
+        Ack, ClientFrame, Cursor, Done, EntryPage, GoAway, GoAwayReason, Hello, History, MarkRead,
+        Membership, MembershipChange, Message, Page, Ping, Pong, Presence, PresenceStatus, Receipt,
+        Relate, ReplayDone, Send, ServerFrame, SetTyping, Sync, Typing, Welcome,
     };
     pub use crate::ids::{
         ClientMsgId, ConversationId, MessageId, RequestId, Seq, Timestamp, UserId,

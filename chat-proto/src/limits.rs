@@ -18,6 +18,11 @@ pub const MAX_CLIENT_FRAME_JSON: usize = 256 * 1024;
 pub const MAX_SERVER_FRAME_JSON: usize = 4 * 1024 * 1024;
 /// Largest text body, in bytes of UTF-8.
 pub const MAX_TEXT_BODY: usize = 16 * 1024;
+/// Largest reaction emoji, in bytes of UTF-8 (one grapheme cluster).
+pub const MAX_REACTION: usize = 64;
+/// Most distinct emoji reacted to one message (plain conversations), and most live
+/// reactions one user keeps on one message (either kind).
+pub const MAX_REACTIONS: usize = 20;
 /// Largest end-to-end encrypted envelope, in bytes.
 pub const MAX_ENVELOPE: usize = 60 * 1024;
 /// Longest access token accepted in `hello`, in bytes.

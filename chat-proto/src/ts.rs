@@ -58,6 +58,7 @@ pub fn header(source: &str) -> String {
 /// The whole generated protocol module.
 pub fn typescript() -> String {
     use crate::body::Body;
+    use crate::entry::{Content, Entry, Reaction, Relation};
     use crate::frame::*;
     let cfg = config();
     let mut out = header("chat-proto");
@@ -67,7 +68,7 @@ pub fn typescript() -> String {
         out,
         "/** The WebSocket subprotocol of JSON frames. */\n\
          export const SUBPROTOCOL = '{WS_SUBPROTOCOL_JSON}';\n\n\
-         /** The protocol version this client speaks. */\n\
+         /** The newest protocol version (the reference implementation's). */\n\
          export const VERSION = {{ major: {}, minor: {} }} as const;\n",
         version.major, version.minor
     );
@@ -106,6 +107,10 @@ pub fn typescript() -> String {
         export::<Body>(&cfg),
         export::<Cursor>(&cfg),
         export::<Message>(&cfg),
+        export::<Reaction>(&cfg),
+        export::<Content>(&cfg),
+        export::<Entry>(&cfg),
+        export::<Relation>(&cfg),
         export::<Hello>(&cfg),
         export::<Send>(&cfg),
         export::<History>(&cfg),
@@ -114,10 +119,12 @@ pub fn typescript() -> String {
         export::<MarkRead>(&cfg),
         export::<Ping>(&cfg),
         export::<Pong>(&cfg),
+        export::<Relate>(&cfg),
         export::<ClientFrame>(&cfg),
         export::<Welcome>(&cfg),
         export::<Ack>(&cfg),
         export::<Page>(&cfg),
+        export::<EntryPage>(&cfg),
         export::<ReplayDone>(&cfg),
         export::<Typing>(&cfg),
         export::<PresenceStatus>(&cfg),

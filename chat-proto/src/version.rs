@@ -28,11 +28,21 @@ pub struct ProtocolVersion {
 
 impl ProtocolVersion {
     /// The version this crate implements.
-    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 2 };
+    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 3 };
 
     /// The first version in which `typing` frames may travel as QUIC datagrams
     /// (PROTOCOL.md §1.1): a peer that negotiated an older one never gets one.
     pub const DATAGRAMS: ProtocolVersion = ProtocolVersion { major: 1, minor: 2 };
+
+    /// The first version with relations (PROTOCOL.md §5.2): the `relate` request and
+    /// the `entry` and `entries` frames. Older peers see every entry as a `message`.
+    pub const RELATIONS: ProtocolVersion = ProtocolVersion { major: 1, minor: 3 };
+
+    /// Whether a peer that negotiated this version reads log entries (`entry`,
+    /// `entries`) rather than `message` frames.
+    pub fn has_relations(self) -> bool {
+        self >= Self::RELATIONS
+    }
 
     /// The version both peers speak, given the client's announced version, or `None`
     /// when the majors differ.

@@ -177,7 +177,9 @@ impl ModelServer {
                 None,
             ),
             ClientFrame::Ping(p) => (vec![ServerFrame::Pong(Pong { nonce: p.nonce })], None),
-            ClientFrame::Typing(_) | ClientFrame::Pong(_) => (vec![], None),
+            ClientFrame::Typing(_) | ClientFrame::Pong(_) | ClientFrame::Relate(_) => {
+                (vec![], None)
+            }
         }
     }
 }
@@ -253,7 +255,7 @@ impl Harness {
         }
         while let Some(event) = self.client.poll_event() {
             match event {
-                Event::Message(m) => {
+                Event::Entry(m) => {
                     let seen = self.delivered.entry(m.conversation).or_default();
                     let expected = seen.last().map_or(seq(1), |s| s.next().expect("next"));
                     assert_eq!(
@@ -589,7 +591,7 @@ fn untracked_conversations_start_at_their_head() {
     };
     client.handle(ServerFrame::Message(m.clone()), now);
     let events: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
-    assert!(events.contains(&Event::Message(m)));
+    assert!(events.contains(&Event::Entry(Entry::from_message(m))));
 }
 
 #[test]
@@ -625,7 +627,7 @@ fn a_conversation_listed_twice_in_welcome_never_rewinds() {
     client.handle(ServerFrame::ReplayDone(ReplayDone::default()), now);
     client.handle(ServerFrame::Message(m.clone()), now);
     let first: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
-    assert!(first.contains(&Event::Message(m.clone())));
+    assert!(first.contains(&Event::Entry(Entry::from_message(m.clone()))));
 
     client.transport_closed();
     client.connect("t".into(), now).expect("connects");
@@ -634,7 +636,7 @@ fn a_conversation_listed_twice_in_welcome_never_rewinds() {
     client.handle(ServerFrame::Message(m), now);
     let again: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
     assert!(
-        !again.iter().any(|e| matches!(e, Event::Message(_))),
+        !again.iter().any(|e| matches!(e, Event::Entry(_))),
         "{again:?}"
     );
     assert_eq!(
@@ -703,7 +705,7 @@ fn an_unfillable_gap_releases_what_is_buffered() {
         now,
     );
     let events: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
-    assert!(events.contains(&Event::Message(m(6))));
+    assert!(events.contains(&Event::Entry(Entry::from_message(m(6)))));
     assert_eq!(client.poll_transmit(), None, "no sync loop");
 }
 
@@ -717,7 +719,7 @@ fn a_page_older_than_a_new_gap_does_not_release_past_it() {
     let delivered = |client: &mut ClientSession| -> Vec<u64> {
         std::iter::from_fn(|| client.poll_event())
             .filter_map(|e| match e {
-                Event::Message(m) => Some(m.seq.get()),
+                Event::Entry(m) => Some(m.seq.get()),
                 _ => None,
             })
             .collect()
@@ -947,10 +949,7 @@ fn history_and_read_receipts_round_trip() {
     let page = page.expect("history page");
     assert_eq!(page.request_id, id);
     assert_eq!(
-        page.messages
-            .iter()
-            .map(|m| m.seq.get())
-            .collect::<Vec<_>>(),
+        page.entries.iter().map(|m| m.seq.get()).collect::<Vec<_>>(),
         vec![5, 4, 3]
     );
     assert!(page.has_more);

@@ -224,6 +224,8 @@ fn limits_table_matches_the_code() {
         ("MAX_IN_FLIGHT", limits::MAX_IN_FLIGHT.to_string()),
         ("MAX_REPLAY", limits::MAX_REPLAY.to_string()),
         ("MAX_DATAGRAM", limits::MAX_DATAGRAM.to_string()),
+        ("MAX_REACTION", limits::MAX_REACTION.to_string()),
+        ("MAX_REACTIONS", limits::MAX_REACTIONS.to_string()),
         ("HANDSHAKE_TIMEOUT", ms(limits::HANDSHAKE_TIMEOUT)),
         ("HEARTBEAT_INTERVAL", ms(limits::HEARTBEAT_INTERVAL)),
         ("IDLE_TIMEOUT", ms(limits::IDLE_TIMEOUT)),

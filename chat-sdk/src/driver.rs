@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chat_proto::body::Body;
+use chat_proto::entry::Relation;
 use chat_proto::error::ErrorCode;
-use chat_proto::frame::{Ack, Cursor, Page};
+use chat_proto::frame::{Ack, Cursor, EntryPage};
 use chat_proto::ids::{ClientMsgId, ConversationId, RequestId, Seq};
 use chat_proto::session::{
     self as proto, ClientSession, ConnectionState, DisconnectReason, PendingKind, RequestError,
@@ -53,14 +54,14 @@ pub(crate) enum Command {
     Send {
         conversation: ConversationId,
         client_msg_id: ClientMsgId,
-        body: Body,
+        what: Outgoing,
         reply: oneshot::Sender<Result<Ack>>,
     },
     History {
         conversation: ConversationId,
         before: Option<Seq>,
         limit: u16,
-        reply: oneshot::Sender<Result<Page>>,
+        reply: oneshot::Sender<Result<EntryPage>>,
     },
     MarkRead {
         conversation: ConversationId,
@@ -76,9 +77,18 @@ pub(crate) enum Command {
     Close(oneshot::Sender<()>),
 }
 
+/// What a send writes to a conversation's log.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A message.
+    Body(Body),
+    /// A relation (protocol 1.3).
+    Relation(Relation),
+}
+
 pub(crate) enum Waiter {
     Send(oneshot::Sender<Result<Ack>>),
-    History(oneshot::Sender<Result<Page>>),
+    History(oneshot::Sender<Result<EntryPage>>),
     Done(oneshot::Sender<Result<()>>),
 }
 
@@ -105,7 +115,7 @@ pub(crate) struct Retry {
     at: Instant,
     conversation: ConversationId,
     client_msg_id: ClientMsgId,
-    body: Body,
+    what: Outgoing,
     reply: oneshot::Sender<Result<Ack>>,
 }
 
@@ -462,10 +472,15 @@ impl Driver {
             Command::Send {
                 conversation,
                 client_msg_id,
-                body,
+                what,
                 reply,
             } => {
-                let queued = self.session.send(conversation, client_msg_id, body);
+                let queued = match what {
+                    Outgoing::Body(body) => self.session.send(conversation, client_msg_id, body),
+                    Outgoing::Relation(relation) => {
+                        self.session.relate(conversation, client_msg_id, relation)
+                    }
+                };
                 self.wait_for(queued, Waiter::Send(reply));
             }
             Command::History {
@@ -517,9 +532,9 @@ impl Driver {
 
     fn on_event(&mut self, event: proto::Event) {
         match event {
-            proto::Event::Message(mut message) => match self.crypto.open(&mut message) {
-                Ok(()) => self.emit(Event::Message(message)),
-                Err(reason) => self.emit(Event::Undecryptable { message, reason }),
+            proto::Event::Entry(mut entry) => match self.crypto.open(&mut entry) {
+                Ok(()) => self.emit(Event::Entry(entry)),
+                Err(reason) => self.emit(Event::Undecryptable { entry, reason }),
             },
             proto::Event::Typing(t) => self.emit(Event::Typing(t)),
             proto::Event::Presence(p) => self.emit(Event::Presence(p)),
@@ -535,9 +550,9 @@ impl Driver {
                 }
             }
             proto::Event::HistoryPage(mut page) => {
-                for message in &mut page.messages {
+                for entry in &mut page.entries {
                     // What cannot be opened keeps its envelope.
-                    let _ = self.crypto.open(message);
+                    let _ = self.crypto.open(entry);
                 }
                 if let Some(Waiter::History(tx)) = self.waiters.remove(&page.request_id) {
                     let _ = tx.send(Ok(page));
@@ -556,14 +571,23 @@ impl Driver {
                 let Some(waiter) = self.waiters.remove(&request_id) else {
                     return;
                 };
-                match (error, kind, waiter) {
+                let outgoing = match kind {
+                    PendingKind::Send {
+                        conversation,
+                        client_msg_id,
+                        body,
+                    } => Some((conversation, client_msg_id, Outgoing::Body(body))),
+                    PendingKind::Relate {
+                        conversation,
+                        client_msg_id,
+                        relation,
+                    } => Some((conversation, client_msg_id, Outgoing::Relation(relation))),
+                    _ => None,
+                };
+                match (error, outgoing, waiter) {
                     (
                         RequestError::Server(e),
-                        PendingKind::Send {
-                            conversation,
-                            client_msg_id,
-                            body,
-                        },
+                        Some((conversation, client_msg_id, what)),
                         Waiter::Send(reply),
                     ) if e.code == ErrorCode::RateLimited => {
                         // Over the send rate: try again when the server says, with the
@@ -575,7 +599,7 @@ impl Driver {
                             at: Instant::now() + wait,
                             conversation,
                             client_msg_id,
-                            body,
+                            what,
                             reply,
                         });
                     }
@@ -600,7 +624,7 @@ impl Driver {
             self.command(Command::Send {
                 conversation: r.conversation,
                 client_msg_id: r.client_msg_id,
-                body: r.body,
+                what: r.what,
                 reply: r.reply,
             });
         }

@@ -11,7 +11,7 @@ use chat_api::conversations::{ConversationDevices, GetConversation};
 use chat_api::devices::{RegisterDevice, RegisterDeviceRequest};
 use chat_crypto::e2e::{DevicePublicKey, DeviceSecret, OpenError, SealError, message_aad};
 use chat_proto::body::{Body, Envelope};
-use chat_proto::frame::Message;
+use chat_proto::entry::{Content, Entry, Reaction};
 use chat_proto::ids::{ClientMsgId, ConversationId};
 use chat_proto::limits::MAX_ENVELOPE;
 
@@ -300,21 +300,34 @@ impl Crypto {
         Ok(keys)
     }
 
-    /// Opens an encrypted message in place (its body becomes the text). Plain
-    /// messages pass through.
-    pub(crate) fn open(&self, message: &mut Message) -> std::result::Result<(), DecryptError> {
-        let Body::Encrypted(envelope) = &message.body else {
+    /// Opens an encrypted entry in place: a sealed body becomes its text, a sealed
+    /// reaction its emoji. Plain entries pass through.
+    pub(crate) fn open(&self, entry: &mut Entry) -> std::result::Result<(), DecryptError> {
+        let Some(envelope) = entry.content.envelope() else {
             return Ok(());
         };
         let device = self.device.as_ref().ok_or(DecryptError::NoDeviceKey)?;
         let aad = message_aad(
-            message.conversation.get(),
-            message.sender.get(),
-            message.client_msg_id.as_bytes(),
+            entry.conversation.get(),
+            entry.sender.get(),
+            entry.client_msg_id.as_bytes(),
         );
         let opened = device.open(&envelope.0, &aad)?;
-        let text = std::str::from_utf8(&opened.body).map_err(|_| DecryptError::NotText)?;
-        message.body = Body::Text(text.to_owned());
+        let text = std::str::from_utf8(&opened.body)
+            .map_err(|_| DecryptError::NotText)?
+            .to_owned();
+        match &mut entry.content {
+            Content::Message { body, .. } | Content::Edit { body, .. } => {
+                *body = Some(Body::Text(text));
+            }
+            Content::Reaction { reaction, .. } => {
+                if !chat_proto::entry::is_reaction_text(&text) {
+                    return Err(DecryptError::NotText);
+                }
+                *reaction = Some(Reaction::Emoji(text));
+            }
+            Content::Delete { .. } => {}
+        }
         Ok(())
     }
 }

@@ -5,7 +5,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use chat_proto::frame::{Membership, Message, Presence, Receipt, Typing};
+use chat_proto::entry::Entry;
+use chat_proto::frame::{Membership, Presence, Receipt, Typing};
 use chat_proto::ids::UserId;
 use tokio::sync::mpsc;
 
@@ -16,16 +17,20 @@ use crate::error::Error;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Event {
-    /// A message: per conversation in seq order, each exactly once, including the
-    /// user's own messages (from this and other devices). In an end-to-end encrypted
-    /// conversation the body arrives opened, as [`Body::Text`](chat_proto::body::Body::Text): it was sealed for this
-    /// device and authenticated for this conversation, sender and client message id.
-    Message(Message),
-    /// An end-to-end encrypted message this device cannot read, in its place in the
-    /// conversation's order; `message.body` is still the envelope.
+    /// An entry of a conversation's log: a message (a reply too), or a relation to
+    /// one (an edit, a deletion, a reaction; PROTOCOL.md §5.2). Per conversation in
+    /// seq order, each exactly once, including the user's own (from this and other
+    /// devices). In an end-to-end encrypted conversation bodies and reactions arrive
+    /// opened, as text: sealed for this device and authenticated for this
+    /// conversation, sender and client message id. [`Entry::text`] is a message's
+    /// text; [`Timeline`](chat_proto::timeline::Timeline) folds relations into the
+    /// messages they change.
+    Entry(Entry),
+    /// An end-to-end encrypted entry this device cannot read, in its place in the
+    /// conversation's order; its content still holds the envelope.
     Undecryptable {
-        /// The message as it arrived.
-        message: Message,
+        /// The entry as it arrived.
+        entry: Entry,
         /// Why it could not be opened.
         reason: DecryptError,
     },

@@ -35,9 +35,11 @@
 //! let dm = alice.create_direct(bob.user_id()).await?;
 //! let ack = alice.send_text(dm.id, "hello bob").await?; // stored: id, seq, time
 //! while let Some(event) = events.recv().await {
-//!     if let Event::Message(message) = event {
-//!         assert_eq!((message.id, message.sender), (ack.id, alice.user_id()));
-//!         bob.mark_read(dm.id, message.seq).await?;
+//!     if let Event::Entry(entry) = event {
+//!         assert_eq!((entry.id, entry.sender), (ack.id, alice.user_id()));
+//!         assert_eq!(entry.text(), Some("hello bob"));
+//!         bob.react(dm.id, entry.seq, "👀").await?; // relations: reply, edit, delete, react
+//!         bob.mark_read(dm.id, entry.seq).await?;
 //!         break;
 //!     }
 //! }
@@ -46,8 +48,11 @@
 //! # }
 //! ```
 //!
-//! A bot is the same loop: answer every [`Event::Message`] whose sender is not the
-//! bot (`examples/src/bin/echo_bot.rs`). For cheap work on every event (counting,
+//! A bot is the same loop: answer every message ([`Event::Entry`] with
+//! [`Entry::text`](chat_proto::entry::Entry::text)) whose sender is not the bot
+//! (`examples/src/bin/echo_bot.rs`). Edits, deletions and reactions arrive as entries
+//! too; [`Timeline`](chat_proto::timeline::Timeline) folds them into per-message views
+//! (latest text, edited, deleted, reactions with who gave them). For cheap work on every event (counting,
 //! recording, forwarding to a channel of your own), [`ClientBuilder::on_event`] calls
 //! a handler on the connection's own task instead, with no stream in between.
 //!
@@ -113,8 +118,9 @@ use chat_api::devices::{ListDevices, RemoveDevice, UserDevices};
 use chat_api::users::{GetUser, Me, ProfileUpdate, SearchUsers, UpdateMe};
 pub use chat_proto;
 use chat_proto::body::Body;
+use chat_proto::entry::{Reaction, Relation};
 use chat_proto::error::ErrorCode;
-use chat_proto::frame::{Ack, Cursor, Page};
+use chat_proto::frame::{Ack, Cursor, EntryPage};
 use chat_proto::ids::{ClientMsgId, ConversationId, Seq, UserId};
 use chat_proto::session::{ClientConfig, ClientSession, ConnectionState};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -125,7 +131,7 @@ pub use crate::api::{
     Conversation, ConversationKind, ConversationSummary, Member, Role, TokenPair, User, UserPage,
 };
 pub use crate::config::ClientBuilder;
-use crate::driver::{Command, Driver};
+use crate::driver::{Command, Driver, Outgoing};
 pub use crate::e2e::{DecryptError, Device, DeviceExt};
 pub use crate::error::{Error, Result};
 pub use crate::events::{Event, Events};
@@ -323,11 +329,122 @@ impl Client {
         client_msg_id: ClientMsgId,
         body: Body,
     ) -> Result<Ack> {
+        self.write(conversation, client_msg_id, Some(body), |body| {
+            Outgoing::Body(body.unwrap_or_else(|| unreachable!("a send has a body")))
+        })
+        .await
+    }
+
+    /// Replies to the message at `target` with text (sealed in an encrypted
+    /// conversation); resolves to the reply's acknowledgement.
+    pub async fn reply(
+        &self,
+        conversation: ConversationId,
+        target: Seq,
+        text: impl Into<String>,
+    ) -> Result<Ack> {
+        let body = Body::Text(text.into());
+        self.relate(
+            conversation,
+            new_client_msg_id(),
+            Relation::Reply { target, body },
+        )
+        .await
+    }
+
+    /// Replaces the text of the user's own message at `target` (sealed in an
+    /// encrypted conversation). The server refuses others' messages (`forbidden`) and
+    /// deleted ones (`deleted`).
+    pub async fn edit(
+        &self,
+        conversation: ConversationId,
+        target: Seq,
+        text: impl Into<String>,
+    ) -> Result<Ack> {
+        let body = Body::Text(text.into());
+        self.relate(
+            conversation,
+            new_client_msg_id(),
+            Relation::Edit { target, body },
+        )
+        .await
+    }
+
+    /// Deletes the message or reaction at `target`: the user's own, or any message of
+    /// a group the user owns. The server purges its content; deleting it again is
+    /// answered with the first deletion's acknowledgement.
+    pub async fn delete(&self, conversation: ConversationId, target: Seq) -> Result<Ack> {
+        self.relate(
+            conversation,
+            new_client_msg_id(),
+            Relation::Delete { target },
+        )
+        .await
+    }
+
+    /// Reacts to the message at `target` with one emoji (sealed in an encrypted
+    /// conversation). Reacting again with the same emoji is answered with the first
+    /// reaction's acknowledgement; its `seq` is what [`Client::unreact`] takes.
+    pub async fn react(
+        &self,
+        conversation: ConversationId,
+        target: Seq,
+        emoji: impl Into<String>,
+    ) -> Result<Ack> {
+        let reaction = Reaction::Emoji(emoji.into());
+        self.relate(
+            conversation,
+            new_client_msg_id(),
+            Relation::React { target, reaction },
+        )
+        .await
+    }
+
+    /// Takes back a reaction: deletes the reaction entry at `reaction` (the `seq` of
+    /// [`Client::react`]'s acknowledgement, or
+    /// [`ReactionView::of`](chat_proto::timeline::ReactionView::of)).
+    pub async fn unreact(&self, conversation: ConversationId, reaction: Seq) -> Result<Ack> {
+        self.delete(conversation, reaction).await
+    }
+
+    /// Adds any relation under an idempotency key of the caller's choice (see
+    /// [`Client::send`] for retrying with it). Text bodies and emoji are sealed first
+    /// in an end-to-end encrypted conversation. Needs a server of protocol 1.3; an
+    /// older one refuses it with `unsupported_frame`.
+    pub async fn relate(
+        &self,
+        conversation: ConversationId,
+        client_msg_id: ClientMsgId,
+        relation: Relation,
+    ) -> Result<Ack> {
+        let text = relation.plain_text().map(|t| Body::Text(t.to_owned()));
+        self.write(conversation, client_msg_id, text, move |body| {
+            Outgoing::Relation(match body {
+                Some(Body::Encrypted(sealed)) => relation.clone().sealed(sealed),
+                _ => relation.clone(),
+            })
+        })
+        .await
+    }
+
+    /// Writes an entry, sealing its text first where the conversation is encrypted:
+    /// `build` makes the entry from the body as it goes on the wire.
+    async fn write(
+        &self,
+        conversation: ConversationId,
+        client_msg_id: ClientMsgId,
+        body: Option<Body>,
+        build: impl Fn(Option<Body>) -> Outgoing,
+    ) -> Result<Ack> {
         let crypto = &self.inner.crypto;
         let auth = &self.inner.auth;
         let text = match body {
-            Body::Text(text) if crypto.seals_text(auth, conversation).await? => text,
-            body => return self.send_as_is(conversation, client_msg_id, body).await,
+            Some(Body::Text(text)) if crypto.seals_text(auth, conversation).await? => text,
+            body => {
+                return self
+                    .send_as_is(conversation, client_msg_id, build(body))
+                    .await;
+            }
         };
         // Sealed here: if the conversation's devices changed since the list was fetched,
         // the server says so and the text is sealed again for the new list.
@@ -336,7 +453,10 @@ impl Client {
             let sealed = crypto
                 .seal_text(auth, conversation, client_msg_id, &text)
                 .await?;
-            match self.send_as_is(conversation, client_msg_id, sealed).await {
+            match self
+                .send_as_is(conversation, client_msg_id, build(Some(sealed)))
+                .await
+            {
                 Err(Error::Server {
                     code: ErrorCode::DevicesChanged,
                     ..
@@ -353,27 +473,28 @@ impl Client {
         &self,
         conversation: ConversationId,
         client_msg_id: ClientMsgId,
-        body: Body,
+        what: Outgoing,
     ) -> Result<Ack> {
         self.ask(|reply| Command::Send {
             conversation,
             client_msg_id,
-            body,
+            what,
             reply,
         })
         .await
     }
 
-    /// A page of history, newest first: up to `limit` messages before `before` (or the
-    /// newest ones). Page further back with the smallest seq received. Encrypted
-    /// messages come opened where this device can open them; the others keep their
-    /// envelope ([`Body::Encrypted`]).
+    /// A page of history, newest first: up to `limit` entries before `before` (or the
+    /// newest ones), messages and relations alike (fold them with
+    /// [`Timeline`](chat_proto::timeline::Timeline)). Page further back with the
+    /// smallest seq received. Encrypted entries come opened where this device can
+    /// open them; the others keep their envelope ([`Body::Encrypted`]).
     pub async fn history(
         &self,
         conversation: ConversationId,
         before: Option<Seq>,
         limit: u16,
-    ) -> Result<Page> {
+    ) -> Result<EntryPage> {
         self.ask(|reply| Command::History {
             conversation,
             before,

@@ -141,14 +141,14 @@ async fn chat_over_websocket_and_quic() {
 
     // History pages, newest first.
     let page = bob.history(dm.id, None, 1).await.expect("history");
-    assert_eq!(page.messages.len(), 1);
-    assert_eq!(text(&page.messages[0]), "hi alice");
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(text(&page.entries[0]), "hi alice");
     assert!(page.has_more);
     let older = bob
-        .history(dm.id, Some(page.messages[0].seq), 10)
+        .history(dm.id, Some(page.entries[0].seq), 10)
         .await
         .expect("older");
-    assert_eq!(text(&older.messages[0]), "hi bob");
+    assert_eq!(text(&older.entries[0]), "hi bob");
     assert!(!older.has_more);
 
     // A group over both transports; a third member joins later.
@@ -235,7 +235,7 @@ async fn an_event_handler_sees_everything_in_order_and_streams_still_work() {
         seen.lock()
             .expect("not poisoned")
             .iter()
-            .any(|e| matches!(e, Event::Message(m) if m.id == id))
+            .any(|e| matches!(e, Event::Entry(m) if m.id == id))
     };
     tokio::time::timeout(common::WAIT, async {
         while !has(first.id) {
@@ -263,7 +263,7 @@ async fn an_event_handler_sees_everything_in_order_and_streams_still_work() {
     let messages: Vec<MessageId> = seen
         .iter()
         .filter_map(|e| match e {
-            Event::Message(m) if m.conversation == dm.id => Some(m.id),
+            Event::Entry(m) if m.conversation == dm.id => Some(m.id),
             _ => None,
         })
         .collect();
@@ -271,7 +271,7 @@ async fn an_event_handler_sees_everything_in_order_and_streams_still_work() {
     assert!(
         !seen
             .iter()
-            .any(|e| matches!(e, Event::Message(m) if m.conversation != dm.id)),
+            .any(|e| matches!(e, Event::Entry(m) if m.conversation != dm.id)),
         "nothing else was delivered"
     );
     drop((alice, bob));
@@ -285,12 +285,12 @@ async fn collect_in_order(
     conversation: ConversationId,
     first: u64,
     count: u64,
-) -> Vec<Message> {
-    let mut got: Vec<Message> = Vec::new();
+) -> Vec<Entry> {
+    let mut got: Vec<Entry> = Vec::new();
     tokio::time::timeout(Duration::from_secs(60), async {
         while (got.len() as u64) < count {
             match events.recv().await.expect("client running") {
-                Event::Message(m) if m.conversation == conversation => {
+                Event::Entry(m) if m.conversation == conversation => {
                     let expected = first + got.len() as u64;
                     assert_eq!(m.seq.get(), expected, "out of order or duplicated");
                     got.push(m);
@@ -437,7 +437,7 @@ async fn a_server_restart_with_its_sqlite_file_is_survived() {
     let rest = collect_in_order(&mut bob_events, dm.id, 6, 5).await;
     assert_eq!(rest[0].id, acks[0].id);
     let page = bob.history(dm.id, None, 50).await.expect("history");
-    assert_eq!(page.messages.len(), 10, "nothing lost, nothing doubled");
+    assert_eq!(page.entries.len(), 10, "nothing lost, nothing doubled");
     drop((alice, bob));
     server.stop().await;
 }

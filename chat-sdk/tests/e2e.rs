@@ -31,9 +31,12 @@ async fn device(server: &TestServer, name: &str, key: &std::path::Path) -> (Clie
     (client, events)
 }
 
-async fn undecryptable(events: &mut Events) -> (Message, DecryptError) {
+async fn undecryptable(events: &mut Events) -> (Entry, DecryptError) {
     match next_event(events, |e| matches!(e, Event::Undecryptable { .. })).await {
-        Event::Undecryptable { message, reason } => (message, reason),
+        Event::Undecryptable {
+            entry: message,
+            reason,
+        } => (message, reason),
         _ => unreachable!(),
     }
 }
@@ -129,7 +132,7 @@ async fn encrypted_direct_chat_across_devices_never_stores_plaintext() {
     // History comes opened too.
     let page = bob.history(dm.id, None, 10).await.expect("history");
     assert_eq!(
-        page.messages.iter().map(text).collect::<Vec<_>>(),
+        page.entries.iter().map(text).collect::<Vec<_>>(),
         ["got it", secret]
     );
 
@@ -212,7 +215,7 @@ async fn what_must_not_open_does_not() {
     assert_eq!(text(&next_message(&mut carol_events).await), "first");
     let (message, reason) = undecryptable(&mut dave_events).await;
     assert_eq!((message.id, reason), (first.id, DecryptError::NoDeviceKey));
-    let Body::Encrypted(envelope) = message.body else {
+    let Some(Body::Encrypted(envelope)) = message.body().cloned() else {
         panic!("the envelope stays")
     };
 
@@ -274,8 +277,8 @@ async fn what_must_not_open_does_not() {
         "after carol left"
     );
     let page = dave.history(group.id, None, 1).await.expect("history");
-    assert_eq!(page.messages[0].id, after.id);
-    let Body::Encrypted(sealed) = &page.messages[0].body else {
+    assert_eq!(page.entries[0].id, after.id);
+    let Some(Body::Encrypted(sealed)) = page.entries[0].body() else {
         panic!("dave cannot open it")
     };
     let header = EnvelopeHeader::parse(&sealed.0).expect("envelope");
@@ -314,12 +317,12 @@ async fn what_must_not_open_does_not() {
         .await
         .expect("history");
     let first_seen = page
-        .messages
+        .entries
         .iter()
         .find(|m| m.id == first.id)
         .expect("first is in history");
     assert!(
-        matches!(first_seen.body, Body::Encrypted(_)),
+        matches!(first_seen.body(), Some(Body::Encrypted(_))),
         "sealed before the tablet existed"
     );
     // ... but reads what is sent after, at once: Alice's cached device list is stale,
@@ -333,7 +336,7 @@ async fn what_must_not_open_does_not() {
         .await
         .expect("history");
     assert_eq!(
-        (page.messages[0].id, text(&page.messages[0])),
+        (page.entries[0].id, text(&page.entries[0])),
         (later.id, "hello tablet")
     );
 }

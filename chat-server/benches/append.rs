@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chat_proto::body::Body;
 use chat_proto::ids::{ClientMsgId, ConversationId, Timestamp};
 use chat_server::store::append::Appender;
-use chat_server::store::{Appended, NewMessage, NewUser, Store};
+use chat_server::store::{Appended, NewEntry, NewUser, Store};
 use chat_server::testing::{TestDb, TestDbKind};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -75,13 +75,13 @@ async fn append_all(f: &Fixture, writers: u64) -> Duration {
                 let n = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
                 let mut key = [0u8; 16];
                 key[..8].copy_from_slice(&n.to_be_bytes());
-                let m = NewMessage {
+                let m = NewEntry::message(
                     conversation,
                     sender,
-                    client_msg_id: ClientMsgId::from_bytes(key),
-                    body: Body::Text("a typical short chat message, about sixty bytes long".into()),
-                    sent_at: Timestamp::now(),
-                };
+                    ClientMsgId::from_bytes(key),
+                    Body::Text("a typical short chat message, about sixty bytes long".into()),
+                    Timestamp::now(),
+                );
                 let r = appender.append(m).await.expect("committed");
                 assert!(matches!(r, Appended::New(_)));
             }

@@ -612,7 +612,7 @@ async fn apply(hub: &Arc<Hub>, bus: &Bus, payload: &[u8]) -> Option<bool> {
     match envelope.event {
         Event::Fanout { users, frame } => match codec::decode_postcard::<ServerFrame>(&frame) {
             Ok(frame) => {
-                let is_message = matches!(frame, ServerFrame::Message(_));
+                let is_message = matches!(frame, ServerFrame::Entry(_) | ServerFrame::Message(_));
                 let queued = hub.send_to_users(&users, &SharedFrame::new(frame), None);
                 if is_message {
                     metrics::counter!(crate::metrics::MESSAGES_DELIVERED).increment(queued as u64);

@@ -228,18 +228,15 @@ async fn next_event(events: &mut Events, mut pick: impl FnMut(&Event) -> bool) -
     .expect("event within the deadline")
 }
 
-fn text(m: &Message) -> String {
-    match &m.body {
-        Body::Text(t) => t.clone(),
-        Body::Encrypted(_) => "<encrypted>".into(),
-    }
+fn text(m: &Entry) -> String {
+    m.text().unwrap_or("<not text>").to_owned()
 }
 
 /// Collects `n` messages of `conversation`, in the order the client hands them over.
 async fn messages(events: &mut Events, conversation: ConversationId, n: usize) -> Vec<String> {
     let mut got = Vec::new();
     while got.len() < n {
-        if let Event::Message(m) = next_event(events, |e| matches!(e, Event::Message(_))).await
+        if let Event::Entry(m) = next_event(events, |e| matches!(e, Event::Entry(_))).await
             && m.conversation == conversation
         {
             got.push(text(&m));
@@ -268,7 +265,7 @@ async fn get(addr: SocketAddr, path: &str) -> String {
 async fn no_more_messages(events: &mut Events) {
     let extra = tokio::time::timeout(Duration::from_millis(500), async {
         loop {
-            if let Some(Event::Message(m)) = events.recv().await {
+            if let Some(Event::Entry(m)) = events.recv().await {
                 return m;
             }
         }

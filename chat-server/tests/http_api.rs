@@ -5,7 +5,7 @@ mod common;
 use bytes::Bytes;
 use chat_proto::body::Body;
 use chat_proto::ids::{ClientMsgId, ConversationId, Timestamp, UserId};
-use chat_server::store::{Appended, NewMessage};
+use chat_server::store::{Appended, NewEntry};
 use chat_server::testing::TestDbKind;
 use common::{Account, TestServer};
 use http::{Method, StatusCode, header};
@@ -18,13 +18,13 @@ async fn send_message(server: &TestServer, conversation: u64, sender: u64, key: 
         .server
         .app
         .appender()
-        .append(NewMessage {
-            conversation: ConversationId::new(conversation).expect("id"),
-            sender: UserId::new(sender).expect("id"),
-            client_msg_id: ClientMsgId::from_bytes([key; 16]),
-            body: Body::Text(text.to_owned()),
-            sent_at: Timestamp::now(),
-        })
+        .append(NewEntry::message(
+            ConversationId::new(conversation).expect("id"),
+            UserId::new(sender).expect("id"),
+            ClientMsgId::from_bytes([key; 16]),
+            Body::Text(text.to_owned()),
+            Timestamp::now(),
+        ))
         .await
         .expect("committed");
     assert!(matches!(appended, Appended::New(_)));

@@ -457,7 +457,7 @@ async fn hostile_frames_get_typed_errors_and_harm_no_one_else() {
     // A forged token.
     let mut x = WsClient::connect(s.addr(), Sub::Postcard).await;
     x.send(&ClientFrame::Hello(chat_proto::frame::Hello {
-        version: chat_proto::version::ProtocolVersion::CURRENT,
+        version: common::V1_2,
         token: format!("{}x", alice.token),
         client: String::new(),
         resume: vec![],
@@ -551,7 +551,7 @@ async fn frames_are_read_however_tcp_delivers_them() {
 
     let json = |frame: &ClientFrame| chat_proto::codec::encode_json(frame).expect("encodes");
     let hello = json(&ClientFrame::Hello(chat_proto::frame::Hello {
-        version: chat_proto::version::ProtocolVersion::CURRENT,
+        version: common::V1_2,
         token: alice.token.clone(),
         client: "raw".into(),
         resume: vec![],
@@ -1273,7 +1273,7 @@ async fn encrypted_sends_must_be_sealed_for_exactly_the_members_devices() {
     };
     let (mut b, _) = WsClient::login_live(s.addr(), Sub::Postcard, &ben.token, vec![]).await;
     let (mut a, welcome) = WsClient::login(s.addr(), Sub::Json, &ann.token, vec![]).await;
-    assert_eq!(welcome.version, ProtocolVersion::CURRENT);
+    assert_eq!(welcome.version, common::V1_2);
     a.until_live().await;
 
     // Plain text is refused; an envelope for both devices is stored and forwarded as is.

@@ -1,10 +1,11 @@
 //! `echo_bot` as a real process against an in-process server: a person writes to it,
-//! it answers.
+//! it answers with a reply, and reacts 👀 to commands.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use chat_sdk::chat_proto::body::Body;
+use chat_sdk::chat_proto::entry::{Content, Reaction};
 use chat_sdk::{ClientBuilder, Event};
 use chat_server::config::Config;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -47,20 +48,42 @@ async fn echo_bot_answers_over_quic() {
         .expect("search")
         .users;
     let dm = me.create_direct(echo[0].id).await.expect("DM with the bot");
-    for word in ["hello", "again"] {
-        me.send_text(dm.id, word).await.expect("acked");
+    for word in ["hello", "/again"] {
+        let sent = me.send_text(dm.id, word).await.expect("acked");
+        let mut seen = Vec::new();
         let answer = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                if let Some(Event::Message(m)) = events.recv().await
+                if let Some(Event::Entry(m)) = events.recv().await
                     && m.sender == echo[0].id
                 {
-                    return m;
+                    if m.content.is_message() {
+                        return m;
+                    }
+                    seen.push(m.content);
                 }
             }
         })
         .await
         .expect("the bot answers");
-        assert_eq!(answer.body, Body::Text(format!("echo: {word}")));
+        assert_eq!(
+            answer.content,
+            Content::Message {
+                body: Some(Body::Text(format!("echo: {word}"))),
+                reply_to: Some(sent.seq),
+            },
+            "a reply to the message"
+        );
+        // A command is acknowledged with 👀 before the answer; a plain word is not.
+        let eyes = Content::Reaction {
+            target: sent.seq,
+            reaction: Some(Reaction::Emoji("👀".into())),
+        };
+        let expected = if word.starts_with('/') {
+            vec![eyes]
+        } else {
+            vec![]
+        };
+        assert_eq!(seen, expected);
     }
     // It marks what it answered read.
     let receipt = tokio::time::timeout(Duration::from_secs(10), async {

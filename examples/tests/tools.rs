@@ -3,7 +3,6 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use chat_sdk::chat_proto::body::Body;
 use chat_sdk::{ClientBuilder, Event};
 use chat_server::config::Config;
 use tokio::io::AsyncWriteExt as _;
@@ -85,14 +84,14 @@ async fn chat_cli_talks_to_a_person() {
         .expect("typed");
     let got = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            if let Some(Event::Message(m)) = events.recv().await {
+            if let Some(Event::Entry(m)) = events.recv().await {
                 return m;
             }
         }
     })
     .await
     .expect("bob hears from ada");
-    assert_eq!(got.body, Body::Text("hello from the terminal".into()));
+    assert_eq!(got.text(), Some("hello from the terminal"));
     bob.send_text(got.conversation, "hi ada")
         .await
         .expect("acked");

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Connection, type ConnectionState, RequestError, SessionEndedError } from '../src/lib/connection';
-import { type Message, VERSION } from '../src/lib/protocol';
+import { CLIENT_VERSION, type Message } from '../src/lib/protocol';
 import { type FakeSocket, message, sockets, welcome } from './fake';
 
 const flush = () => vi.advanceTimersByTimeAsync(0);
@@ -60,7 +60,7 @@ describe('handshake and requests', () => {
     expect(socket.sent).toEqual([
       {
         hello: {
-          version: VERSION,
+          version: CLIENT_VERSION,
           token: 'token',
           client: 'chat-web/0.1',
           resume: [{ conversation: 7, seq: 14 }],

@@ -4,10 +4,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::body::Body;
+use crate::entry::{Entry, Relation};
 use crate::error::ErrorCode;
 use crate::frame::{
-    Ack, ClientFrame, Cursor, Error, GoAway, Hello, History, MarkRead, Membership,
-    MembershipChange, Message, Page, Ping, Pong, Presence, Receipt, Send, ServerFrame, SetTyping,
+    Ack, ClientFrame, Cursor, EntryPage, Error, GoAway, Hello, History, MarkRead, Membership,
+    MembershipChange, Page, Ping, Pong, Presence, Receipt, Relate, Send, ServerFrame, SetTyping,
     Sync, Typing, Welcome,
 };
 use crate::ids::{ClientMsgId, ConversationId, RequestId, Seq, UserId};
@@ -69,6 +70,15 @@ pub enum PendingKind {
         /// Content.
         body: Body,
     },
+    /// [`ClientSession::relate`].
+    Relate {
+        /// Target conversation.
+        conversation: ConversationId,
+        /// Idempotency key.
+        client_msg_id: ClientMsgId,
+        /// What to add.
+        relation: Relation,
+    },
     /// [`ClientSession::history`].
     History {
         /// The conversation.
@@ -121,12 +131,14 @@ pub enum Event {
     Connected(Welcome),
     /// The replay after the handshake is over; messages now arrive live.
     Live,
-    /// A message, in seq order per conversation, each exactly once.
-    Message(Message),
-    /// A send was committed by the server.
+    /// An entry of a conversation's log (a message, or from protocol 1.3 on a relation
+    /// to one), in seq order per conversation, each exactly once. From a server of an
+    /// older version every entry is a message.
+    Entry(Entry),
+    /// A send or relation was committed by the server.
     Acked(Ack),
     /// The answer to [`ClientSession::history`], newest first.
-    HistoryPage(Page),
+    HistoryPage(EntryPage),
     /// A request without a payload answer (`mark_read`) succeeded.
     Done(RequestId),
     /// A request failed; sends that fail may be retried with the same idempotency key.
@@ -173,8 +185,8 @@ struct Track {
     delivered: Seq,
     /// Newest seq known to exist.
     head: Seq,
-    /// Messages received past a gap, waiting for it to fill.
-    buffer: BTreeMap<Seq, Message>,
+    /// Entries received past a gap, waiting for it to fill.
+    buffer: BTreeMap<Seq, Entry>,
     /// The sync request in flight, if any.
     syncing: Option<RequestId>,
     /// `head` when that sync request went out: every message up to it was committed
@@ -183,16 +195,16 @@ struct Track {
 }
 
 impl Track {
-    /// Hands `message` to the application as the next one, then whatever buffered
-    /// messages now follow it without a gap.
-    fn hand_out(&mut self, message: Message, events: &mut VecDeque<Event>) {
-        self.delivered = message.seq;
-        events.push_back(Event::Message(message));
+    /// Hands `entry` to the application as the next one, then whatever buffered
+    /// entries now follow it without a gap.
+    fn hand_out(&mut self, entry: Entry, events: &mut VecDeque<Event>) {
+        self.delivered = entry.seq;
+        events.push_back(Event::Entry(entry));
         while let Some(next) = self.delivered.next()
             && let Some(buffered) = self.buffer.remove(&next)
         {
             self.delivered = next;
-            events.push_back(Event::Message(buffered));
+            events.push_back(Event::Entry(buffered));
         }
     }
 }
@@ -238,6 +250,16 @@ pub struct ClientSession {
     ping_outstanding: bool,
     heartbeat: Duration,
     idle_timeout: Duration,
+}
+
+/// A page of an older server's messages as a page of entries.
+fn entries_of(page: Page) -> EntryPage {
+    EntryPage {
+        request_id: page.request_id,
+        conversation: page.conversation,
+        entries: page.messages.into_iter().map(Entry::from_message).collect(),
+        has_more: page.has_more,
+    }
 }
 
 impl ClientSession {
@@ -359,7 +381,24 @@ impl ClientSession {
         })
     }
 
-    /// Asks for up to `limit` messages older than `before` (newest first), answered by
+    /// Queues a relation: a reply, an edit, a deletion or a reaction (protocol 1.3).
+    /// Like [`ClientSession::send`] it is re-sent with the same idempotency key until
+    /// acknowledged, and answered by [`Event::Acked`] or [`Event::RequestFailed`]; a
+    /// server of an older version refuses it (`unsupported_frame` as a failed request).
+    pub fn relate(
+        &mut self,
+        conversation: ConversationId,
+        client_msg_id: ClientMsgId,
+        relation: Relation,
+    ) -> Result<RequestId, StateError> {
+        self.request(PendingKind::Relate {
+            conversation,
+            client_msg_id,
+            relation,
+        })
+    }
+
+    /// Asks for up to `limit` entries older than `before` (newest first), answered by
     /// [`Event::HistoryPage`].
     pub fn history(
         &mut self,
@@ -516,7 +555,7 @@ impl ClientSession {
         match frame {
             ServerFrame::Welcome(_) => self.violation("second welcome".into()),
             ServerFrame::Ack(ack) => {
-                if let Some(Request::User(PendingKind::Send { .. })) =
+                if let Some(Request::User(PendingKind::Send { .. } | PendingKind::Relate { .. })) =
                     self.take_answer(ack.request_id)
                 {
                     self.events.push_back(Event::Acked(ack));
@@ -524,17 +563,23 @@ impl ClientSession {
             }
             ServerFrame::Message(message) => {
                 let conversation = message.conversation;
-                self.deliver(message);
+                self.deliver(Entry::from_message(message));
                 self.maybe_sync(conversation);
             }
-            ServerFrame::HistoryPage(page) => {
-                if let Some(Request::User(PendingKind::History { .. })) =
-                    self.take_answer(page.request_id)
-                {
-                    self.events.push_back(Event::HistoryPage(page));
+            ServerFrame::Entry(entry) => {
+                let conversation = entry.conversation;
+                self.deliver(entry);
+                self.maybe_sync(conversation);
+            }
+            ServerFrame::HistoryPage(page) => self.on_history_page(entries_of(page)),
+            ServerFrame::Entries(page) => {
+                // One frame answers both requests; the request id says which.
+                match self.in_flight.get(&page.request_id) {
+                    Some(Request::Sync(_)) => self.on_sync_page(page),
+                    _ => self.on_history_page(page),
                 }
             }
-            ServerFrame::SyncPage(page) => self.on_sync_page(page),
+            ServerFrame::SyncPage(page) => self.on_sync_page(entries_of(page)),
             ServerFrame::ReplayDone(done) => {
                 if self.state == ConnectionState::Replaying {
                     self.state = ConnectionState::Live;
@@ -616,6 +661,26 @@ impl ClientSession {
             let Some((id, request)) = self.outbox.pop_front() else {
                 break;
             };
+            if let Request::User(kind @ PendingKind::Relate { .. }) = &request
+                && !self.version.is_some_and(ProtocolVersion::has_relations)
+            {
+                // The server would not know the frame: fail it here, with the answer
+                // such a server gives.
+                let version = self.version.unwrap_or(ProtocolVersion::CURRENT);
+                self.events.push_back(Event::RequestFailed {
+                    request_id: id,
+                    kind: kind.clone(),
+                    error: RequestError::Server(Error {
+                        request_id: Some(id),
+                        code: ErrorCode::UnsupportedFrame,
+                        message: format!(
+                            "the server speaks protocol {version}; relations need 1.3"
+                        ),
+                        retry_after_ms: None,
+                    }),
+                });
+                continue;
+            }
             let frame = match &request {
                 Request::User(PendingKind::Send {
                     conversation,
@@ -626,6 +691,16 @@ impl ClientSession {
                     conversation: *conversation,
                     client_msg_id: *client_msg_id,
                     body: body.clone(),
+                }),
+                Request::User(PendingKind::Relate {
+                    conversation,
+                    client_msg_id,
+                    relation,
+                }) => ClientFrame::Relate(Relate {
+                    request_id: id,
+                    conversation: *conversation,
+                    client_msg_id: *client_msg_id,
+                    relation: relation.clone(),
                 }),
                 Request::User(PendingKind::History {
                     conversation,
@@ -746,7 +821,14 @@ impl ClientSession {
         }
     }
 
-    fn on_sync_page(&mut self, page: Page) {
+    fn on_history_page(&mut self, page: EntryPage) {
+        if let Some(Request::User(PendingKind::History { .. })) = self.take_answer(page.request_id)
+        {
+            self.events.push_back(Event::HistoryPage(page));
+        }
+    }
+
+    fn on_sync_page(&mut self, page: EntryPage) {
         let Some(Request::Sync(conversation)) = self.take_answer(page.request_id) else {
             return;
         };
@@ -754,9 +836,9 @@ impl ClientSession {
             self.violation("sync page for another conversation".into());
             return;
         }
-        for message in page.messages {
-            if message.conversation == conversation {
-                self.deliver(message);
+        for entry in page.entries {
+            if entry.conversation == conversation {
+                self.deliver(entry);
             }
         }
         let Some(track) = self.tracks.get_mut(&conversation) else {
@@ -772,8 +854,8 @@ impl ClientSession {
             while let Some(entry) = track.buffer.first_entry()
                 && *entry.key() <= known
             {
-                let message = entry.remove();
-                track.hand_out(message, &mut self.events);
+                let held = entry.remove();
+                track.hand_out(held, &mut self.events);
             }
             if track.head <= known {
                 // Nothing newer is known: the rest up to `head` is gone, stop asking.
@@ -783,25 +865,25 @@ impl ClientSession {
         self.maybe_sync(conversation);
     }
 
-    /// Hands out `message` if it is the next one, buffers it past a gap, drops it if it
+    /// Hands out `entry` if it is the next one, buffers it past a gap, drops it if it
     /// was already handed out.
-    fn deliver(&mut self, message: Message) {
+    fn deliver(&mut self, entry: Entry) {
         // First sight of a conversation after the handshake: start here.
-        let start = Seq::new(message.seq.get().saturating_sub(1)).unwrap_or(Seq::ZERO);
+        let start = Seq::new(entry.seq.get().saturating_sub(1)).unwrap_or(Seq::ZERO);
         let track = Self::track_from(
             &mut self.tracks,
             &mut self.retired,
-            message.conversation,
+            entry.conversation,
             start,
         );
-        if message.seq <= track.delivered || track.buffer.contains_key(&message.seq) {
+        if entry.seq <= track.delivered || track.buffer.contains_key(&entry.seq) {
             return;
         }
-        track.head = track.head.max(message.seq);
-        if track.delivered.next() == Some(message.seq) {
-            track.hand_out(message, &mut self.events);
+        track.head = track.head.max(entry.seq);
+        if track.delivered.next() == Some(entry.seq) {
+            track.hand_out(entry, &mut self.events);
         } else if track.buffer.len() < self.config.max_buffered {
-            track.buffer.insert(message.seq, message);
+            track.buffer.insert(entry.seq, entry);
         }
     }
 

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::body::Body;
+use crate::entry::{Reaction, Relation};
 use crate::error::ErrorCode;
 use crate::frame::{ClientFrame, Error, Hello, Ping, Pong, ServerFrame, SetTyping};
 use crate::ids::{ConversationId, RequestId, UserId};
-use crate::limits::{MAX_CLIENT_NAME, MAX_RESUME_CURSORS, MAX_TOKEN, ServerLimits};
+use crate::limits::{MAX_CLIENT_NAME, MAX_REACTION, MAX_RESUME_CURSORS, MAX_TOKEN, ServerLimits};
 use crate::version::ProtocolVersion;
 
 /// Where a server connection stands.
@@ -372,6 +373,16 @@ impl ServerSession {
 
     fn check_established(&mut self, frame: ClientFrame) -> Result<Inbound, Rejection> {
         let request_id = frame.request_id();
+        if let ServerState::Established { version, .. } = self.state
+            && frame.since() > version
+        {
+            // A kind the negotiated version does not define is unknown (§2).
+            return Err(Rejection::new(
+                None,
+                ErrorCode::UnsupportedFrame,
+                format!("{} needs protocol {}", frame.kind(), frame.since()),
+            ));
+        }
         match &frame {
             ClientFrame::Hello(_) => {
                 return Err(Rejection::new(
@@ -384,6 +395,7 @@ impl ServerSession {
             ClientFrame::Ping(p) => return Ok(Inbound::Ping(*p)),
             ClientFrame::Pong(p) => return Ok(Inbound::Pong(*p)),
             ClientFrame::Send(send) => self.check_body(request_id, &send.body)?,
+            ClientFrame::Relate(relate) => self.check_relation(request_id, &relate.relation)?,
             ClientFrame::History(h) => self.check_page_limit(request_id, h.limit)?,
             ClientFrame::Sync(s) => self.check_page_limit(request_id, s.limit)?,
             ClientFrame::MarkRead(_) => {}
@@ -419,6 +431,33 @@ impl ServerSession {
             ));
         }
         Ok(())
+    }
+
+    fn check_relation(
+        &self,
+        request_id: Option<RequestId>,
+        relation: &Relation,
+    ) -> Result<(), Rejection> {
+        match relation {
+            Relation::Reply { body, .. } | Relation::Edit { body, .. } => {
+                self.check_body(request_id, body)
+            }
+            Relation::Delete { .. } => Ok(()),
+            Relation::React { reaction, .. } => {
+                if let Reaction::Encrypted(e) = reaction {
+                    return self.check_body(request_id, &Body::Encrypted(e.clone()));
+                }
+                if reaction.is_valid() {
+                    Ok(())
+                } else {
+                    Err(Rejection::new(
+                        request_id,
+                        ErrorCode::InvalidRequest,
+                        format!("a reaction is one emoji of at most {MAX_REACTION} bytes"),
+                    ))
+                }
+            }
+        }
     }
 
     fn check_page_limit(&self, request_id: Option<RequestId>, limit: u16) -> Result<(), Rejection> {

@@ -115,16 +115,17 @@ pub(crate) async fn next_event(events: &mut Events, mut pick: impl FnMut(&Event)
     .expect("event within the deadline")
 }
 
-pub(crate) async fn next_message(events: &mut Events) -> Message {
-    match next_event(events, |e| matches!(e, Event::Message(_))).await {
-        Event::Message(m) => m,
+pub(crate) async fn next_message(events: &mut Events) -> Entry {
+    match next_event(events, |e| matches!(e, Event::Entry(_))).await {
+        Event::Entry(m) => m,
         _ => unreachable!(),
     }
 }
 
-pub(crate) fn text(m: &Message) -> &str {
-    match &m.body {
-        Body::Text(t) => t,
-        Body::Encrypted(_) => "<encrypted>",
+pub(crate) fn text(m: &Entry) -> &str {
+    match m.body() {
+        Some(Body::Text(t)) => t,
+        Some(Body::Encrypted(_)) => "<encrypted>",
+        None => "<not a message>",
     }
 }

@@ -1,8 +1,9 @@
 //! Conversations: create direct or group, list, details, members, history.
 
 use chat_api::conversations::{
-    AddMemberRequest, ConversationList, CreateConversationRequest, MessagePage,
+    AddMemberRequest, ConversationList, CreateConversationRequest, EntryList, MessagePage,
 };
+use chat_proto::entry::Entry;
 use chat_proto::frame::MembershipChange;
 use chat_proto::ids::{ConversationId, Seq, Timestamp, UserId};
 use http::{Request, StatusCode};
@@ -212,9 +213,15 @@ pub async fn leave(app: App, req: Request<Incoming>, params: Params) -> HandlerR
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// `GET /api/conversations/{id}/messages?before=SEQ&limit=N`: newest first, at most
-/// 200; members only.
-pub async fn history(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
+/// `GET /api/conversations/{id}/messages?before=SEQ&limit=N` (`entries` false: every
+/// entry as a message, the protocol 1.2 view) and `GET …/entries` (`entries` true: the
+/// log itself): newest first, at most 200; members only.
+pub async fn history(
+    app: App,
+    req: Request<Incoming>,
+    params: Params,
+    entries: bool,
+) -> HandlerResult {
     let caller = request::authenticate(&app, &req).await?;
     let id: ConversationId = path_id(&params, 0, "conversation")?;
     let pairs = request::query(&req);
@@ -232,7 +239,17 @@ pub async fn history(app: App, req: Request<Incoming>, params: Params) -> Handle
         ));
     }
     member_view(&app, caller.user.id, id).await?;
-    let (messages, has_more) = app.store().history(id, before, limit).await?;
+    let (page, has_more) = app.store().history(id, before, limit).await?;
+    if entries {
+        return Ok(json_response(
+            StatusCode::OK,
+            &EntryList {
+                entries: page,
+                has_more,
+            },
+        ));
+    }
+    let messages = page.iter().map(Entry::to_message).collect();
     Ok(json_response(
         StatusCode::OK,
         &MessagePage { messages, has_more },

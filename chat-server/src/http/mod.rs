@@ -79,6 +79,8 @@ pub enum Route {
     Leave,
     /// `GET /api/conversations/{id}/messages`
     History,
+    /// `GET /api/conversations/{id}/entries`
+    Entries,
     /// `GET /api/conversations/{id}/devices`
     ConversationDevices,
     /// `GET /api/devices`
@@ -181,6 +183,11 @@ pub const ROUTES: &[(Method, &str, Route)] = &[
         api::conversations::History::METHOD,
         api::conversations::History::PATH,
         Route::History,
+    ),
+    (
+        api::conversations::Entries::METHOD,
+        api::conversations::Entries::PATH,
+        Route::Entries,
     ),
     (
         api::conversations::ConversationDevices::METHOD,
@@ -399,7 +406,8 @@ async fn dispatch(app: App, peer: SocketAddr, req: Request<Incoming>) -> Handler
         Route::AddMember => conversations::add_member(app, req, params).await,
         Route::RemoveMember => conversations::remove_member(app, req, params).await,
         Route::Leave => conversations::leave(app, req, params).await,
-        Route::History => conversations::history(app, req, params).await,
+        Route::History => conversations::history(app, req, params, false).await,
+        Route::Entries => conversations::history(app, req, params, true).await,
         Route::ConversationDevices => devices::of_conversation(app, req, params).await,
         Route::ListDevices => devices::mine(app, req).await,
         Route::RegisterDevice => devices::register(app, req).await,

@@ -1,4 +1,4 @@
-//! Fan-out of committed messages: one conversation at a time, in commit order,
+//! Fan-out of committed entries: one conversation at a time, in commit order,
 //! big audiences split across the runtime's workers, later messages of the same
 //! conversation joining a fan-out that is still running.
 
@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use chat_proto::frame::{Message, ServerFrame};
+use chat_proto::entry::Entry;
+use chat_proto::frame::ServerFrame;
 use chat_proto::ids::ConversationId;
 use tokio::sync::mpsc;
 
@@ -19,13 +20,26 @@ pub(super) const FANOUT_YIELD: usize = 64;
 /// Audiences from this size on are split across the runtime's workers.
 pub(super) const FANOUT_SPLIT: usize = 256;
 
-/// Index of a wire's encoding in per-wire arrays.
-fn slot(wire: Wire) -> usize {
-    match wire {
+/// Every (wire, generation) a session may read: its encoding, and whether it reads
+/// log entries (protocol 1.3 and later) or messages.
+const ENCODINGS: [(Wire, bool); SLOTS] = [
+    (Wire::WsPostcard, true),
+    (Wire::WsJson, true),
+    (Wire::Stream, true),
+    (Wire::WsPostcard, false),
+    (Wire::WsJson, false),
+    (Wire::Stream, false),
+];
+const SLOTS: usize = 6;
+
+/// Index of a session's encoding in per-encoding arrays (see [`ENCODINGS`]).
+fn slot(handle: &SessionHandle) -> usize {
+    let wire = match handle.wire {
         Wire::WsPostcard => 0,
         Wire::WsJson => 1,
         Wire::Stream => 2,
-    }
+    };
+    if handle.entries { wire } else { wire + 3 }
 }
 
 /// Most frames one conversation's fan-out takes in while it runs.
@@ -36,21 +50,21 @@ const SWEEP_MAX_FRAMES: usize = 1024;
 /// appended, so sessions it has not reached yet get them in the same write.
 #[derive(Default)]
 struct Tail {
-    /// Per wire (see [`slot`]), every frame so far.
-    frames: [Vec<Outbound>; 3],
+    /// Per encoding (see [`slot`]), every frame so far.
+    frames: [Vec<Outbound>; SLOTS],
     /// Set by the first share of the audience to finish: from then on nothing is
     /// appended, so no share can have missed a frame.
     sealed: bool,
 }
 
 /// How many frames there are for each wire.
-fn lens(frames: &[Vec<Outbound>; 3]) -> [usize; 3] {
+fn lens(frames: &[Vec<Outbound>; SLOTS]) -> [usize; SLOTS] {
     frames.each_ref().map(Vec::len)
 }
 
 impl Tail {
     /// Copies into `local` what was appended since it last looked.
-    fn catch_up(&self, local: &mut [Vec<Outbound>; 3]) {
+    fn catch_up(&self, local: &mut [Vec<Outbound>; SLOTS]) {
         for (mine, all) in local.iter_mut().zip(&self.frames) {
             mine.extend_from_slice(&all[mine.len()..]);
         }
@@ -70,7 +84,7 @@ async fn sweep_share(
     tail: Arc<Mutex<Tail>>,
     mut refill: Option<&mut (dyn FnMut() + Send)>,
 ) -> usize {
-    let mut local: [Vec<Outbound>; 3] = Default::default();
+    let mut local: [Vec<Outbound>; SLOTS] = Default::default();
     lock(&tail).catch_up(&mut local);
     // How many frames of its wire each session has had.
     let mut had = vec![0usize; sessions.len()];
@@ -79,7 +93,7 @@ async fn sweep_share(
         // A pass during which nothing was appended leaves every session up to date.
         let before = lens(&local);
         for (handle, had) in sessions.iter().zip(had.iter_mut()) {
-            let frames = &local[slot(handle.wire)];
+            let frames = &local[slot(handle)];
             if *had == frames.len() {
                 continue;
             }
@@ -107,11 +121,11 @@ async fn sweep_share(
 }
 
 impl Hub {
-    /// Delivers a batch of newly committed messages to every session of every member
-    /// (the sender's included), each encoded once per wire. A session gets all of one
+    /// Delivers a batch of newly committed entries to every session of every member
+    /// (the sender's included), each encoded once per wire and protocol generation. A session gets all of one
     /// conversation's messages in the batch with one push, so a burst costs it one
     /// write; the task yields between groups of sessions so others keep running.
-    pub async fn deliver(&self, messages: Vec<Message>) {
+    pub async fn deliver(&self, messages: Vec<Entry>) {
         self.deliver_from(messages, None).await;
     }
 
@@ -123,12 +137,12 @@ impl Hub {
     /// everything after it, waits its turn: each conversation's order is kept.
     pub(super) async fn deliver_from(
         &self,
-        mut messages: Vec<Message>,
-        mut more: Option<&mut mpsc::Receiver<Vec<Message>>>,
+        mut messages: Vec<Entry>,
+        mut more: Option<&mut mpsc::Receiver<Vec<Entry>>>,
     ) {
-        let mut deferred: Vec<Message> = Vec::new();
+        let mut deferred: Vec<Entry> = Vec::new();
         while !messages.is_empty() {
-            let mut runs: Vec<(ConversationId, Vec<Message>)> = Vec::new();
+            let mut runs: Vec<(ConversationId, Vec<Entry>)> = Vec::new();
             let mut index: HashMap<ConversationId, usize> = HashMap::new();
             for message in messages {
                 let at = *index.entry(message.conversation).or_insert_with(|| {
@@ -149,9 +163,9 @@ impl Hub {
     async fn sweep(
         &self,
         conversation: ConversationId,
-        run: Vec<Message>,
-        more: Option<&mut mpsc::Receiver<Vec<Message>>>,
-        deferred: &mut Vec<Message>,
+        run: Vec<Entry>,
+        more: Option<&mut mpsc::Receiver<Vec<Entry>>>,
+        deferred: &mut Vec<Entry>,
     ) {
         // Taken before the audience is: a change after it stops the sweep from taking
         // in more (a new member, a new session).
@@ -172,19 +186,19 @@ impl Hub {
         };
         let started = std::time::Instant::now();
         let mut targets = self.local_sessions(&members);
-        let mut wires = [false; 3];
+        let mut used = [false; SLOTS];
         for target in &targets {
-            wires[slot(target.wire)] = true;
+            used[slot(target)] = true;
         }
         let tail = Arc::new(Mutex::new(Tail::default()));
-        let append = |tail: &mut Tail, message: Message| {
-            let frame = SharedFrame::new(ServerFrame::Message(message));
+        let append = |tail: &mut Tail, entry: Entry| {
+            let frame = SharedFrame::new(ServerFrame::Entry(entry));
             self.publish_fanout(&members, &frame);
-            for wire in [Wire::WsPostcard, Wire::WsJson, Wire::Stream] {
-                if wires[slot(wire)]
-                    && let Some(bytes) = frame.bytes(wire)
+            for (at, &(wire, entries)) in ENCODINGS.iter().enumerate() {
+                if used[at]
+                    && let Some(bytes) = frame.bytes_for(wire, entries)
                 {
-                    tail.frames[slot(wire)].push(Outbound::Frame(bytes));
+                    tail.frames[at].push(Outbound::Frame(bytes));
                 }
             }
         };
@@ -238,7 +252,7 @@ impl Hub {
     }
 
     /// Runs the fan-out of committed messages until the appender ends.
-    pub fn spawn_delivery(self: &Arc<Self>, mut committed: mpsc::Receiver<Vec<Message>>) {
+    pub fn spawn_delivery(self: &Arc<Self>, mut committed: mpsc::Receiver<Vec<Entry>>) {
         let hub = self.clone();
         tokio::spawn(async move {
             // Everything committed while the last fan-out ran goes out together: when

@@ -22,6 +22,9 @@ pub struct SessionHandle {
     pub user: UserId,
     /// Its wire encoding.
     pub wire: Wire,
+    /// Whether it reads log entries (`entry` frames, protocol 1.3 and later) or only
+    /// messages.
+    pub entries: bool,
     /// Where frames that may be lost go instead of the queue, once the session
     /// negotiated a version that allows it.
     pub datagrams: Option<Arc<dyn Datagrams>>,
@@ -37,6 +40,7 @@ impl SessionHandle {
                 id,
                 user,
                 wire,
+                entries: true,
                 datagrams: None,
                 outbox: outbox.clone(),
             },
@@ -73,7 +77,7 @@ impl SessionHandle {
         if self.send_datagram(frame) {
             return true;
         }
-        match frame.bytes(self.wire) {
+        match frame.bytes_for(self.wire, self.entries) {
             Some(bytes) => self.push(Outbound::Frame(bytes)),
             None => false,
         }
@@ -85,7 +89,7 @@ impl SessionHandle {
         if self.send_datagram(frame) {
             return true;
         }
-        match frame.bytes(self.wire) {
+        match frame.bytes_for(self.wire, self.entries) {
             Some(bytes) => self.outbox.enqueue(Outbound::Frame(bytes)),
             None => false,
         }

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chat_proto::frame::{Message, ServerFrame};
+use chat_proto::entry::{Content, Entry};
+use chat_proto::frame::ServerFrame;
 use chat_proto::ids::{ConversationId, Timestamp, UserId};
 use tokio::sync::{Notify, mpsc};
 
@@ -84,8 +85,8 @@ impl crate::wire::DirectWrite for CountingSocket {
     }
 }
 
-fn message(conversation: u64, seq: u64) -> Message {
-    Message {
+fn message(conversation: u64, seq: u64) -> Entry {
+    Entry {
         conversation: ConversationId::new(conversation).unwrap_or_else(|_| unreachable!()),
         seq: chat_proto::ids::Seq::new(seq).unwrap_or_else(|_| unreachable!()),
         id: chat_proto::ids::MessageId::new(conversation * 100 + seq)
@@ -93,15 +94,17 @@ fn message(conversation: u64, seq: u64) -> Message {
         sender: user(2),
         client_msg_id: chat_proto::ids::ClientMsgId::from_bytes([seq as u8; 16]),
         sent_at: Timestamp(1),
-        body: chat_proto::body::Body::Text(format!("{conversation}/{seq}")),
+        content: Content::message(chat_proto::body::Body::Text(format!(
+            "{conversation}/{seq}"
+        ))),
     }
 }
 
-fn encoded(messages: &[Message], wire: Wire) -> Vec<Bytes> {
-    messages
+fn encoded(entries: &[Entry], wire: Wire) -> Vec<Bytes> {
+    entries
         .iter()
         .map(|m| {
-            SharedFrame::new(ServerFrame::Message(m.clone()))
+            SharedFrame::new(ServerFrame::Entry(m.clone()))
                 .bytes(wire)
                 .unwrap_or_default()
         })
@@ -231,7 +234,7 @@ async fn messages_committed_during_a_fan_out_join_it_in_order() {
     hub.deliver_from(vec![message(7, 1), message(7, 2)], Some(&mut rx))
         .await;
 
-    let seven: Vec<Message> = (1..=4).map(|seq| message(7, seq)).collect();
+    let seven: Vec<Entry> = (1..=4).map(|seq| message(7, seq)).collect();
     let want = encoded(&seven, Wire::WsPostcard).concat();
     for (i, (outbox, socket)) in ones.iter().enumerate() {
         assert_eq!(
@@ -273,7 +276,7 @@ async fn a_split_fan_out_taking_in_messages_keeps_every_session_in_order() {
         hub.deliver_from(first, Some(&mut rx)).await;
         assert!(rx.try_recv().is_err(), "everything was taken");
     }
-    let all: Vec<Message> = (1..=120).map(|seq| message(7, seq)).collect();
+    let all: Vec<Entry> = (1..=120).map(|seq| message(7, seq)).collect();
     let want = encoded(&all, Wire::WsPostcard).concat();
     for (outbox, socket) in &ones {
         assert_eq!(received(outbox, socket.as_ref()), want);
@@ -504,8 +507,8 @@ impl crate::store::DeviceStore for NoStore {
 
 impl crate::store::MessageStore for NoStore {
     unused! {
-        history(ConversationId, Option<chat_proto::ids::Seq>, u32) -> (Vec<Message>, bool);
-        messages_after(ConversationId, chat_proto::ids::Seq, u32) -> (Vec<Message>, bool);
-        append_batch(Vec<crate::store::NewMessage>) -> Vec<crate::store::Appended>;
+        history(ConversationId, Option<chat_proto::ids::Seq>, u32) -> (Vec<Entry>, bool);
+        messages_after(ConversationId, chat_proto::ids::Seq, u32) -> (Vec<Entry>, bool);
+        append_batch(Vec<crate::store::NewEntry>) -> Vec<crate::store::Appended>;
     }
 }

@@ -1,9 +1,10 @@
-//! Conversations: who is a member, what a member may send, who may change the members,
-//! and how large a group may grow.
+//! Conversations: who is a member, what a member may send and relate, who moderates,
+//! who may change the members, and how large a group may grow.
 
 use std::time::{Duration, Instant};
 
 use chat_proto::body::Body;
+use chat_proto::entry::{Reaction, Relation};
 use chat_proto::ids::{ConversationId, UserId};
 
 use crate::app::App;
@@ -95,6 +96,33 @@ pub fn may_send(conversation: &CachedConversation, body: &Body) -> Result<(), De
         return Err(Denied::EncryptionRequired);
     }
     Ok(())
+}
+
+/// Whether a relation's content fits the conversation's encryption policy, as
+/// [`may_send`] for bodies: sealed bodies and reactions in encrypted conversations.
+pub fn may_relate(conversation: &CachedConversation, relation: &Relation) -> Result<(), Denied> {
+    match relation {
+        Relation::Reply { body, .. } | Relation::Edit { body, .. } => may_send(conversation, body),
+        Relation::React {
+            reaction: Reaction::Emoji(_),
+            ..
+        } if conversation.encrypted => Err(Denied::EncryptionRequired),
+        Relation::React { .. } | Relation::Delete { .. } => Ok(()),
+    }
+}
+
+/// Whether `user` moderates the conversation: owns it and it is a group. A moderator
+/// may delete anyone's message in it (PROTOCOL.md §5.2).
+pub async fn moderates(
+    app: &App,
+    user: UserId,
+    conversation: ConversationId,
+) -> Result<bool, Denied> {
+    let c = member_view(app, user, conversation).await?;
+    Ok(c.kind == ConversationKind::Group
+        && c.members
+            .iter()
+            .any(|m| m.user.id == user && m.role == Role::Owner))
 }
 
 /// Takes one send from `user`'s rate budget (the limits announced in `welcome`).

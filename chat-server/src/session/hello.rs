@@ -64,6 +64,7 @@ impl Driver {
             heads: heads.clone(),
         }));
         self.handle.user = user;
+        self.handle.entries = version.has_relations();
         if version >= ProtocolVersion::DATAGRAMS {
             self.handle.datagrams = self.datagrams.clone();
         }
@@ -121,12 +122,13 @@ impl Driver {
                 .messages_after(conversation, start, u32::from(MAX_REPLAY))
                 .await
             {
-                Ok((messages, more)) => {
+                Ok((entries, more)) => {
                     if more {
                         truncated.push(conversation);
                     }
-                    for m in messages {
-                        self.push(ServerFrame::Message(m));
+                    // Older sessions get each entry as a message (`SharedFrame`).
+                    for entry in entries {
+                        self.push(ServerFrame::Entry(entry));
                     }
                 }
                 Err(e) => {

@@ -399,6 +399,7 @@ impl Driver {
         let _request_id = request.request_id();
         match request {
             ClientFrame::Send(send) => self.on_send(send).await,
+            ClientFrame::Relate(relate) => self.on_relate(relate).await,
             ClientFrame::History(h) => {
                 let kind = PageKind::History(h.before);
                 self.serve_page(h.request_id, h.conversation, kind, h.limit)

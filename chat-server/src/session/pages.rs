@@ -1,7 +1,9 @@
-//! `history` and `sync`: pages of stored messages, cut to the frame limit.
+//! `history` and `sync`: pages of stored entries, cut to the frame limit, as
+//! `entries` for sessions of 1.3 and later and as pages of messages for older ones.
 
+use chat_proto::entry::Entry;
 use chat_proto::error::ErrorCode;
-use chat_proto::frame::{Page, ServerFrame};
+use chat_proto::frame::{EntryPage, Page, ServerFrame};
 use chat_proto::ids::{ConversationId, RequestId};
 
 use crate::hub::SharedFrame;
@@ -28,8 +30,8 @@ impl Driver {
             PageKind::Sync(after) => store.messages_after(conversation, after, limit).await,
         };
         match result {
-            Ok((messages, more)) => {
-                let frame = self.fit_page(kind, request_id, conversation, messages, more);
+            Ok((entries, more)) => {
+                let frame = self.fit_page(kind, request_id, conversation, entries, more);
                 self.handle.push_shared(&frame);
                 self.proto.finished();
             }
@@ -51,34 +53,37 @@ impl Driver {
         kind: PageKind,
         request_id: RequestId,
         conversation: ConversationId,
-        mut messages: Vec<chat_proto::frame::Message>,
+        mut entries: Vec<Entry>,
         mut has_more: bool,
     ) -> SharedFrame {
+        let relations = self.version.has_relations();
         loop {
-            let page = Page {
-                request_id,
-                conversation,
-                messages,
-                has_more,
+            let count = entries.len();
+            let frame = if relations {
+                ServerFrame::Entries(EntryPage {
+                    request_id,
+                    conversation,
+                    entries: entries.clone(),
+                    has_more,
+                })
+            } else {
+                let page = Page {
+                    request_id,
+                    conversation,
+                    messages: entries.iter().map(Entry::to_message).collect(),
+                    has_more,
+                };
+                match kind {
+                    PageKind::History(_) => ServerFrame::HistoryPage(page),
+                    PageKind::Sync(_) => ServerFrame::SyncPage(page),
+                }
             };
-            let frame = SharedFrame::new(match kind {
-                PageKind::History(_) => ServerFrame::HistoryPage(page),
-                PageKind::Sync(_) => ServerFrame::SyncPage(page),
-            });
+            let frame = SharedFrame::new(frame);
             // The encoders refuse frames past the receiver's limit.
-            let count = match frame.frame() {
-                ServerFrame::HistoryPage(p) | ServerFrame::SyncPage(p) => p.messages.len(),
-                _ => 0,
-            };
             if frame.bytes(self.wire).is_some() || count <= 1 {
                 return frame;
             }
-            let (ServerFrame::HistoryPage(page) | ServerFrame::SyncPage(page)) = frame.into_frame()
-            else {
-                unreachable!("built as a page above")
-            };
-            messages = page.messages;
-            messages.truncate(count / 2);
+            entries.truncate(count / 2);
             has_more = true;
         }
     }

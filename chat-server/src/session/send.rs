@@ -1,14 +1,15 @@
-//! `send`: from the checks to the ack after the commit.
+//! `send` and `relate`: from the checks to the ack after the commit.
 
 use std::time::Instant;
 
 use chat_proto::body::Body;
+use chat_proto::entry::Content;
 use chat_proto::error::ErrorCode;
-use chat_proto::frame::{Ack, Error, ServerFrame};
+use chat_proto::frame::{Ack, Error, Relate, ServerFrame};
 use chat_proto::ids::{ConversationId, RequestId, Timestamp, UserId};
 
 use crate::store::append::AppendResult;
-use crate::store::{Appended, NewMessage};
+use crate::store::{Appended, NewEntry, Refusal};
 
 use super::Driver;
 use crate::services::{Denied, conversations};
@@ -28,22 +29,7 @@ impl Driver {
             return self.fail(request_id, code, message);
         }
         let Some(user) = self.user else { return };
-        if let Err(denied) = conversations::take_send(&self.app, user, Instant::now()) {
-            self.proto.finished();
-            metrics::counter!(crate::metrics::RATE_LIMITED, "kind" => "send").increment(1);
-            let (code, message) = super::refusal(&denied);
-            let retry_after_ms = match denied {
-                Denied::RateLimited(wait) => {
-                    Some(u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1))
-                }
-                _ => None,
-            };
-            self.push(ServerFrame::Error(Error {
-                request_id,
-                code,
-                message: message.into(),
-                retry_after_ms,
-            }));
+        if !self.take_send(user, request_id) {
             return;
         }
         // After the rate limit: this check reads the database.
@@ -54,19 +40,102 @@ impl Driver {
         {
             return self.fail(request_id, code, message);
         }
-        let message = NewMessage {
-            conversation: send.conversation,
-            sender: user,
-            client_msg_id: send.client_msg_id,
-            body: send.body,
-            sent_at: Timestamp::now(),
+        let entry = NewEntry::message(
+            send.conversation,
+            user,
+            send.client_msg_id,
+            send.body,
+            Timestamp::now(),
+        );
+        self.append(send.request_id, entry).await;
+    }
+
+    /// Answers `relate` (PROTOCOL.md §5.2) as `send`: membership, encryption policy,
+    /// the shared rate limit and (sealed content) the recipients are checked here; the
+    /// store checks the relation against the log when it commits it.
+    pub(super) async fn on_relate(&mut self, relate: Relate) {
+        let request_id = Some(relate.request_id);
+        let c = match self.membership(relate.conversation).await {
+            Ok(c) => c,
+            Err((code, message)) => return self.fail(request_id, code, message),
         };
-        let rid = send.request_id;
-        match self.app.appender().enqueue(message).await {
+        if let Err(denied) = conversations::may_relate(&c, &relate.relation) {
+            let (code, message) = super::refusal(&denied);
+            return self.fail(request_id, code, message);
+        }
+        let Some(user) = self.user else { return };
+        if !self.take_send(user, request_id) {
+            return;
+        }
+        let content = relate.relation.into_content();
+        if c.encrypted
+            && let Some(envelope) = content.envelope()
+            && let Err((code, message)) = self
+                .check_recipients(user, relate.conversation, envelope)
+                .await
+        {
+            return self.fail(request_id, code, message);
+        }
+        // Only a deletion can use the moderator's right; only then is it looked up.
+        let moderator = match content {
+            Content::Delete { .. } => {
+                match conversations::moderates(&self.app, user, relate.conversation).await {
+                    Ok(m) => m,
+                    Err(denied) => {
+                        let (code, message) = super::refusal(&denied);
+                        return self.fail(request_id, code, message);
+                    }
+                }
+            }
+            _ => false,
+        };
+        let entry = NewEntry {
+            conversation: relate.conversation,
+            sender: user,
+            client_msg_id: relate.client_msg_id,
+            content,
+            sent_at: Timestamp::now(),
+            moderator,
+        };
+        self.append(relate.request_id, entry).await;
+    }
+
+    /// Takes a token of the user's send rate; answers `rate_limited` and returns
+    /// `false` when there is none.
+    fn take_send(&mut self, user: UserId, request_id: Option<RequestId>) -> bool {
+        let Err(denied) = conversations::take_send(&self.app, user, Instant::now()) else {
+            return true;
+        };
+        self.proto.finished();
+        metrics::counter!(crate::metrics::RATE_LIMITED, "kind" => "send").increment(1);
+        let (code, message) = super::refusal(&denied);
+        let retry_after_ms = match denied {
+            Denied::RateLimited(wait) => {
+                Some(u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1))
+            }
+            _ => None,
+        };
+        self.push(ServerFrame::Error(Error {
+            request_id,
+            code,
+            message: message.into(),
+            retry_after_ms,
+        }));
+        false
+    }
+
+    /// Queues an entry on the group-commit appender; its ack follows the commit
+    /// ([`Driver::answer_send`]).
+    async fn append(&mut self, request_id: RequestId, entry: NewEntry) {
+        match self.app.appender().enqueue(entry).await {
             Ok(answer) => self
                 .pending
-                .push_back(Box::pin(async move { (rid, answer.await.ok()) })),
-            Err(_) => self.fail(request_id, ErrorCode::Unavailable, "storage is unavailable"),
+                .push_back(Box::pin(async move { (request_id, answer.await.ok()) })),
+            Err(_) => self.fail(
+                Some(request_id),
+                ErrorCode::Unavailable,
+                "storage is unavailable",
+            ),
         }
     }
 
@@ -138,6 +207,27 @@ impl Driver {
             ),
             Some(Ok(Appended::NoConversation)) => {
                 self.error(rid, ErrorCode::NotFound, "no such conversation")
+            }
+            Some(Ok(Appended::Refused(refusal))) => {
+                let (code, message) = match refusal {
+                    Refusal::NoTarget => {
+                        (ErrorCode::NotFound, "no such entry in this conversation")
+                    }
+                    Refusal::WrongTarget => (
+                        ErrorCode::InvalidRequest,
+                        "that entry cannot be the target of this relation",
+                    ),
+                    Refusal::Forbidden => (
+                        ErrorCode::Forbidden,
+                        "only the author (or a group's owner, to delete) may do that",
+                    ),
+                    Refusal::Deleted => (ErrorCode::Deleted, "that message was deleted"),
+                    Refusal::ReactionLimit => (
+                        ErrorCode::ReactionLimit,
+                        "that message has as many reactions as allowed",
+                    ),
+                };
+                self.error(rid, code, message)
             }
             Some(Err(e)) => {
                 tracing::error!(error = %e, "send failed to commit");

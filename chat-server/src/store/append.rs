@@ -8,13 +8,13 @@
 
 use std::sync::Arc;
 
-use chat_proto::frame::Message;
+use chat_proto::entry::Entry;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
 
 use super::health::WriteHealth;
-use super::{Appended, NewMessage, Store, StoreError};
+use super::{Appended, NewEntry, Store, StoreError};
 
 /// The answer to one send.
 pub type AppendResult = Result<Appended, Arc<StoreError>>;
@@ -23,7 +23,7 @@ type Reply = oneshot::Sender<AppendResult>;
 /// Handle to the group-commit task; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Appender {
-    tx: mpsc::Sender<(NewMessage, Reply)>,
+    tx: mpsc::Sender<(NewEntry, Reply)>,
     health: Arc<WriteHealth>,
 }
 
@@ -34,7 +34,7 @@ impl Appender {
     pub fn spawn(
         store: Arc<dyn Store>,
         max_batch: usize,
-        committed: Option<mpsc::Sender<Vec<Message>>>,
+        committed: Option<mpsc::Sender<Vec<Entry>>>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(max_batch.max(1) * 4);
         let health = Arc::new(WriteHealth::default());
@@ -51,7 +51,7 @@ impl Appender {
     /// queued by one caller are committed in the order they were queued.
     pub async fn enqueue(
         &self,
-        message: NewMessage,
+        message: NewEntry,
     ) -> Result<oneshot::Receiver<AppendResult>, Arc<StoreError>> {
         let (reply, answer) = oneshot::channel();
         self.tx
@@ -62,7 +62,7 @@ impl Appender {
     }
 
     /// Stores one send; resolves after its transaction committed.
-    pub async fn append(&self, message: NewMessage) -> AppendResult {
+    pub async fn append(&self, message: NewEntry) -> AppendResult {
         let answer = self.enqueue(message).await?;
         answer.await.map_err(|_| Arc::new(StoreError::Closed))?
     }
@@ -70,9 +70,9 @@ impl Appender {
 
 async fn run(
     store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<(NewMessage, Reply)>,
+    mut rx: mpsc::Receiver<(NewEntry, Reply)>,
     max_batch: usize,
-    committed: Option<mpsc::Sender<Vec<Message>>>,
+    committed: Option<mpsc::Sender<Vec<Entry>>>,
     health: Arc<WriteHealth>,
 ) {
     // Several batches may be in flight where the backend writes concurrently; they are
@@ -80,7 +80,7 @@ async fn run(
     // commit order (one conversation's writers serialize on its row in the database).
     let depth = store.write_concurrency().max(1);
     let mut in_flight = FuturesOrdered::new();
-    let mut pending: Vec<(NewMessage, Reply)> = Vec::with_capacity(max_batch);
+    let mut pending: Vec<(NewEntry, Reply)> = Vec::with_capacity(max_batch);
     let mut open = true;
     loop {
         tokio::select! {
@@ -97,7 +97,7 @@ async fn run(
                     open = false;
                     continue;
                 }
-                let (batch, replies): (Vec<NewMessage>, Vec<Reply>) = pending.drain(..).unzip();
+                let (batch, replies): (Vec<NewEntry>, Vec<Reply>) = pending.drain(..).unzip();
                 let store = store.clone();
                 in_flight.push_back(async move {
                     let size = batch.len();
@@ -117,11 +117,11 @@ async fn finish(
     replies: Vec<Reply>,
     size: usize,
     result: Result<Vec<Appended>, StoreError>,
-    committed: Option<&mpsc::Sender<Vec<Message>>>,
+    committed: Option<&mpsc::Sender<Vec<Entry>>>,
 ) {
     match result {
         Ok(results) => {
-            let fresh: Vec<Message> = results
+            let fresh: Vec<Entry> = results
                 .iter()
                 .filter_map(|r| match r {
                     Appended::New(m) => Some(m.clone()),

@@ -177,9 +177,12 @@ macro_rules! impl_conversations {
                         let last_read: i64 = row.try_get("last_read_seq")?;
                         // The user's own messages are never unread to them.
                         let unread: i64 = if last_seq > last_read {
+                            // Relations (edits, reactions, deletions) and deleted messages
+                            // are not unread messages.
                             sqlx::query_scalar(
                                 "SELECT COUNT(*) FROM messages \
-                                 WHERE conversation_id = $1 AND seq > $2 AND sender_id <> $3",
+                                 WHERE conversation_id = $1 AND seq > $2 AND sender_id <> $3 \
+                                 AND kind = 0 AND body IS NOT NULL",
                             )
                             .bind(id)
                             .bind(last_read)
@@ -192,16 +195,12 @@ macro_rules! impl_conversations {
                         let Some(conversation) = Self::load_conversation(&mut conn, id).await? else {
                             continue;
                         };
-                        let last_message = sqlx::query(
-                            "SELECT id, conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at \
-                             FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT 1",
-                        )
-                        .bind(id)
-                        .fetch_optional(&mut *conn)
-                        .await?;
+                        let (last_message, edited, deleted) = Self::preview(&mut conn, id).await?;
                         out.push($crate::store::ConversationSummary {
                             conversation,
-                            last_message: last_message.as_ref().map(Self::message_from_row).transpose()?,
+                            last_message,
+                            last_message_edited: edited,
+                            last_message_deleted: deleted,
                             unread: u64::try_from(unread).unwrap_or(0),
                         });
                     }

@@ -19,16 +19,16 @@ use super::append::Appender;
 use super::*;
 use crate::testing::{TestDb, TestDbKind};
 
-fn send(conversation: ConversationId, sender: UserId, n: u32, text: String) -> NewMessage {
+fn send(conversation: ConversationId, sender: UserId, n: u32, text: String) -> NewEntry {
     let mut key = [0u8; 16];
     key[..4].copy_from_slice(&n.to_be_bytes());
-    NewMessage {
+    NewEntry::message(
         conversation,
         sender,
-        client_msg_id: ClientMsgId::from_bytes(key),
-        body: Body::Text(text),
-        sent_at: Timestamp::now(),
-    }
+        ClientMsgId::from_bytes(key),
+        Body::Text(text),
+        Timestamp::now(),
+    )
 }
 
 async fn two_users_and_a_conversation(store: &dyn Store) -> (UserId, ConversationId) {
@@ -53,7 +53,7 @@ async fn two_users_and_a_conversation(store: &dyn Store) -> (UserId, Conversatio
 }
 
 /// Every stored message of `conversation`, by seq.
-async fn stored(store: &dyn Store, conversation: ConversationId) -> Vec<Message> {
+async fn stored(store: &dyn Store, conversation: ConversationId) -> Vec<Entry> {
     let (mut page, more) = store
         .messages_after(conversation, Seq::ZERO, 10_000)
         .await
@@ -65,7 +65,7 @@ async fn stored(store: &dyn Store, conversation: ConversationId) -> Vec<Message>
 
 /// Checks that the acknowledged messages are stored exactly once each, with the seqs
 /// they were acknowledged with, and that seqs have no gaps.
-fn assert_nothing_lost(acked: &BTreeMap<ClientMsgId, Message>, stored: &[Message]) {
+fn assert_nothing_lost(acked: &BTreeMap<ClientMsgId, Entry>, stored: &[Entry]) {
     for (i, m) in stored.iter().enumerate() {
         assert_eq!(u64::from(m.seq), i as u64 + 1, "seqs have no gaps");
     }

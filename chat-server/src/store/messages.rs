@@ -1,53 +1,334 @@
-//! Messages: group-committed appends and pages of history (the `messages` table): the
-//! trait, and its SQL for both backends (one macro, expanded for each store type in
-//! `sqlite.rs` and `postgres.rs`).
+//! Conversation logs: group-committed appends of messages and relations, the rules of
+//! relations and the purge of deleted content (PROTOCOL.md §5.2), and pages of entries
+//! (the `messages` table): the trait, and its SQL for both backends (one macro,
+//! expanded for each store type in `sqlite.rs` and `postgres.rs`).
 
-use chat_proto::frame::Message;
+use std::collections::{HashMap, HashSet};
+
+use chat_proto::entry::Entry;
 use chat_proto::ids::{ConversationId, Seq};
 
 use super::*;
 
-/// Messages: group-committed appends and pages of history (the `messages` table).
+/// Conversation logs: group-committed appends and pages of entries.
 pub trait MessageStore {
-    /// Messages before `before` (or the newest), newest first, and whether older exist.
+    /// Entries before `before` (or the newest), newest first, and whether older exist.
     fn history(
         &self,
         id: ConversationId,
         before: Option<Seq>,
         limit: u32,
-    ) -> StoreFuture<'_, (Vec<Message>, bool)>;
-    /// Messages after `after`, oldest first, and whether newer exist.
+    ) -> StoreFuture<'_, (Vec<Entry>, bool)>;
+    /// Entries after `after`, oldest first, and whether newer exist.
     fn messages_after(
         &self,
         id: ConversationId,
         after: Seq,
         limit: u32,
-    ) -> StoreFuture<'_, (Vec<Message>, bool)>;
-    /// Stores a batch of sends in one transaction, assigning per-conversation seqs.
-    fn append_batch(&self, batch: Vec<NewMessage>) -> StoreFuture<'_, Vec<Appended>>;
+    ) -> StoreFuture<'_, (Vec<Entry>, bool)>;
+    /// Stores a batch of entries in one transaction, assigning per-conversation seqs,
+    /// checking relations against the log and purging what deletions delete.
+    fn append_batch(&self, batch: Vec<NewEntry>) -> StoreFuture<'_, Vec<Appended>>;
+}
+
+/// Whether a stored entry is what `new` asks to store again under its key. An entry
+/// whose content a deletion purged since matches any retry of its key.
+pub(crate) fn same_entry(stored: &Entry, new: &NewEntry) -> bool {
+    stored.conversation == new.conversation
+        && (stored.content == new.content || stored.content.is_purged())
+}
+
+/// What a relation's target is, as the checks need it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target {
+    pub(crate) kind: i16,
+    pub(crate) sender: i64,
+    /// Its content was purged (a deleted message or reaction).
+    pub(crate) purged: bool,
+}
+
+/// The outcome of checking one entry of a batch.
+#[derive(Debug)]
+pub(crate) enum Check {
+    /// Store it.
+    Accept,
+    /// Store nothing: it repeats a stored entry.
+    Stored(Entry),
+    /// Store nothing: it repeats the entry at this index of the batch.
+    InBatch(usize),
+    /// Refuse it.
+    Refuse(Refusal),
+}
+
+/// What the entries accepted so far in a batch change for the ones after them.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    /// Targets read, by (conversation, seq).
+    pub(crate) targets: HashMap<(i64, i64), Target>,
+    /// Deletions accepted in this batch, by target: the index of the first.
+    pub(crate) deleted: HashMap<(i64, i64), usize>,
+    /// Plain reactions accepted in this batch, by (conversation, target, sender, emoji).
+    pub(crate) reacted: HashMap<(i64, i64, i64, Vec<u8>), usize>,
+    /// Distinct plain emoji on a message, by (conversation, target).
+    pub(crate) distinct: HashMap<(i64, i64), HashSet<Vec<u8>>>,
+    /// Live reactions of a user on a message, by (conversation, target, sender).
+    pub(crate) per_user: HashMap<(i64, i64, i64), i64>,
 }
 
 /// Implements [`MessageStore`] for a SQL store type over `$db` (see `sql.rs`).
 macro_rules! impl_messages {
     ($ty:ty, $db:ty) => {
+        impl $ty {
+            /// The entry at `seq` of a conversation, as a relation's target.
+            async fn target(
+                tx: &mut $crate::store::tx::WriteTx<$db>,
+                overlay: &mut $crate::store::messages::Overlay,
+                conversation: i64,
+                seq: i64,
+            ) -> Result<Option<$crate::store::messages::Target>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                if let Some(t) = overlay.targets.get(&(conversation, seq)) {
+                    return Ok(Some(*t));
+                }
+                let row = sqlx::query(
+                    "SELECT kind, sender_id, CAST(CASE WHEN body IS NULL THEN 1 ELSE 0 END AS BIGINT) AS purged \
+                     FROM messages WHERE conversation_id = $1 AND seq = $2",
+                )
+                .bind(conversation)
+                .bind(seq)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let target = $crate::store::messages::Target {
+                    kind: row.try_get("kind")?,
+                    sender: row.try_get("sender_id")?,
+                    purged: row.try_get::<i64, _>("purged")? == 1,
+                };
+                overlay.targets.insert((conversation, seq), target);
+                Ok(Some(target))
+            }
+
+            /// The first deletion of the entry at `target`.
+            async fn first_deletion(
+                tx: &mut $crate::store::tx::WriteTx<$db>,
+                conversation: i64,
+                target: i64,
+            ) -> Result<Option<chat_proto::entry::Entry>, $crate::store::StoreError> {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    $crate::store::entry_columns!(),
+                    " FROM messages WHERE conversation_id = $1 AND target = $2 AND kind = 2 ORDER BY seq LIMIT 1"
+                ))
+                .bind(conversation)
+                .bind(target)
+                .fetch_optional(&mut **tx)
+                .await?
+                .as_ref()
+                .map(Self::entry_from_row)
+                .transpose()
+            }
+
+            /// `sender`'s live plain reaction with `emoji` on the message at `target`.
+            async fn same_reaction(
+                tx: &mut $crate::store::tx::WriteTx<$db>,
+                conversation: i64,
+                target: i64,
+                sender: i64,
+                emoji: &[u8],
+            ) -> Result<Option<chat_proto::entry::Entry>, $crate::store::StoreError> {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    $crate::store::entry_columns!(),
+                    " FROM messages WHERE conversation_id = $1 AND target = $2 AND kind = 3 \
+                     AND sender_id = $3 AND body_kind = 0 AND body = $4 ORDER BY seq LIMIT 1"
+                ))
+                .bind(conversation)
+                .bind(target)
+                .bind(sender)
+                .bind(emoji)
+                .fetch_optional(&mut **tx)
+                .await?
+                .as_ref()
+                .map(Self::entry_from_row)
+                .transpose()
+            }
+
+            /// Checks one entry of a batch against the log and what the batch accepted
+            /// before it (PROTOCOL.md §5.2, "Rules").
+            async fn check_entry(
+                tx: &mut $crate::store::tx::WriteTx<$db>,
+                overlay: &mut $crate::store::messages::Overlay,
+                index: usize,
+                entry: &$crate::store::NewEntry,
+            ) -> Result<$crate::store::messages::Check, $crate::store::StoreError> {
+                use chat_proto::entry::{Content, Reaction};
+                use sqlx::Row as _;
+                use $crate::store::messages::Check;
+                use $crate::store::{Refusal, kind};
+                let conversation = i64::from(entry.conversation);
+                let sender = i64::from(entry.sender);
+                let Some(target_seq) = entry.content.target().map(i64::from) else {
+                    return Ok(Check::Accept);
+                };
+                let Some(target) = Self::target(tx, overlay, conversation, target_seq).await? else {
+                    return Ok(Check::Refuse(Refusal::NoTarget));
+                };
+                let deleted = target.purged || overlay.deleted.contains_key(&(conversation, target_seq));
+                let on_message = |check: Check| {
+                    if target.kind != kind::MESSAGE {
+                        Check::Refuse(Refusal::WrongTarget)
+                    } else if deleted {
+                        Check::Refuse(Refusal::Deleted)
+                    } else {
+                        check
+                    }
+                };
+                Ok(match &entry.content {
+                    Content::Message { .. } => on_message(Check::Accept),
+                    Content::Edit { .. } => {
+                        if target.kind == kind::MESSAGE && target.sender != sender {
+                            Check::Refuse(Refusal::Forbidden)
+                        } else {
+                            on_message(Check::Accept)
+                        }
+                    }
+                    Content::Delete { .. } => {
+                        let allowed = target.sender == sender
+                            || (entry.moderator && target.kind == kind::MESSAGE);
+                        if target.kind != kind::MESSAGE && target.kind != kind::REACTION {
+                            Check::Refuse(Refusal::WrongTarget)
+                        } else if !allowed {
+                            Check::Refuse(Refusal::Forbidden)
+                        } else if let Some(&first) = overlay.deleted.get(&(conversation, target_seq)) {
+                            Check::InBatch(first)
+                        } else if target.purged {
+                            match Self::first_deletion(tx, conversation, target_seq).await? {
+                                Some(first) => Check::Stored(first),
+                                // A reaction purged with its message: nothing to delete.
+                                None => Check::Refuse(Refusal::Deleted),
+                            }
+                        } else {
+                            overlay.deleted.insert((conversation, target_seq), index);
+                            Check::Accept
+                        }
+                    }
+                    Content::Reaction { reaction, .. } => {
+                        let check = on_message(Check::Accept);
+                        if !matches!(check, Check::Accept) {
+                            return Ok(check);
+                        }
+                        let emoji = match reaction {
+                            Some(Reaction::Emoji(e)) => Some(e.as_bytes().to_vec()),
+                            Some(Reaction::Encrypted(_)) => None,
+                            None => return Ok(Check::Refuse(Refusal::WrongTarget)),
+                        };
+                        let at = (conversation, target_seq);
+                        if let Some(e) = &emoji {
+                            let key = (conversation, target_seq, sender, e.clone());
+                            if let Some(&first) = overlay.reacted.get(&key) {
+                                return Ok(Check::InBatch(first));
+                            }
+                            if let Some(same) =
+                                Self::same_reaction(tx, conversation, target_seq, sender, e).await?
+                            {
+                                return Ok(Check::Stored(same));
+                            }
+                        }
+                        if !overlay.distinct.contains_key(&at) {
+                            let rows = sqlx::query(
+                                "SELECT DISTINCT body FROM messages WHERE conversation_id = $1 AND target = $2 \
+                                 AND kind = 3 AND body_kind = 0 AND body IS NOT NULL",
+                            )
+                            .bind(conversation)
+                            .bind(target_seq)
+                            .fetch_all(&mut **tx)
+                            .await?;
+                            let set = rows
+                                .iter()
+                                .map(|r| r.try_get::<Vec<u8>, _>("body"))
+                                .collect::<Result<_, _>>()?;
+                            overlay.distinct.insert(at, set);
+                        }
+                        let mine = (conversation, target_seq, sender);
+                        if !overlay.per_user.contains_key(&mine) {
+                            let n: i64 = sqlx::query_scalar(
+                                "SELECT COUNT(*) FROM messages WHERE conversation_id = $1 AND target = $2 \
+                                 AND kind = 3 AND sender_id = $3 AND body IS NOT NULL",
+                            )
+                            .bind(conversation)
+                            .bind(target_seq)
+                            .bind(sender)
+                            .fetch_one(&mut **tx)
+                            .await?;
+                            overlay.per_user.insert(mine, n);
+                        }
+                        let cap = chat_proto::limits::MAX_REACTIONS;
+                        let distinct = &overlay.distinct[&at];
+                        let new_emoji = emoji.as_ref().is_some_and(|e| !distinct.contains(e));
+                        if (new_emoji && distinct.len() >= cap)
+                            || overlay.per_user[&mine] >= cap as i64
+                        {
+                            return Ok(Check::Refuse(Refusal::ReactionLimit));
+                        }
+                        if let Some(e) = emoji {
+                            overlay.reacted.insert((conversation, target_seq, sender, e.clone()), index);
+                            overlay.distinct.entry(at).or_default().insert(e);
+                        }
+                        *overlay.per_user.entry(mine).or_default() += 1;
+                        Check::Accept
+                    }
+                })
+            }
+
+            /// Removes the content a deletion deletes: a message's body and reply
+            /// reference with its edits' bodies and its reactions, or a reaction.
+            async fn purge(
+                tx: &mut $crate::store::tx::WriteTx<$db>,
+                conversation: i64,
+                target: i64,
+                target_kind: i16,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "UPDATE messages SET body = NULL, target = CASE WHEN kind = 0 THEN NULL ELSE target END \
+                     WHERE conversation_id = $1 AND seq = $2",
+                )
+                .bind(conversation)
+                .bind(target)
+                .execute(&mut **tx)
+                .await?;
+                if target_kind == $crate::store::kind::MESSAGE {
+                    sqlx::query(
+                        "UPDATE messages SET body = NULL \
+                         WHERE conversation_id = $1 AND target = $2 AND kind IN (1, 3) AND body IS NOT NULL",
+                    )
+                    .bind(conversation)
+                    .bind(target)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
+        }
+
         impl $crate::store::MessageStore for $ty {
             fn history(
                 &self,
                 id: chat_proto::ids::ConversationId,
                 before: Option<chat_proto::ids::Seq>,
                 limit: u32,
-            ) -> $crate::store::StoreFuture<'_, (Vec<chat_proto::frame::Message>, bool)> {
+            ) -> $crate::store::StoreFuture<'_, (Vec<chat_proto::entry::Entry>, bool)> {
                 $crate::store::counted(async move {
                     let before = before.map_or(i64::MAX, i64::from);
-                    let rows = sqlx::query(
-                        "SELECT id, conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at \
-                         FROM messages WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
-                    )
-                    .bind(i64::from(id))
-                    .bind(before)
-                    .bind(i64::from(limit) + 1)
-                    .fetch_all(&self.pool)
-                    .await?;
+                    let rows = sqlx::query(concat!(
+                        "SELECT ",
+                        $crate::store::entry_columns!(),
+                        " FROM messages WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+                    ))
+                        .bind(i64::from(id))
+                        .bind(before)
+                        .bind(i64::from(limit) + 1)
+                        .fetch_all(&self.pool)
+                        .await?;
                     Self::page(&rows, limit)
                 })
             }
@@ -57,48 +338,50 @@ macro_rules! impl_messages {
                 id: chat_proto::ids::ConversationId,
                 after: chat_proto::ids::Seq,
                 limit: u32,
-            ) -> $crate::store::StoreFuture<'_, (Vec<chat_proto::frame::Message>, bool)> {
+            ) -> $crate::store::StoreFuture<'_, (Vec<chat_proto::entry::Entry>, bool)> {
                 $crate::store::counted(async move {
-                    let rows = sqlx::query(
-                        "SELECT id, conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at \
-                         FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                    )
-                    .bind(i64::from(id))
-                    .bind(i64::from(after))
-                    .bind(i64::from(limit) + 1)
-                    .fetch_all(&self.pool)
-                    .await?;
+                    let rows = sqlx::query(concat!(
+                        "SELECT ",
+                        $crate::store::entry_columns!(),
+                        " FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                    ))
+                        .bind(i64::from(id))
+                        .bind(i64::from(after))
+                        .bind(i64::from(limit) + 1)
+                        .fetch_all(&self.pool)
+                        .await?;
                     Self::page(&rows, limit)
                 })
             }
 
-            fn append_batch(&self, batch: Vec<$crate::store::NewMessage>) -> $crate::store::StoreFuture<'_, Vec<$crate::store::Appended>> {
+            fn append_batch(&self, batch: Vec<$crate::store::NewEntry>) -> $crate::store::StoreFuture<'_, Vec<$crate::store::Appended>> {
                 $crate::store::counted(async move {
                     use std::collections::HashMap;
                     use sqlx::Row as _;
                     use $crate::store::Appended;
+                    use $crate::store::messages::{Check, Overlay, same_entry};
                     if batch.is_empty() {
                         return Ok(Vec::new());
                     }
                     let mut tx = self.begin_write().await?;
 
                     // 1. Idempotency: which (sender, key) pairs are stored already?
-                    let mut existing: HashMap<(i64, [u8; 16]), chat_proto::frame::Message> = HashMap::new();
+                    let mut existing: HashMap<(i64, [u8; 16]), chat_proto::entry::Entry> = HashMap::new();
                     let keys: Vec<(i64, [u8; 16])> =
                         batch.iter().map(|m| (i64::from(m.sender), *m.client_msg_id.as_bytes())).collect();
                     for row in Self::stored_by_key(&mut tx, &keys).await? {
-                        let m = Self::message_from_row(&row)?;
+                        let m = Self::entry_from_row(&row)?;
                         existing.insert((i64::from(m.sender), *m.client_msg_id.as_bytes()), m);
                     }
 
-                    // 2. New sends, first occurrence of each key, grouped by conversation.
+                    // 2. New entries: the first occurrence of each key.
                     let mut outcome: Vec<Option<Appended>> = vec![None; batch.len()];
                     let mut first: HashMap<(i64, [u8; 16]), usize> = HashMap::new();
-                    let mut per_conversation: Vec<(i64, Vec<usize>)> = Vec::new();
+                    let mut candidates: Vec<usize> = Vec::new();
                     for (i, m) in batch.iter().enumerate() {
                         let key = (i64::from(m.sender), *m.client_msg_id.as_bytes());
                         if let Some(stored) = existing.get(&key) {
-                            outcome[i] = Some(if stored.conversation == m.conversation && stored.body == m.body {
+                            outcome[i] = Some(if same_entry(stored, m) {
                                 Appended::Duplicate(stored.clone())
                             } else {
                                 Appended::Conflict
@@ -109,19 +392,37 @@ macro_rules! impl_messages {
                             continue; // resolved after insertion
                         }
                         first.insert(key, i);
-                        let conv = i64::from(m.conversation);
-                        match per_conversation.iter_mut().find(|(c, _)| *c == conv) {
-                            Some((_, list)) => list.push(i),
-                            None => per_conversation.push((conv, vec![i])),
+                        candidates.push(i);
+                    }
+
+                    // 3. Lock the conversations (the row update serializes writers of one
+                    //    conversation across nodes), then check relations against the
+                    //    log as it stands and as this batch changes it.
+                    let mut ids: Vec<i64> = candidates.iter().map(|&i| i64::from(batch[i].conversation)).collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    Self::lock_conversations(&mut tx, &ids).await?;
+                    let mut overlay = Overlay::default();
+                    let mut repeats: Vec<(usize, usize)> = Vec::new();
+                    let mut per_conversation: Vec<(i64, Vec<usize>)> = Vec::new();
+                    for &i in &candidates {
+                        match Self::check_entry(&mut tx, &mut overlay, i, &batch[i]).await? {
+                            Check::Accept => {
+                                let conv = i64::from(batch[i].conversation);
+                                match per_conversation.iter_mut().find(|(c, _)| *c == conv) {
+                                    Some((_, list)) => list.push(i),
+                                    None => per_conversation.push((conv, vec![i])),
+                                }
+                            }
+                            Check::Stored(entry) => outcome[i] = Some(Appended::Duplicate(entry)),
+                            Check::InBatch(j) => repeats.push((i, j)),
+                            Check::Refuse(r) => outcome[i] = Some(Appended::Refused(r)),
                         }
                     }
 
-                    // 3. Reserve seqs per conversation (the row update serializes writers
-                    //    of one conversation across nodes), then insert.
+                    // 4. Reserve seqs per conversation, then insert. Only messages move a
+                    //    conversation's last activity.
                     let mut rows_to_insert: Vec<(usize, i64)> = Vec::new();
-                    let mut ids: Vec<i64> = per_conversation.iter().map(|(c, _)| *c).collect();
-                    ids.sort_unstable();
-                    Self::lock_conversations(&mut tx, &ids).await?;
                     let mut last_seqs: HashMap<i64, i64> = HashMap::new();
                     for chunk in per_conversation.chunks(100) {
                         // One statement reserves the seqs of every conversation in the
@@ -132,7 +433,12 @@ macro_rules! impl_messages {
                              FROM (SELECT column1 AS id, column2 AS n, column3 AS at FROM (",
                         );
                         q.push_values(chunk, |mut b, (conv, indices)| {
-                            let now = indices.iter().map(|&i| batch[i].sent_at.0).max().unwrap_or(0);
+                            let now = indices
+                                .iter()
+                                .filter(|&&i| batch[i].content.is_message())
+                                .map(|&i| batch[i].sent_at.0)
+                                .max()
+                                .unwrap_or(0);
                             b.push_bind(*conv).push_bind(indices.len() as i64).push_bind(now);
                         });
                         q.push(") AS vals) AS v WHERE conversations.id = v.id RETURNING conversations.id, conversations.last_seq");
@@ -156,12 +462,14 @@ macro_rules! impl_messages {
                         .iter()
                         .map(|&(i, seq)| {
                             let m = &batch[i];
-                            let (body_kind, body) = $crate::store::body_parts(&m.body);
+                            let (kind, target, body_kind, body) = $crate::store::content_parts(&m.content);
                             $crate::store::NewRow {
                                 conversation: i64::from(m.conversation),
                                 seq,
                                 sender: i64::from(m.sender),
                                 client_msg_id: m.client_msg_id.as_bytes().to_vec(),
+                                kind,
+                                target,
                                 body_kind,
                                 body,
                                 created_at: m.sent_at.0,
@@ -174,7 +482,13 @@ macro_rules! impl_messages {
                         let id = ids.get(&(i64::from(m.conversation), seq)).copied().ok_or_else(|| {
                             $crate::store::StoreError::Corrupt("inserted row not returned".into())
                         })?;
-                        outcome[i] = Some(Appended::New(chat_proto::frame::Message {
+                        if let chat_proto::entry::Content::Delete { target } = m.content {
+                            let conv = i64::from(m.conversation);
+                            let target = i64::from(target);
+                            let target_kind = overlay.targets.get(&(conv, target)).map_or(0, |t| t.kind);
+                            Self::purge(&mut tx, conv, target, target_kind).await?;
+                        }
+                        outcome[i] = Some(Appended::New(chat_proto::entry::Entry {
                             conversation: m.conversation,
                             seq: $crate::store::seq(seq)?,
                             id: chat_proto::ids::MessageId::try_from(id)
@@ -182,12 +496,21 @@ macro_rules! impl_messages {
                             sender: m.sender,
                             client_msg_id: m.client_msg_id,
                             sent_at: m.sent_at,
-                            body: m.body.clone(),
+                            content: m.content.clone(),
                         }));
                     }
                     tx.commit().await?;
 
-                    // 4. Repeats of a key within the batch get the first one's outcome.
+                    // 5. An idempotent relation repeating one of this batch gets its entry.
+                    for (i, j) in repeats {
+                        outcome[i] = Some(match &outcome[j] {
+                            Some(Appended::New(e) | Appended::Duplicate(e)) => Appended::Duplicate(e.clone()),
+                            Some(other) => other.clone(),
+                            None => Appended::NoConversation,
+                        });
+                    }
+
+                    // 6. Repeats of a key within the batch get the first one's outcome.
                     let mut result = Vec::with_capacity(batch.len());
                     for (i, m) in batch.iter().enumerate() {
                         let resolved = match outcome[i].take() {
@@ -197,13 +520,14 @@ macro_rules! impl_messages {
                                 let j = first[&key];
                                 match result.get(j) {
                                     Some(Appended::New(stored)) | Some(Appended::Duplicate(stored))
-                                        if stored.conversation == m.conversation && stored.body == m.body =>
+                                        if same_entry(stored, m) =>
                                     {
                                         Appended::Duplicate(stored.clone())
                                     }
                                     Some(Appended::NoConversation) if batch[j].conversation == m.conversation => {
                                         Appended::NoConversation
                                     }
+                                    Some(Appended::Refused(r)) if batch[j] == *m => Appended::Refused(*r),
                                     _ => Appended::Conflict,
                                 }
                             }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use chat_crypto::e2e::DevicePublicKey;
 use chat_proto::body::Body;
-use chat_proto::frame::Message;
+use chat_proto::entry::{Content, Entry, Reaction};
 use chat_proto::ids::{ClientMsgId, ConversationId, Seq, Timestamp, UserId};
 
 pub use chat_api::{Conversation, ConversationKind, ConversationSummary, Member, Role, User};
@@ -268,32 +268,74 @@ pub struct ConversationMeta {
     pub members: Vec<UserId>,
 }
 
-/// A send to store.
+/// A log entry to store: a send, or a relation (PROTOCOL.md §5.2).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewMessage {
+pub struct NewEntry {
     /// Target conversation.
     pub conversation: ConversationId,
     /// Author.
     pub sender: UserId,
     /// Author's idempotency key.
     pub client_msg_id: ClientMsgId,
-    /// Content.
-    pub body: Body,
+    /// What it is.
+    pub content: Content,
     /// Commit time to record.
     pub sent_at: Timestamp,
+    /// Whether the author moderates the conversation (owns the group): they may delete
+    /// any message in it.
+    pub moderator: bool,
+}
+
+impl NewEntry {
+    /// A plain message.
+    pub fn message(
+        conversation: ConversationId,
+        sender: UserId,
+        client_msg_id: ClientMsgId,
+        body: Body,
+        sent_at: Timestamp,
+    ) -> Self {
+        Self {
+            conversation,
+            sender,
+            client_msg_id,
+            content: Content::message(body),
+            sent_at,
+            moderator: false,
+        }
+    }
 }
 
 /// The outcome of one append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Appended {
     /// Stored now.
-    New(Message),
-    /// Stored before under the same idempotency key: the original message.
-    Duplicate(Message),
-    /// The idempotency key was used before for a different message.
+    New(Entry),
+    /// Stored before: the original entry under the same idempotency key, or the entry
+    /// an idempotent relation repeats (the first deletion of a message, the author's
+    /// same reaction).
+    Duplicate(Entry),
+    /// The idempotency key was used before for a different entry.
     Conflict,
     /// No such conversation.
     NoConversation,
+    /// The relation breaks a rule of PROTOCOL.md §5.2.
+    Refused(Refusal),
+}
+
+/// Why a relation was refused (PROTOCOL.md §5.2, "Rules").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The target is not an entry of the conversation.
+    NoTarget,
+    /// The target is not of a kind the relation applies to.
+    WrongTarget,
+    /// The author may not do this to the target.
+    Forbidden,
+    /// The target message was deleted.
+    Deleted,
+    /// Too many reactions on the target.
+    ReactionLimit,
 }
 
 /// Refresh-token rotation outcome.
@@ -377,16 +419,105 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// than running them.
 const STATEMENT_CACHE: usize = 2048;
 
-/// One message row to insert (backend-neutral).
+/// One entry row to insert (backend-neutral).
 #[derive(Debug)]
 pub(crate) struct NewRow {
     conversation: i64,
     seq: i64,
     sender: i64,
     client_msg_id: Vec<u8>,
+    kind: i16,
+    target: Option<i64>,
     body_kind: i16,
-    body: Vec<u8>,
+    body: Option<Vec<u8>>,
     created_at: i64,
+}
+
+/// Entry kinds as stored in `messages.kind`.
+pub(crate) mod kind {
+    /// A message (a reply too: its `target` is the message answered).
+    pub(crate) const MESSAGE: i16 = 0;
+    /// An edit.
+    pub(crate) const EDIT: i16 = 1;
+    /// A deletion.
+    pub(crate) const DELETE: i16 = 2;
+    /// A reaction.
+    pub(crate) const REACTION: i16 = 3;
+}
+
+/// The columns of an entry row, for SELECTs (a literal, for `concat!`).
+macro_rules! entry_columns {
+    () => {
+        "id, conversation_id, seq, sender_id, client_msg_id, kind, target, body_kind, body, created_at"
+    };
+}
+pub(crate) use entry_columns;
+
+/// An entry's content as (kind, target, body kind, body) columns.
+fn content_parts(content: &Content) -> (i16, Option<i64>, i16, Option<Vec<u8>>) {
+    let target = |s: &Seq| Some(i64::from(*s));
+    let body = |b: &Option<Body>| match b {
+        Some(b) => {
+            let (k, bytes) = body_parts(b);
+            (k, Some(bytes))
+        }
+        None => (0, None),
+    };
+    match content {
+        Content::Message { body: b, reply_to } => {
+            let (k, bytes) = body(b);
+            (kind::MESSAGE, reply_to.as_ref().and_then(target), k, bytes)
+        }
+        Content::Edit { target: t, body: b } => {
+            let (k, bytes) = body(b);
+            (kind::EDIT, target(t), k, bytes)
+        }
+        Content::Delete { target: t } => (kind::DELETE, target(t), 0, None),
+        Content::Reaction {
+            target: t,
+            reaction,
+        } => match reaction {
+            Some(Reaction::Emoji(e)) => (kind::REACTION, target(t), 0, Some(e.as_bytes().to_vec())),
+            Some(Reaction::Encrypted(env)) => (kind::REACTION, target(t), 1, Some(env.0.to_vec())),
+            None => (kind::REACTION, target(t), 0, None),
+        },
+    }
+}
+
+/// An entry's content from its (kind, target, body kind, body) columns.
+fn content_from(
+    kind: i16,
+    target: Option<i64>,
+    body_kind: i16,
+    body: Option<Vec<u8>>,
+) -> Result<Content, StoreError> {
+    let target_seq = || {
+        target
+            .ok_or_else(|| StoreError::Corrupt("relation without a target".into()))
+            .and_then(seq)
+    };
+    let body = body.map(|b| body_from(body_kind, b)).transpose()?;
+    Ok(match kind {
+        kind::MESSAGE => Content::Message {
+            body,
+            reply_to: target.map(seq).transpose()?,
+        },
+        kind::EDIT => Content::Edit {
+            target: target_seq()?,
+            body,
+        },
+        kind::DELETE => Content::Delete {
+            target: target_seq()?,
+        },
+        kind::REACTION => Content::Reaction {
+            target: target_seq()?,
+            reaction: body.map(|b| match b {
+                Body::Text(t) => Reaction::Emoji(t),
+                Body::Encrypted(e) => Reaction::Encrypted(e),
+            }),
+        },
+        other => return Err(StoreError::Corrupt(format!("entry kind {other}"))),
+    })
 }
 
 /// Inserted rows' ids, by (conversation, seq).
@@ -445,5 +576,7 @@ fn client_msg_id(bytes: &[u8]) -> Result<ClientMsgId, StoreError> {
 
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod relation_tests;
 #[cfg(test)]
 mod tests;

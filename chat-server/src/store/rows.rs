@@ -33,9 +33,10 @@ macro_rules! impl_rows {
                 })
             }
 
-            fn message_from_row(row: &<$db as sqlx::Database>::Row) -> Result<chat_proto::frame::Message, $crate::store::StoreError> {
+            /// An entry from a row of `entry_columns!()`.
+            fn entry_from_row(row: &<$db as sqlx::Database>::Row) -> Result<chat_proto::entry::Entry, $crate::store::StoreError> {
                 use sqlx::Row as _;
-                Ok(chat_proto::frame::Message {
+                Ok(chat_proto::entry::Entry {
                     conversation: $crate::store::conversation_id(row.try_get("conversation_id")?)?,
                     seq: $crate::store::seq(row.try_get("seq")?)?,
                     id: chat_proto::ids::MessageId::try_from(row.try_get::<i64, _>("id")?)
@@ -43,22 +44,69 @@ macro_rules! impl_rows {
                     sender: $crate::store::user_id(row.try_get("sender_id")?)?,
                     client_msg_id: $crate::store::client_msg_id(row.try_get::<&[u8], _>("client_msg_id")?)?,
                     sent_at: chat_proto::ids::Timestamp(row.try_get("created_at")?),
-                    body: $crate::store::body_from(row.try_get("body_kind")?, row.try_get("body")?)?,
+                    content: $crate::store::content_from(
+                        row.try_get("kind")?,
+                        row.try_get("target")?,
+                        row.try_get("body_kind")?,
+                        row.try_get("body")?,
+                    )?,
                 })
             }
 
-            /// A page from rows fetched with `LIMIT limit + 1`: the messages, and whether
+            /// A page from rows fetched with `LIMIT limit + 1`: the entries, and whether
             /// there were more.
             fn page(
                 rows: &[<$db as sqlx::Database>::Row],
                 limit: u32,
-            ) -> Result<(Vec<chat_proto::frame::Message>, bool), $crate::store::StoreError> {
-                let messages = rows
+            ) -> Result<(Vec<chat_proto::entry::Entry>, bool), $crate::store::StoreError> {
+                let entries = rows
                     .iter()
                     .take(limit as usize)
-                    .map(Self::message_from_row)
+                    .map(Self::entry_from_row)
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok((messages, rows.len() > limit as usize))
+                Ok((entries, rows.len() > limit as usize))
+            }
+
+            /// A conversation's newest message as a preview shows it: the body of its
+            /// latest edit, or the deletion text; and whether it was edited, deleted.
+            async fn preview(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: i64,
+            ) -> Result<(Option<chat_proto::frame::Message>, bool, bool), $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let Some(row) = sqlx::query(concat!(
+                    "SELECT ",
+                    $crate::store::entry_columns!(),
+                    " FROM messages WHERE conversation_id = $1 AND kind = 0 ORDER BY seq DESC LIMIT 1"
+                ))
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+                else {
+                    return Ok((None, false, false));
+                };
+                let entry = Self::entry_from_row(&row)?;
+                let mut message = entry.to_message();
+                if entry.content.is_purged() {
+                    return Ok((Some(message), false, true));
+                }
+                let edit = sqlx::query(
+                    "SELECT body_kind, body FROM messages \
+                     WHERE conversation_id = $1 AND target = $2 AND kind = 1 AND body IS NOT NULL \
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(id)
+                .bind(i64::from(entry.seq))
+                .fetch_optional(&mut *conn)
+                .await?;
+                let edited = match edit {
+                    Some(edit) => {
+                        message.body = $crate::store::body_from(edit.try_get("body_kind")?, edit.try_get("body")?)?;
+                        true
+                    }
+                    None => false,
+                };
+                Ok((Some(message), edited, false))
             }
 
             async fn load_conversation(
@@ -115,10 +163,11 @@ macro_rules! impl_rows {
             ) -> Result<Vec<<$db as sqlx::Database>::Row>, $crate::store::StoreError> {
                 let mut rows = Vec::new();
                 for chunk in keys.chunks(200) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT id, conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at \
-                         FROM messages WHERE (sender_id, client_msg_id) IN (",
-                    );
+                    let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
+                        "SELECT ",
+                        $crate::store::entry_columns!(),
+                        " FROM messages WHERE (sender_id, client_msg_id) IN ("
+                    ));
                     let mut sep = q.separated(", ");
                     for (sender, key) in chunk {
                         sep.push("(");

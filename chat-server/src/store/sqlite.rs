@@ -34,6 +34,9 @@ impl SqliteStore {
             // most the last transactions on power loss; FULL makes each commit durable.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Deleted messages are purged, not hidden: freed space is overwritten with
+            // zeros, so a purged body does not linger in the file's free pages.
+            .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(5))
             .statement_cache_capacity(super::STATEMENT_CACHE);
         create_private(options.get_filename());
@@ -60,7 +63,7 @@ impl super::Dialect for SqliteStore {
         let mut ids = super::InsertedIds::with_capacity(rows.len());
         for chunk in rows.chunks(100) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at) ",
+                "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at, kind, target) ",
             );
             q.push_values(chunk, |mut b, r| {
                 b.push_bind(r.conversation)
@@ -68,8 +71,10 @@ impl super::Dialect for SqliteStore {
                     .push_bind(r.sender)
                     .push_bind(r.client_msg_id.as_slice())
                     .push_bind(r.body_kind)
-                    .push_bind(r.body.as_slice())
-                    .push_bind(r.created_at);
+                    .push_bind(r.body.as_deref())
+                    .push_bind(r.created_at)
+                    .push_bind(r.kind)
+                    .push_bind(r.target);
             });
             q.push(" RETURNING id, conversation_id, seq");
             ids.extend(super::inserted_ids(q.build().fetch_all(&mut **tx).await?)?);

@@ -19,14 +19,14 @@ fn new_user(name: &str) -> NewUser {
     }
 }
 
-fn send(conversation: ConversationId, sender: UserId, key: u8, text: &str) -> NewMessage {
-    NewMessage {
+fn send(conversation: ConversationId, sender: UserId, key: u8, text: &str) -> NewEntry {
+    NewEntry::message(
         conversation,
         sender,
-        client_msg_id: ClientMsgId::from_bytes([key; 16]),
-        body: Body::Text(text.to_owned()),
-        sent_at: Timestamp(2_000 + i64::from(key)),
-    }
+        ClientMsgId::from_bytes([key; 16]),
+        Body::Text(text.to_owned()),
+        Timestamp(2_000 + i64::from(key)),
+    )
 }
 
 async fn users(store: &Arc<dyn Store>, names: &[&str]) -> Vec<User> {
@@ -350,6 +350,7 @@ async fn appends(store: &Arc<dyn Store>) {
             Appended::Duplicate(m) => format!("dup {}:{}", m.conversation, m.seq),
             Appended::Conflict => "conflict".into(),
             Appended::NoConversation => "missing".into(),
+            Appended::Refused(r) => format!("refused {r:?}"),
         })
         .collect();
     assert_eq!(
@@ -390,13 +391,13 @@ async fn appends(store: &Arc<dyn Store>) {
                 let mut key = [writer; 16];
                 key[15] = i;
                 key[14] = 0xee;
-                let m = NewMessage {
+                let m = NewEntry::message(
                     conversation,
                     sender,
-                    client_msg_id: ClientMsgId::from_bytes(key),
-                    body: Body::Text(format!("{writer}/{i}")),
-                    sent_at: Timestamp(8_000),
-                };
+                    ClientMsgId::from_bytes(key),
+                    Body::Text(format!("{writer}/{i}")),
+                    Timestamp(8_000),
+                );
                 match appender.append(m).await.expect("committed") {
                     Appended::New(m) => seqs.push(m.seq.get()),
                     other => panic!("unexpected {other:?}"),
@@ -446,12 +447,9 @@ async fn appends(store: &Arc<dyn Store>) {
     let enc = Body::Encrypted(vec![0u8, 255, 1, 2].into());
     let r = store
         .append_batch(vec![
-            NewMessage {
-                body: Body::Text(weird.into()),
-                ..send(a.id, fay, 9, "")
-            },
-            NewMessage {
-                body: enc.clone(),
+            send(a.id, fay, 9, weird),
+            NewEntry {
+                content: Content::message(enc.clone()),
                 ..send(a.id, fay, 10, "")
             },
         ])
@@ -459,8 +457,8 @@ async fn appends(store: &Arc<dyn Store>) {
         .expect("append");
     assert!(r.iter().all(|x| matches!(x, Appended::New(_))));
     let (page, _) = store.history(a.id, None, 2).await.expect("history");
-    assert_eq!(page[0].body, enc);
-    assert_eq!(page[1].body.as_text(), Some(weird));
+    assert_eq!(page[0].content, Content::message(enc));
+    assert_eq!(page[1].text(), Some(weird));
 }
 
 async fn devices(store: &Arc<dyn Store>) {

@@ -1,6 +1,13 @@
 //! Starts a real server on an ephemeral port and talks HTTP to it.
 #![allow(dead_code, unreachable_pub)]
 
+/// The version the raw test clients announce unless a test says otherwise: 1.2, as
+/// today's independent clients written from the 1.2 spec do. Every test of them is
+/// thus also a check that such a client works against this 1.3 server, which sends it
+/// each log entry as a message (PROTOCOL.md §2.1); `relations.rs` speaks 1.3.
+pub const V1_2: chat_proto::version::ProtocolVersion =
+    chat_proto::version::ProtocolVersion { major: 1, minor: 2 };
+
 pub mod quic;
 pub mod ws;
 
@@ -20,6 +27,7 @@ use serde_json::{Value, json};
 pub struct TestServer {
     pub server: RunningServer,
     pub db: TestDb,
+    config: Config,
     _dir: tempfile::TempDir,
     client: Client<HttpConnector, Full<Bytes>>,
 }
@@ -48,7 +56,7 @@ impl TestServer {
         let mut config = Config::for_tests(dir.path());
         config.database_url = Some(db.url.clone());
         tweak(&mut config);
-        let server = chat_server::Server::bind(config)
+        let server = chat_server::Server::bind(config.clone())
             .await
             .expect("server starts")
             .spawn();
@@ -56,9 +64,20 @@ impl TestServer {
         Self {
             server,
             db,
+            config,
             _dir: dir,
             client,
         }
+    }
+
+    /// Stops the server cleanly and starts it again on the same data (new ports).
+    pub async fn restarted(self) -> Self {
+        self.server.stop().await.expect("clean shutdown");
+        let server = chat_server::Server::bind(self.config.clone())
+            .await
+            .expect("server starts again")
+            .spawn();
+        Self { server, ..self }
     }
 
     pub fn addr(&self) -> SocketAddr {

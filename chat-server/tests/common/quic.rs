@@ -65,7 +65,7 @@ impl QuicClient {
         token: &str,
         resume: Vec<Cursor>,
     ) -> (Self, Welcome) {
-        Self::login_at(addr, cert, token, resume, ProtocolVersion::CURRENT).await
+        Self::login_at(addr, cert, token, resume, super::V1_2).await
     }
 
     /// Logs in announcing `version`.

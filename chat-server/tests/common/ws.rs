@@ -110,7 +110,7 @@ impl WsClient {
         token: &str,
         resume: Vec<Cursor>,
     ) -> (Self, Welcome) {
-        Self::login_at(addr, sub, token, resume, ProtocolVersion::CURRENT).await
+        Self::login_at(addr, sub, token, resume, super::V1_2).await
     }
 
     /// [`WsClient::login`], then past the replay of missed messages: what comes next is
@@ -126,7 +126,7 @@ impl WsClient {
         (c, welcome)
     }
 
-    /// [`WsClient::login`] announcing an older protocol version.
+    /// [`WsClient::login`] announcing `version`.
     pub async fn login_at(
         addr: SocketAddr,
         sub: Sub,

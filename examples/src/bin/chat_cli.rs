@@ -9,7 +9,7 @@ use std::io::Write as _;
 use anyhow::Context as _;
 use chat_examples::ConnectArgs;
 use chat_sdk::chat_proto::body::Body;
-use chat_sdk::chat_proto::frame::Message;
+use chat_sdk::chat_proto::entry::{Content, Entry, Reaction};
 use chat_sdk::chat_proto::ids::{ConversationId, Seq, UserId};
 use chat_sdk::chat_proto::prelude::PresenceStatus;
 use chat_sdk::{Client, Event};
@@ -43,6 +43,10 @@ commands:
   /leave                leave the open group
   /who                  members of the open conversation
   /typing               tell the open conversation you are typing
+  /reply N TEXT         answer message #N of the open conversation
+  /edit N TEXT          change your message #N
+  /delete N             delete message #N (yours, or any in a group you own)
+  /react N EMOJI        react to message #N (again with the entry's #, /delete N undoes it)
   /quit                 exit
 anything else is sent to the open conversation";
 
@@ -77,11 +81,31 @@ impl Ui {
             .with_context(|| format!("no user named {username}"))
     }
 
-    async fn show(&mut self, m: &Message) {
+    async fn show(&mut self, m: &Entry) {
         let who = self.name(m.sender).await;
-        let text = match &m.body {
-            Body::Text(t) => t.clone(),
-            Body::Encrypted(_) => "(encrypted)".into(),
+        let body = |b: &Option<Body>| match b {
+            Some(Body::Text(t)) => t.clone(),
+            Some(Body::Encrypted(_)) => "(encrypted)".into(),
+            None => "(deleted)".into(),
+        };
+        let text = match &m.content {
+            Content::Message {
+                body: b,
+                reply_to: None,
+            } => body(b),
+            Content::Message {
+                body: b,
+                reply_to: Some(to),
+            } => format!("(to #{}) {}", to.get(), body(b)),
+            Content::Edit { target, body: b } => {
+                format!("✎ #{} now reads: {}", target.get(), body(b))
+            }
+            Content::Delete { target } => format!("🗑 deleted #{}", target.get()),
+            Content::Reaction {
+                target,
+                reaction: Some(Reaction::Emoji(e)),
+            } => format!("{e} to #{}", target.get()),
+            Content::Reaction { target, .. } => format!("(a reaction to #{})", target.get()),
         };
         let here = Some(m.conversation) == self.open;
         let place = if here {
@@ -109,16 +133,16 @@ impl Ui {
     async fn more(&mut self) -> anyhow::Result<()> {
         let conversation = self.open.context("no conversation open (/open N)")?;
         let page = self.client.history(conversation, self.oldest, 20).await?;
-        if page.messages.is_empty() {
+        if page.entries.is_empty() {
             println!("(nothing older)");
         }
-        for m in page.messages.iter().rev() {
+        for m in page.entries.iter().rev() {
             self.show(m).await;
         }
-        if let Some(last) = page.messages.first() {
+        if let Some(last) = page.entries.first() {
             let _ = self.client.mark_read(conversation, last.seq).await;
         }
-        self.oldest = page.messages.last().map(|m| m.seq).or(self.oldest);
+        self.oldest = page.entries.last().map(|m| m.seq).or(self.oldest);
         Ok(())
     }
 
@@ -204,6 +228,24 @@ impl Ui {
                     );
                 }
             }
+            "/reply" | "/edit" | "/delete" | "/react" => {
+                let conversation = self.open.context("no conversation open")?;
+                let command = line.split_whitespace().next().unwrap_or_default();
+                let n: u64 = words
+                    .next()
+                    .context("which message: #N")?
+                    .trim_start_matches('#')
+                    .parse()?;
+                let target = Seq::new(n)?;
+                let rest = words.collect::<Vec<_>>().join(" ");
+                let ack = match command {
+                    "/reply" => self.client.reply(conversation, target, rest).await?,
+                    "/edit" => self.client.edit(conversation, target, rest).await?,
+                    "/delete" => self.client.delete(conversation, target).await?,
+                    _ => self.client.react(conversation, target, rest).await?,
+                };
+                println!("  (#{})", ack.seq.get());
+            }
             "/typing" => {
                 let conversation = self.open.context("no conversation open")?;
                 self.client.set_typing(conversation, true)?;
@@ -215,7 +257,7 @@ impl Ui {
 
     async fn event(&mut self, event: Event) {
         match event {
-            Event::Message(m) => {
+            Event::Entry(m) => {
                 self.show(&m).await;
                 if Some(m.conversation) == self.open && m.sender != self.client.user_id() {
                     let _ = self.client.mark_read(m.conversation, m.seq).await;

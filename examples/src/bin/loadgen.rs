@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chat_examples::ConnectArgs;
-use chat_sdk::chat_proto::body::Body;
 use chat_sdk::chat_proto::ids::ConversationId;
 use chat_sdk::{Client, Event};
 use clap::Parser;
@@ -144,11 +143,8 @@ fn payload(epoch: Instant, size: usize) -> String {
     text
 }
 
-fn sent_at(body: &Body) -> Option<u64> {
-    match body {
-        Body::Text(t) => t.split(' ').next()?.parse().ok(),
-        Body::Encrypted(_) => None,
-    }
+fn sent_at(text: &str) -> Option<u64> {
+    text.split(' ').next()?.parse().ok()
 }
 
 #[tokio::main]
@@ -199,8 +195,8 @@ async fn main() -> anyhow::Result<()> {
             let record = samples.clone();
             let client = builder
                 .on_event(move |event| {
-                    if let Event::Message(m) = event
-                        && let Some(at) = sent_at(&m.body)
+                    if let Event::Entry(m) = event
+                        && let Some(at) = m.text().and_then(sent_at)
                         && stats.recording.load(Ordering::Relaxed)
                     {
                         let now = epoch.elapsed().as_micros() as u64;

@@ -135,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
             let mut last: HashMap<ConversationId, Seq> = HashMap::new();
             while let Some(event) = events.recv().await {
                 match event {
-                    Event::Message(m) => {
+                    Event::Entry(m) => {
                         if last.get(&m.conversation).is_some_and(|&s| m.seq <= s) {
                             totals.out_of_order.fetch_add(1, Ordering::Relaxed);
                         }

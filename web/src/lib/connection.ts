@@ -26,7 +26,7 @@ import {
   FrameError,
   HANDSHAKE_TIMEOUT_MS,
   SUBPROTOCOL,
-  VERSION,
+  CLIENT_VERSION,
   decode,
   encode,
 } from './protocol';
@@ -295,7 +295,7 @@ export class Connection {
       this.lastHeard = Date.now();
       this.write({
         hello: {
-          version: { ...VERSION },
+          version: { ...CLIENT_VERSION },
           token,
           client: this.opts.clientName ?? 'chat-web/0.1',
           resume: this.cursors(),

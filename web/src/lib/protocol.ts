@@ -2,11 +2,18 @@
 // A JSON frame is an object with one member named after the frame kind.
 
 import type { ClientFrame, Message, ServerFrame, ServerLimits } from './generated/protocol';
-import { DEFAULT_LIMITS } from './generated/protocol';
+import { DEFAULT_LIMITS, VERSION } from './generated/protocol';
 
 // The wire types and constants come from the Rust definitions (chat-proto), generated
 // into ./generated/protocol.ts; this module adds what only a browser client needs.
 export * from './generated/protocol';
+
+/**
+ * The version this client announces. It shows messages only, not yet the relations of
+ * 1.3 (edits, deletions, reactions, replies), so it speaks 1.2: a 1.3 server then
+ * sends it every log entry as a message at its seq (PROTOCOL.md §2.1).
+ */
+export const CLIENT_VERSION = { major: VERSION.major, minor: 2 } as const;
 
 /** The limits a server announces (the Rust type is `ServerLimits`). */
 export type Limits = ServerLimits;

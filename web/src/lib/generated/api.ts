@@ -1,7 +1,7 @@
 // Generated from chat-api by `cargo test -p chat-api --features ts --test typescript`
 // with CHAT_UPDATE_TS=1. Do not edit: change the Rust types and regenerate.
 
-import type { Message } from './protocol';
+import type { Entry, Message } from './protocol';
 
 /**
  * Every error answer: `{"error": {"code": "...", "message": "..."}}`.
@@ -132,9 +132,18 @@ members: Array<Member>, };
  */
 export type ConversationSummary = { 
 /**
- * Its newest message, if any.
+ * Its newest message (replies included; relations are not messages), as it reads
+ * now: with the body of its latest edit, or reading "🗑 message deleted".
  */
 last_message: Message | null, 
+/**
+ * Whether that message was edited.
+ */
+last_message_edited?: boolean, 
+/**
+ * Whether that message was deleted.
+ */
+last_message_deleted?: boolean, 
 /**
  * Messages after the user's read position.
  */
@@ -389,6 +398,19 @@ export type MessagePage = {
 messages: Array<Message>, 
 /**
  * Whether older messages exist.
+ */
+has_more: boolean, };
+
+/**
+ * A page of log entries: the answer to [`Entries`].
+ */
+export type EntryList = { 
+/**
+ * Newest first.
+ */
+entries: Array<Entry>, 
+/**
+ * Whether older entries exist.
  */
 has_more: boolean, };
 

@@ -4,8 +4,8 @@
 /** The WebSocket subprotocol of JSON frames. */
 export const SUBPROTOCOL = 'chat.v1.json';
 
-/** The protocol version this client speaks. */
-export const VERSION = { major: 1, minor: 2 } as const;
+/** The newest protocol version (the reference implementation's). */
+export const VERSION = { major: 1, minor: 3 } as const;
 
 /** Defaults of PROTOCOL.md §8, used until `welcome` announces the server's values. */
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -93,7 +93,7 @@ idle_timeout_ms: number, };
  * postcard; both are stable within major version 1. New codes are only ever appended,
  * and only sent to peers that negotiated a minor version defining them.
  */
-export type ErrorCode = "bad_frame" | "unsupported_frame" | "unsupported_version" | "frame_too_large" | "handshake_required" | "handshake_timeout" | "protocol_violation" | "invalid_token" | "not_found" | "invalid_request" | "body_too_large" | "encryption_required" | "rate_limited" | "too_many_requests" | "idempotency_conflict" | "slow_consumer" | "idle_timeout" | "unavailable" | "internal" | "devices_changed";
+export type ErrorCode = "bad_frame" | "unsupported_frame" | "unsupported_version" | "frame_too_large" | "handshake_required" | "handshake_timeout" | "protocol_violation" | "invalid_token" | "not_found" | "invalid_request" | "body_too_large" | "encryption_required" | "rate_limited" | "too_many_requests" | "idempotency_conflict" | "slow_consumer" | "idle_timeout" | "unavailable" | "internal" | "devices_changed" | "forbidden" | "deleted" | "reaction_limit";
 
 /**
  * What a message carries: plain text, or an end-to-end encrypted envelope that the
@@ -147,6 +147,111 @@ sent_at: number,
  * Its content.
  */
 body: Body, };
+
+/**
+ * A reaction: one emoji, or one sealed for the conversation's devices.
+ */
+export type Reaction = { "emoji": string } | { "encrypted": string };
+
+/**
+ * What an entry is. A `None` body or reaction means its content was purged by a
+ * deletion: the server keeps only who, when and where.
+ */
+export type Content = { "message": { 
+/**
+ * Its body; `None` once deleted.
+ */
+body: Body | null, 
+/**
+ * The seq of the message it replies to.
+ */
+reply_to: number | null, } } | { "edit": { 
+/**
+ * The message edited.
+ */
+target: number, 
+/**
+ * The new body; `None` once the message was deleted.
+ */
+body: Body | null, } } | { "delete": { 
+/**
+ * The entry deleted.
+ */
+target: number, } } | { "reaction": { 
+/**
+ * The message reacted to.
+ */
+target: number, 
+/**
+ * The reaction; `None` once taken back or the message deleted.
+ */
+reaction: Reaction | null, } };
+
+/**
+ * One entry of a conversation's log, at its own seq (§6.2.14).
+ */
+export type Entry = { 
+/**
+ * The conversation it belongs to.
+ */
+conversation: number, 
+/**
+ * Its position in the conversation, assigned by the server.
+ */
+seq: number, 
+/**
+ * Its deployment-wide id.
+ */
+id: number, 
+/**
+ * Who wrote it.
+ */
+sender: number, 
+/**
+ * The sender's idempotency key.
+ */
+client_msg_id: string, 
+/**
+ * When the server committed it.
+ */
+sent_at: number, 
+/**
+ * What it is.
+ */
+content: Content, };
+
+/**
+ * What a client asks to add to a conversation's log with `relate` (§6.1.7).
+ */
+export type Relation = { "reply": { 
+/**
+ * The message answered.
+ */
+target: number, 
+/**
+ * The reply's body.
+ */
+body: Body, } } | { "edit": { 
+/**
+ * The message edited.
+ */
+target: number, 
+/**
+ * The new body.
+ */
+body: Body, } } | { "delete": { 
+/**
+ * The entry deleted.
+ */
+target: number, } } | { "react": { 
+/**
+ * The message reacted to.
+ */
+target: number, 
+/**
+ * The reaction.
+ */
+reaction: Reaction, } };
 
 /**
  * The first frame on every connection: authenticates and asks for the missed messages
@@ -282,9 +387,31 @@ export type Pong = {
 nonce: number, };
 
 /**
+ * Add a relation to a conversation's log: a reply, an edit, a deletion or a reaction
+ * (§6.1.7, since 1.3). Answered like `send`: `ack` after the commit, or `error`.
+ */
+export type RelateRequest = { 
+/**
+ * Request id for the `ack`.
+ */
+request_id: number, 
+/**
+ * The conversation.
+ */
+conversation: number, 
+/**
+ * Idempotency key, shared with sends: one key, one entry.
+ */
+client_msg_id: string, 
+/**
+ * What to add.
+ */
+relation: Relation, };
+
+/**
  * A frame sent by a client.
  */
-export type ClientFrame = { "hello": Hello } | { "send": SendRequest } | { "history": HistoryRequest } | { "sync": SyncRequest } | { "typing": SetTyping } | { "mark_read": MarkRead } | { "ping": Ping } | { "pong": Pong };
+export type ClientFrame = { "hello": Hello } | { "send": SendRequest } | { "history": HistoryRequest } | { "sync": SyncRequest } | { "typing": SetTyping } | { "mark_read": MarkRead } | { "ping": Ping } | { "pong": Pong } | { "relate": RelateRequest };
 
 /**
  * The handshake succeeded (§6.2.1).
@@ -355,6 +482,28 @@ conversation: number,
 messages: Array<Message>, 
 /**
  * Whether more messages lie beyond this page in the requested direction.
+ */
+has_more: boolean, };
+
+/**
+ * A page of log entries answering `history` (newest first) or `sync` (oldest first)
+ * for a peer of version 1.3 or later (§6.2.15).
+ */
+export type EntryPage = { 
+/**
+ * The request answered.
+ */
+request_id: number, 
+/**
+ * The conversation.
+ */
+conversation: number, 
+/**
+ * The entries, in the order the request defines.
+ */
+entries: Array<Entry>, 
+/**
+ * Whether more entries lie beyond this page in the requested direction.
  */
 has_more: boolean, };
 
@@ -508,4 +657,4 @@ message: string, };
 /**
  * A frame sent by the server.
  */
-export type ServerFrame = { "welcome": Welcome } | { "ack": Ack } | { "message": Message } | { "history_page": Page } | { "sync_page": Page } | { "replay_done": ReplayDone } | { "typing": Typing } | { "presence": Presence } | { "receipt": Receipt } | { "membership": Membership } | { "done": Done } | { "error": ErrorFrame } | { "ping": Ping } | { "pong": Pong } | { "go_away": GoAway };
+export type ServerFrame = { "welcome": Welcome } | { "ack": Ack } | { "message": Message } | { "history_page": Page } | { "sync_page": Page } | { "replay_done": ReplayDone } | { "typing": Typing } | { "presence": Presence } | { "receipt": Receipt } | { "membership": Membership } | { "done": Done } | { "error": ErrorFrame } | { "ping": Ping } | { "pong": Pong } | { "go_away": GoAway } | { "entry": Entry } | { "entries": EntryPage };
