@@ -1017,3 +1017,163 @@ fn removal_from_a_conversation_stops_tracking_it() {
     h.settle();
     assert_eq!(h.delivered[&conv(2)], vec![seq(1), seq(2), seq(3)]);
 }
+
+/// A connected, live session that negotiated `minor`.
+fn live_at(minor: u16) -> (ClientSession, Instant) {
+    let mut client = ClientSession::new(ClientConfig::default());
+    let now = Instant::now();
+    client.connect("t".into(), now).expect("connects");
+    client.handle(
+        ServerFrame::Welcome(Welcome {
+            version: ProtocolVersion { major: 1, minor },
+            user: user(ME),
+            server_time: Timestamp(0),
+            limits: ServerLimits::default(),
+            heads: vec![Cursor {
+                conversation: conv(5),
+                seq: seq(1),
+            }],
+        }),
+        now,
+    );
+    client.handle(ServerFrame::ReplayDone(ReplayDone::default()), now);
+    while client.poll_transmit().is_some() {}
+    while client.poll_event().is_some() {}
+    (client, now)
+}
+
+fn entry(at: u64, content: Content) -> Entry {
+    Entry {
+        conversation: conv(5),
+        seq: seq(at),
+        id: MessageId::new(at).expect("id"),
+        sender: user(OTHER),
+        client_msg_id: key(at as u8),
+        sent_at: Timestamp(at as i64),
+        content,
+    }
+}
+
+#[test]
+fn relations_go_out_as_relate_and_are_answered_like_sends() {
+    let (mut client, now) = live_at(3);
+    let relation = Relation::React {
+        target: seq(1),
+        reaction: Reaction::Emoji("👍".into()),
+    };
+    let id = client
+        .relate(conv(5), key(7), relation.clone())
+        .expect("queued");
+    let Some(ClientFrame::Relate(r)) = client.poll_transmit() else {
+        panic!("a relate frame")
+    };
+    assert_eq!((r.request_id, r.relation), (id, relation.clone()));
+    // Unanswered at a disconnect: sent again, same key, on the next connection.
+    client.transport_closed();
+    client.connect("t".into(), now).expect("reconnects");
+    let _hello = client.poll_transmit();
+    client.handle(
+        ServerFrame::Welcome(Welcome {
+            version: ProtocolVersion::CURRENT,
+            user: user(ME),
+            server_time: Timestamp(0),
+            limits: ServerLimits::default(),
+            heads: vec![],
+        }),
+        now,
+    );
+    let Some(ClientFrame::Relate(again)) = client.poll_transmit() else {
+        panic!("the relation again")
+    };
+    assert_eq!((again.request_id, again.client_msg_id), (id, key(7)));
+    client.handle(
+        ServerFrame::Ack(Ack {
+            request_id: id,
+            conversation: conv(5),
+            id: MessageId::new(2).expect("id"),
+            seq: seq(2),
+            sent_at: Timestamp(2),
+        }),
+        now,
+    );
+    let events: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Acked(a) if a.request_id == id))
+    );
+}
+
+#[test]
+fn a_server_of_1_2_never_sees_a_relation() {
+    let (mut client, _) = live_at(2);
+    let id = client
+        .relate(conv(5), key(8), Relation::Delete { target: seq(1) })
+        .expect("queued");
+    assert!(client.poll_transmit().is_none(), "nothing on the wire");
+    match client.poll_event() {
+        Some(Event::RequestFailed {
+            request_id,
+            error: RequestError::Server(e),
+            ..
+        }) => {
+            assert_eq!(request_id, id);
+            assert_eq!(e.code, ErrorCode::UnsupportedFrame);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn entries_are_ordered_like_messages_and_pages_of_entries_fill_gaps() {
+    let (mut client, now) = live_at(3);
+    // Seq 3 arrives before 2: held back, a sync goes out, its `entries` page fills it.
+    client.handle(
+        ServerFrame::Entry(entry(
+            3,
+            Content::Edit {
+                target: seq(1),
+                body: Some(Body::Text("fixed".into())),
+            },
+        )),
+        now,
+    );
+    assert!(client.poll_event().is_none(), "held back past the gap");
+    let Some(ClientFrame::Sync(sync)) = client.poll_transmit() else {
+        panic!("a sync for the gap")
+    };
+    assert_eq!(sync.after, seq(1));
+    let two = entry(2, Content::Delete { target: seq(1) });
+    client.handle(
+        ServerFrame::Entries(EntryPage {
+            request_id: sync.request_id,
+            conversation: conv(5),
+            entries: vec![two.clone()],
+            has_more: false,
+        }),
+        now,
+    );
+    let seqs: Vec<u64> = std::iter::from_fn(|| client.poll_event())
+        .filter_map(|e| match e {
+            Event::Entry(e) => Some(e.seq.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, vec![2, 3]);
+    // A history request is answered by `entries` too, handed over as a page.
+    let id = client.history(conv(5), None, 10).expect("queued");
+    while client.poll_transmit().is_some() {}
+    client.handle(
+        ServerFrame::Entries(EntryPage {
+            request_id: id,
+            conversation: conv(5),
+            entries: vec![two],
+            has_more: true,
+        }),
+        now,
+    );
+    assert!(matches!(
+        client.poll_event(),
+        Some(Event::HistoryPage(p)) if p.request_id == id && p.entries.len() == 1
+    ));
+}

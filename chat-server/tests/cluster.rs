@@ -300,15 +300,45 @@ async fn people_on_different_nodes_chat_in_real_time() {
         |e| matches!(e, Event::Typing(t) if t.user == alice.user_id() && t.active),
     )
     .await;
-    alice.send_text(dm, "hello from node A").await.expect("ack");
+    let hers = alice.send_text(dm, "hello from node A").await.expect("ack");
     assert_eq!(
         messages(&mut bob_events, dm, 1).await,
         ["hello from node A"]
     );
-    bob.send_text(dm, "hello from node B").await.expect("ack");
+    let his = bob.send_text(dm, "hello from node B").await.expect("ack");
     assert_eq!(
         messages(&mut alice_events, dm, 2).await,
         ["hello from node A", "hello from node B"]
+    );
+
+    // Relations cross nodes as entries, in the conversation's order.
+    bob.react(dm, hers.seq, "👍").await.expect("reacted");
+    bob.edit(dm, his.seq, "hello from node B, edited")
+        .await
+        .expect("edited");
+    let mut relations = Vec::new();
+    while relations.len() < 2 {
+        if let Event::Entry(e) = next_event(
+            &mut alice_events,
+            |e| matches!(e, Event::Entry(x) if x.conversation == dm),
+        )
+        .await
+        {
+            relations.push(e.content);
+        }
+    }
+    assert_eq!(
+        relations,
+        [
+            Content::Reaction {
+                target: hers.seq,
+                reaction: Some(Reaction::Emoji("👍".into())),
+            },
+            Content::Edit {
+                target: his.seq,
+                body: Some(Body::Text("hello from node B, edited".into())),
+            },
+        ]
     );
 
     // A group spanning both nodes: everyone sees every message once, in one order.

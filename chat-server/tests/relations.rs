@@ -115,6 +115,24 @@ impl Session {
         .await
     }
 
+    /// The answers to several requests, whatever order they come in.
+    async fn answers(&mut self, ids: &[u32]) -> Vec<Result<Ack, Error>> {
+        let mut got: Vec<Option<Result<Ack, Error>>> = vec![None; ids.len()];
+        while got.iter().any(Option::is_none) {
+            let (id, answer) = self
+                .until(|f| match f {
+                    ServerFrame::Ack(a) => Some((a.request_id, Ok(a))),
+                    ServerFrame::Error(e) => Some((e.request_id?, Err(e))),
+                    _ => None,
+                })
+                .await;
+            if let Some(i) = ids.iter().position(|&x| RequestId(x) == id) {
+                got[i] = Some(answer);
+            }
+        }
+        got.into_iter().flatten().collect()
+    }
+
     async fn refused(&mut self, id: u32) -> ErrorCode {
         self.answer(id).await.expect_err("refused").code
     }
@@ -495,5 +513,80 @@ async fn a_resumed_session_and_a_restarted_server_give_the_same_log() {
         },
         "the reaction taken back stays purged"
     );
+    s.stop().await;
+}
+
+/// Relations follow the conversation's encryption policy and share the send rate.
+#[tokio::test]
+async fn relations_obey_the_encryption_policy_and_the_send_rate() {
+    let s = TestServer::start_with(TestDbKind::Sqlite, |c| {
+        c.send_rate = 1;
+        c.send_burst = 3;
+    })
+    .await;
+    let (eve, fin) = (s.register("eve").await, s.register("fin").await);
+    let sealed = s.encrypted_direct(&eve, &fin).await.body["id"]
+        .as_u64()
+        .expect("id");
+    let mut e = login(&s, Sub::Json, &eve.token, ProtocolVersion::CURRENT).await;
+    // Plain text and plain emoji are refused before anything is stored (no target
+    // needed to say so).
+    for (i, relation) in [
+        Relation::Edit {
+            target: seq(1),
+            body: text("in the clear"),
+        },
+        Relation::Reply {
+            target: seq(1),
+            body: text("in the clear"),
+        },
+        Relation::React {
+            target: seq(1),
+            reaction: Reaction::Emoji("👍".into()),
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = i as u32 + 1;
+        e.send(&relate(id, sealed, id as u8, relation)).await;
+        assert_eq!(e.refused(id).await, ErrorCode::EncryptionRequired);
+    }
+
+    // Sends and relations draw on one rate: a burst of 3, then refusals with a time.
+    let plain = s.direct(&eve, &fin).await;
+    e.send(&ClientFrame::Send(Send {
+        request_id: RequestId(10),
+        conversation: cid(plain),
+        client_msg_id: key(10),
+        body: text("one"),
+    }))
+    .await;
+    let first = e.answer(10).await.expect("sent").seq;
+    for id in 11..=13u32 {
+        e.send(&relate(
+            id,
+            plain,
+            id as u8,
+            Relation::React {
+                target: first,
+                reaction: Reaction::Emoji(["👍", "🎉", "👀"][id as usize - 11].into()),
+            },
+        ))
+        .await;
+    }
+    let outcomes: Vec<Result<(), ErrorCode>> = e
+        .answers(&[11, 12, 13])
+        .await
+        .into_iter()
+        .map(|r| {
+            r.map(|_| ()).map_err(|err| {
+                assert!(err.retry_after_ms.is_some_and(|ms| ms > 0));
+                err.code
+            })
+        })
+        .collect();
+    assert_eq!(outcomes[..2], [Ok(()), Ok(())]);
+    assert_eq!(outcomes[2], Err(ErrorCode::RateLimited));
     s.stop().await;
 }

@@ -1,6 +1,7 @@
 //! Arbitrary server behaviour against the client state machine: whatever frames,
 //! timers, disconnects and application requests arrive, the application sees each
-//! conversation's messages in strictly increasing seq order, never twice.
+//! conversation's entries (messages and relations) in strictly increasing seq order,
+//! never twice.
 #![no_main]
 
 use std::collections::HashMap;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use chat_proto::body::Body;
+use chat_proto::entry::Relation;
 use chat_proto::frame::ServerFrame;
 use chat_proto::ids::{ClientMsgId, ConversationId, Seq};
 use chat_proto::session::{ClientConfig, ClientSession, Event};
@@ -20,6 +22,7 @@ enum Step {
     TransportClosed,
     Advance(u16),
     Send(ConversationId, ClientMsgId),
+    Relate(ConversationId, ClientMsgId, Relation),
     History(ConversationId, u8),
     Track(ConversationId, Seq),
 }
@@ -47,6 +50,9 @@ fuzz_target!(|steps: Vec<Step>| {
             Step::Send(c, k) => {
                 let _ = session.send(c, k, Body::Text("x".into()));
             }
+            Step::Relate(c, k, relation) => {
+                let _ = session.relate(c, k, relation);
+            }
             Step::History(c, n) => {
                 let _ = session.history(c, None, u16::from(n).max(1));
             }
@@ -54,7 +60,7 @@ fuzz_target!(|steps: Vec<Step>| {
         }
         while session.poll_transmit().is_some() {}
         while let Some(event) = session.poll_event() {
-            if let Event::Message(m) = event {
+            if let Event::Entry(m) = event {
                 if let Some(prev) = last.get(&m.conversation) {
                     assert!(m.seq > *prev, "seq went backwards or repeated");
                 }

@@ -508,6 +508,78 @@ mod tests {
         s
     }
 
+    fn relate(id: u32, relation: Relation) -> ClientFrame {
+        ClientFrame::Relate(crate::frame::Relate {
+            request_id: RequestId(id),
+            conversation: ConversationId::new(1).unwrap_or_else(|_| unreachable!()),
+            client_msg_id: ClientMsgId::from_bytes([2; 16]),
+            relation,
+        })
+    }
+
+    #[test]
+    fn relations_are_checked_and_exist_only_from_1_3() {
+        let target = Seq::new(1).unwrap_or_else(|_| unreachable!());
+        let react = |e: &str| Relation::React {
+            target,
+            reaction: Reaction::Emoji(e.into()),
+        };
+        let mut s = established();
+        assert!(matches!(
+            s.receive(relate(1, react("👍"))),
+            Ok(Inbound::Request(_))
+        ));
+        let r = s.receive(relate(2, react("👍👍"))).expect_err("refused");
+        assert_eq!(
+            (r.code, r.request_id),
+            (ErrorCode::InvalidRequest, Some(RequestId(2)))
+        );
+        let long = "x".repeat(ServerLimits::default().max_text_body as usize + 1);
+        let r = s
+            .receive(relate(
+                3,
+                Relation::Edit {
+                    target,
+                    body: Body::Text(long),
+                },
+            ))
+            .expect_err("refused");
+        assert_eq!(r.code, ErrorCode::BodyTooLarge);
+        let r = s
+            .receive(relate(
+                4,
+                Relation::Reply {
+                    target,
+                    body: Body::Text(String::new()),
+                },
+            ))
+            .expect_err("refused");
+        assert_eq!(r.code, ErrorCode::InvalidRequest);
+
+        // A session of 1.2 does not know the kind: unsupported, not fatal, no id.
+        let mut old = ServerSession::new(ServerLimits::default());
+        let v1_2 = ProtocolVersion { major: 1, minor: 2 };
+        assert!(matches!(
+            old.receive(ClientFrame::Hello(Hello {
+                version: v1_2,
+                token: "t".into(),
+                client: String::new(),
+                resume: vec![],
+            })),
+            Ok(Inbound::Hello { .. })
+        ));
+        assert_eq!(
+            old.established(UserId::new(1).unwrap_or_else(|_| unreachable!())),
+            Ok(v1_2)
+        );
+        let r = old.receive(relate(5, react("👍"))).expect_err("unknown");
+        assert_eq!(
+            (r.code, r.fatal, r.request_id),
+            (ErrorCode::UnsupportedFrame, false, None)
+        );
+        assert_eq!(old.in_flight(), 0);
+    }
+
     #[test]
     fn hello_must_come_first_and_only_once() {
         let mut s = ServerSession::new(ServerLimits::default());
