@@ -7,6 +7,7 @@ import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   artifacts,
+  audit,
   eventually,
   launchBrowser,
   messages,
@@ -40,6 +41,7 @@ test('two people chat in a direct conversation, with typing, receipts and a relo
   assert.match(response.headers()['content-security-policy'], /script-src 'self'/);
   assert.equal(response.headers()['x-frame-options'], 'DENY');
 
+  await audit(alice, 'empty conversation list');
   await startDirect(alice, bob);
   await say(alice, 'Hello Bob! <b>not bold</b>');
   // Sent: the message is stored (has a seq) and shows no error.
@@ -87,8 +89,10 @@ test('two people chat in a direct conversation, with typing, receipts and a relo
   await alice.page.getByLabel('Bio').fill('Curiouser and curiouser.');
   await alice.page.getByRole('button', { name: 'Save' }).click();
   await alice.page.getByRole('status').filter({ hasText: 'Saved' }).waitFor();
+  await audit(alice, 'own profile');
   await bob.page.getByRole('heading', { name: 'Alice Liddell', level: 2 }).click();
   await bob.page.getByText('Curiouser and curiouser.').waitFor();
+  await audit(bob, "someone's profile");
 
   mkdirSync(artifacts, { recursive: true });
   await alice.page.goBack();
@@ -103,6 +107,7 @@ test('two people chat in a direct conversation, with typing, receipts and a relo
   // Signing out ends the session: a reload shows the sign-in page.
   await bob.page.getByRole('button', { name: 'Sign out' }).click();
   await bob.page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  await audit(bob, 'sign in');
   await bob.page.reload();
   await bob.page.getByRole('heading', { name: 'Sign in' }).waitFor();
 
@@ -121,6 +126,7 @@ test('a group of three chats, and members can be added and leave', async () => {
   await ann.page.getByLabel('Name').fill('Book club');
   await ann.page.getByPlaceholder('Add people').fill(ben.username);
   await ann.page.getByRole('button', { name: 'Add Ben' }).click();
+  await audit(ann, 'new group');
   await ann.page.getByRole('button', { name: 'Create group' }).click();
   await ann.page.getByRole('heading', { name: 'Book club', level: 2 }).waitFor();
 
@@ -129,6 +135,7 @@ test('a group of three chats, and members can be added and leave', async () => {
   await ann.page.getByPlaceholder('Add someone').fill(cat.username);
   await ann.page.getByRole('button', { name: 'Add Cat' }).click();
   await ann.page.getByRole('complementary', { name: 'Members of Book club' }).getByRole('link', { name: 'Cat' }).waitFor();
+  await audit(ann, 'group with its members');
 
   await say(ann, 'Welcome to the book club');
   for (const p of [ben, cat]) {
@@ -142,6 +149,7 @@ test('a group of three chats, and members can be added and leave', async () => {
   }
   // Authors are named in a group.
   await ann.page.locator('article .author', { hasText: 'Ben' }).waitFor();
+  await audit(ann, 'group conversation');
 
   // Everyone has read Ann's message.
   await eventually(async () => (await ann.page.getByTestId('receipt').innerText()).trim(), 'Seen by everyone');
@@ -237,6 +245,7 @@ test('on a phone-sized screen in the dark theme, the list and the chat take turn
   // Nothing is wider than the screen.
   assert.equal(await fay.page.evaluate(() => document.documentElement.scrollWidth), 375);
   await fay.page.screenshot({ path: join(artifacts, 'phone-dark.png') });
+  await audit(fay, 'phone-sized conversation');
   await fay.page.getByRole('button', { name: 'Back to conversations' }).click();
   await list.waitFor();
 

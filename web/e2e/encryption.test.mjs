@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
+import { audit,
   eventually,
   launchBrowser,
   messages,
@@ -98,6 +98,7 @@ test('two browsers chat end-to-end encrypted; the server stores no plaintext', a
   assert.equal(seenByAlice.length, 1);
   assert.deepEqual(seenByAlice, own);
   assert.match(own[0], /^(\d{5} ){7}\d{5}$/);
+  await audit(bob, 'own profile with devices');
 
   // The database: ciphertext only. The same search finds a plain message.
   await startDirect(alice, bob);

@@ -177,6 +177,14 @@ export async function person(browser, server, base, display, options = {}) {
     if (msg.type() === 'error' && !signedOut) problems.push(msg.text());
   });
   page.on('pageerror', (err) => problems.push(String(err)));
+  // DEBUG_WS=1 prints every console message and WebSocket frame of the page.
+  if (process.env.DEBUG_WS) {
+    page.on('console', (msg) => console.log(base, 'CONSOLE', msg.type(), msg.text()));
+    page.on('websocket', (ws) => {
+      ws.on('framesent', (f) => console.log(base, 'SENT', String(f.payload).slice(0, 300)));
+      ws.on('framereceived', (f) => console.log(base, 'RECV', String(f.payload).slice(0, 300)));
+    });
+  }
   const name = username(base);
   await page.goto(server.url);
   await page.getByRole('button', { name: 'Create an account' }).click();
@@ -227,4 +235,34 @@ export async function eventually(f, expected, timeout = 15000) {
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+const axeSource = await import('node:fs').then((fs) =>
+  fs.readFileSync(join(webRoot, 'node_modules', 'axe-core', 'axe.min.js'), 'utf8'),
+);
+
+/**
+ * An axe-core audit of the page as it is now, in the light and the dark theme: fails on
+ * any serious or critical violation (WCAG 2.1 A and AA rules), naming the rule and the
+ * elements. axe is evaluated through the DevTools protocol, so the page's strict
+ * Content-Security-Policy stays on.
+ */
+export async function audit(p, screen) {
+  const found = [];
+  for (const colorScheme of ['light', 'dark']) {
+    await p.page.emulateMedia({ colorScheme });
+    await p.page.evaluate(`${axeSource}\n;0`);
+    const violations = await p.page.evaluate(async () => {
+      // eslint-disable-next-line no-undef
+      const result = await axe.run(document, {
+        runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] },
+      });
+      return result.violations
+        .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+        .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).slice(0, 5).join(', ')}`);
+    });
+    found.push(...violations.map((v) => `${screen}, ${colorScheme}: ${v}`));
+  }
+  await p.page.emulateMedia({ colorScheme: null });
+  assert.deepEqual(found, [], 'accessibility violations');
 }

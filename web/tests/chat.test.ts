@@ -1,8 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Api } from '../src/lib/api';
 import { Chat, insertBySeq, type ChatMessage } from '../src/lib/chat.svelte';
+import { entryOf } from '../src/lib/protocol';
 import { DeviceKey, type KeyStore, fromBase64, messageAad, parseHeader, toBase64 } from '../src/lib/e2e';
-import { message, sockets, welcome } from './fake';
+import { entry, message, sockets, welcome } from './fake';
 
 const ALICE = { id: 1, username: 'alice', display_name: 'Alice', bio: '', created_at: 0, last_seen: null };
 const BOB = { id: 2, username: 'bob', display_name: 'Bob', bio: '', created_at: 0, last_seen: 1795795000000 };
@@ -137,7 +138,7 @@ describe('messages', () => {
 
   it('counts unread messages until the conversation is open, then marks it read', async () => {
     const { chat, socket } = await signedIn({
-      'GET /api/conversations/7/messages': () => [200, { messages: [message(7, 5), message(7, 4), message(7, 3)], has_more: true }],
+      'GET /api/conversations/7/entries': () => [200, { entries: [message(7, 5), message(7, 4), message(7, 3)].map(entryOf), has_more: true }],
     });
     socket.receive({ message: message(7, 4) });
     socket.receive({ message: message(7, 5) });
@@ -202,8 +203,8 @@ describe('messages', () => {
   it('says when history cannot be loaded, and loads it on retry', async () => {
     let up = false;
     const { chat } = await signedIn({
-      'GET /api/conversations/7/messages': () =>
-        up ? [200, { messages: [message(7, 3)], has_more: false }] : [503, { error: { code: 'unavailable', message: 'the database is unreachable' } }],
+      'GET /api/conversations/7/entries': () =>
+        up ? [200, { entries: [entryOf(message(7, 3))], has_more: false }] : [503, { error: { code: 'unavailable', message: 'the database is unreachable' } }],
     });
     await chat.open(7);
     const view = chat.conversations[7];
@@ -216,12 +217,69 @@ describe('messages', () => {
 
   it('leaves a conversation the user was removed from', async () => {
     const { chat, socket } = await signedIn({
-      'GET /api/conversations/7/messages': () => [200, { messages: [], has_more: false }],
+      'GET /api/conversations/7/entries': () => [200, { entries: [], has_more: false }],
     });
     await chat.open(7);
     socket.receive({ membership: { conversation: 7, user: 1, change: 'removed', by: 2 } });
     expect(chat.conversations[7]).toBeUndefined();
     expect(chat.activeId).toBeNull();
+  });
+});
+
+describe('relations', () => {
+  it('folds edits, reactions, replies and deletions into the messages they name', async () => {
+    const { chat, socket } = await signedIn({
+      'GET /api/conversations/7/entries': () => [200, { entries: [], has_more: false }],
+    });
+    await chat.open(7);
+    const view = chat.conversations[7];
+    socket.receive({ entry: entry(7, 4, { message: { body: { text: 'first' }, reply_to: null } }) });
+    socket.receive({ entry: entry(7, 5, { edit: { target: 4, body: { text: 'first, fixed' } } }) });
+    socket.receive({ entry: entry(7, 6, { reaction: { target: 4, reaction: { emoji: '👍' } } }, 1) });
+    socket.receive({ entry: entry(7, 7, { message: { body: { text: 'an answer' }, reply_to: 4 } }, 1) });
+    expect(view.messages.map((m) => [m.seq, m.text, m.edited, m.replyTo])).toEqual([
+      [4, 'first, fixed', true, null],
+      [7, 'an answer', false, 4],
+    ]);
+    expect(view.messages[0].reactions).toEqual([{ emoji: '👍', users: [1], mine: 6 }]);
+    // Relations are not unread; the two messages were read as they came (open chat).
+    expect(view.unread).toBe(0);
+
+    // Clicking one's own reaction takes it back: a deletion of the reaction entry.
+    void chat.toggleReaction(7, 4, '👍');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(socket.sentOf('relate').at(-1)).toMatchObject({ conversation: 7, relation: { delete: { target: 6 } } });
+    void chat.toggleReaction(7, 4, '🎉');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(socket.sentOf('relate').at(-1)).toMatchObject({ relation: { react: { target: 4, reaction: { emoji: '🎉' } } } });
+    // A reply goes out as a relation and shows as one while sending.
+    chat.send(7, 'me too', 4);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(socket.sentOf('relate').at(-1)).toMatchObject({ relation: { reply: { target: 4, body: { text: 'me too' } } } });
+    expect(view.outbox[0].replyTo).toBe(4);
+
+    socket.receive({ entry: entry(7, 8, { delete: { target: 4 } }) });
+    expect(view.messages[0]).toMatchObject({ deleted: true, text: '', reactions: [] });
+  });
+
+  it('applies relations whose message loads later with older history', async () => {
+    const { chat, socket } = await signedIn({
+      'GET /api/conversations/7/entries': () => [
+        200,
+        {
+          entries: [
+            entry(7, 3, { reaction: { target: 2, reaction: { emoji: '🎉' } } }),
+            entry(7, 2, { message: { body: { text: 'old' }, reply_to: null } }, 1),
+          ],
+          has_more: false,
+        },
+      ],
+    });
+    // An edit of a message not loaded yet arrives live first.
+    socket.receive({ entry: entry(7, 4, { edit: { target: 2, body: { text: 'old, edited' } } }, 1) });
+    await chat.open(7);
+    const [m] = chat.conversations[7].messages;
+    expect([m.seq, m.text, m.edited, m.reactions.map((r) => r.emoji)]).toEqual([2, 'old, edited', true, ['🎉']]);
   });
 });
 
@@ -236,6 +294,12 @@ describe('insertBySeq', () => {
     encrypted: false,
     status: 'sent',
     error: null,
+    replyTo: null,
+    edited: false,
+    editedAt: null,
+    deleted: false,
+    reactions: [],
+    own: { text: '', unreadable: false, purged: false },
   });
   it('keeps ascending order without duplicates', () => {
     const list: ChatMessage[] = [];

@@ -1,13 +1,13 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Connection, type ConnectionState, RequestError, SessionEndedError } from '../src/lib/connection';
-import { CLIENT_VERSION, type Message } from '../src/lib/protocol';
+import { CLIENT_VERSION, type Entry } from '../src/lib/protocol';
 import { type FakeSocket, message, sockets, welcome } from './fake';
 
 const flush = () => vi.advanceTimersByTimeAsync(0);
 
 function setup(opts: { resume?: { conversation: number; seq: number }[]; tokens?: (refresh: boolean) => Promise<string> } = {}) {
   const s = sockets();
-  const delivered: Message[] = [];
+  const delivered: Entry[] = [];
   const states: ConnectionState[] = [];
   const tokenCalls: boolean[] = [];
   const ended: string[] = [];
@@ -21,7 +21,7 @@ function setup(opts: { resume?: { conversation: number; seq: number }[]; tokens?
       return opts.tokens ? opts.tokens(refresh) : refresh ? 'fresh-token' : 'token';
     },
     handlers: {
-      onMessage: (m) => delivered.push(m),
+      onEntry: (e) => delivered.push(e),
       onState: (st) => states.push(st),
       onSessionEnded: (r) => ended.push(r),
     },
@@ -38,7 +38,7 @@ async function connect(s: ReturnType<typeof sockets>, heads: [number, number][] 
   return socket;
 }
 
-const seqs = (ms: Message[]) => ms.map((m) => `${m.conversation}:${m.seq}`);
+const seqs = (ms: Entry[]) => ms.map((m) => `${m.conversation}:${m.seq}`);
 
 beforeEach(() => {
   vi.useFakeTimers();
@@ -344,5 +344,37 @@ describe('reconnecting', () => {
     expect(socket.closed?.code).toBe(1000);
     await vi.advanceTimersByTimeAsync(60000);
     expect(s.made).toHaveLength(1);
+  });
+});
+
+describe('relations (protocol 1.3)', () => {
+  it('sends relate and takes entries and pages of entries; a 1.2 server is not asked', async () => {
+    const { s, conn, delivered } = setup();
+    conn.start();
+    const socket = await connect(s, [[7, 0]]);
+    socket.receive({ replay_done: { truncated: [] } });
+    const reacted = conn.relate(7, 'aaaaaaaa-0000-4000-8000-000000000003', { react: { target: 1, reaction: { emoji: '👍' } } });
+    const [r] = socket.sentOf('relate');
+    expect(r.relation).toEqual({ react: { target: 1, reaction: { emoji: '👍' } } });
+    socket.receive({ ack: { request_id: r.request_id, conversation: 7, id: 5, seq: 2, sent_at: 1 } });
+    await expect(reacted).resolves.toMatchObject({ seq: 2 });
+    const content = { message: { body: { text: 'hi' }, reply_to: null } };
+    socket.receive({ entry: { conversation: 7, seq: 1, id: 4, sender: 2, client_msg_id: 'aaaaaaaa-0000-4000-8000-000000000004', sent_at: 1, content } });
+    expect(seqs(delivered)).toEqual(['7:1']);
+    const history = conn.history(7, null, 10);
+    const [h] = socket.sentOf('history');
+    socket.receive({ entries: { request_id: h.request_id, conversation: 7, entries: [], has_more: false } });
+    await expect(history).resolves.toMatchObject({ entries: [], has_more: false });
+
+    const old = setup();
+    old.conn.start();
+    await flush();
+    const oldSocket = old.s.made[old.s.made.length - 1];
+    oldSocket.open();
+    oldSocket.receive(welcome(1, [[7, 0]], {}, 2));
+    await expect(old.conn.relate(7, 'aaaaaaaa-0000-4000-8000-000000000005', { delete: { target: 1 } })).rejects.toMatchObject({
+      code: 'unsupported_frame',
+    });
+    expect(oldSocket.sentOf('relate')).toEqual([]);
   });
 });

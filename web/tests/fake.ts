@@ -63,10 +63,15 @@ export function sockets(): { made: FakeSocket[]; create: (url: string, protocol:
   };
 }
 
-export function welcome(user: number, heads: [number, number][] = [], limits: Partial<typeof DEFAULT_LIMITS> = {}) {
+export function welcome(
+  user: number,
+  heads: [number, number][] = [],
+  limits: Partial<typeof DEFAULT_LIMITS> = {},
+  minor = 3,
+) {
   return {
     welcome: {
-      version: { major: 1, minor: 0 },
+      version: { major: 1, minor },
       user,
       server_time: Date.now(),
       limits: { ...DEFAULT_LIMITS, ...limits },
@@ -87,4 +92,10 @@ export function message(conversation: number, seq: number, sender = 2, text = `m
     sent_at: 1795795200000 + seq,
     body: { text },
   };
+}
+
+/** An entry of the log (protocol 1.3) with the content given. */
+export function entry(conversation: number, seq: number, content: Record<string, unknown>, sender = 2) {
+  const { body: _body, ...rest } = message(conversation, seq, sender);
+  return { ...rest, content };
 }

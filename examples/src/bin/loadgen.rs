@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chat_examples::ConnectArgs;
-use chat_sdk::chat_proto::ids::ConversationId;
+use chat_sdk::chat_proto::entry::Content;
+use chat_sdk::chat_proto::ids::{ConversationId, Seq};
 use chat_sdk::{Client, Event};
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -54,6 +55,10 @@ struct Args {
     /// Message size in bytes.
     #[arg(long, default_value_t = 100)]
     size: usize,
+    /// Percent of each sender's writes that are reactions (to the sender's latest
+    /// message, emoji in turn) instead of messages (protocol 1.3).
+    #[arg(long, default_value_t = 0.0)]
+    reactions: f64,
     /// Seconds of sending.
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -113,6 +118,10 @@ fn exponential(rng: &mut impl rand::Rng, mean: Duration) -> Duration {
 struct Stats {
     sent: AtomicU64,
     failed: AtomicU64,
+    /// Reactions acknowledged (counted in `sent` too).
+    reactions_sent: AtomicU64,
+    /// Reaction entries delivered to members.
+    reactions_delivered: AtomicU64,
     /// Deliveries are recorded while this is set.
     recording: AtomicBool,
 }
@@ -131,6 +140,9 @@ fn delivered(samples: &[Samples]) -> u64 {
         .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len() as u64)
         .sum()
 }
+
+/// Reactions the senders take turns with.
+const REACTIONS: [&str; 8] = ["👍", "🎉", "❤️", "😂", "👀", "🙏", "🔥", "✅"];
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
@@ -161,6 +173,8 @@ async fn main() -> anyhow::Result<()> {
     let stats = Arc::new(Stats {
         sent: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        reactions_sent: AtomicU64::new(0),
+        reactions_delivered: AtomicU64::new(0),
         recording: AtomicBool::new(true),
     });
 
@@ -195,6 +209,12 @@ async fn main() -> anyhow::Result<()> {
             let record = samples.clone();
             let client = builder
                 .on_event(move |event| {
+                    if let Event::Entry(m) = event
+                        && matches!(m.content, Content::Reaction { .. })
+                        && stats.recording.load(Ordering::Relaxed)
+                    {
+                        stats.reactions_delivered.fetch_add(1, Ordering::Relaxed);
+                    }
                     if let Event::Entry(m) = event
                         && let Some(at) = m.text().and_then(sent_at)
                         && stats.recording.load(Ordering::Relaxed)
@@ -267,6 +287,10 @@ async fn main() -> anyhow::Result<()> {
             let (client, stats, args) = (client.clone(), stats.clone(), args.clone());
             senders.push(tokio::spawn(async move {
                 let mut count = 0u64;
+                // Every `react_every`-th write reacts to this lane's latest message.
+                let react_every =
+                    (args.reactions > 0.0).then(|| (100.0 / args.reactions).round().max(1.0) as u64);
+                let mut latest: Option<Seq> = None;
                 let mut pace = (args.rate > 0.0).then(|| {
                     let (first, gap) = args
                         .pacing
@@ -283,9 +307,27 @@ async fn main() -> anyhow::Result<()> {
                     if Instant::now() >= deadline {
                         break;
                     }
+                    if let (Some(k), Some(target)) = (react_every, latest)
+                        && count % k == k - 1
+                    {
+                        let emoji = REACTIONS[(count / k) as usize % REACTIONS.len()];
+                        match client.react(room, target, emoji).await {
+                            Ok(_) => {
+                                stats.sent.fetch_add(1, Ordering::Relaxed);
+                                stats.reactions_sent.fetch_add(1, Ordering::Relaxed);
+                                count += 1;
+                            }
+                            Err(e) => {
+                                stats.failed.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(error = %e, "reaction failed");
+                            }
+                        }
+                        continue;
+                    }
                     match client.send_text(room, payload(epoch, args.size)).await {
-                        Ok(_) => {
+                        Ok(ack) => {
                             stats.sent.fetch_add(1, Ordering::Relaxed);
+                            latest = Some(ack.seq);
                             count += 1;
                         }
                         Err(e) => {
@@ -323,7 +365,9 @@ async fn main() -> anyhow::Result<()> {
     let expected: u64 = expected_per_room.iter().sum();
     // Let the last deliveries arrive.
     let drain = Instant::now();
-    while delivered(&samples) < expected && drain.elapsed() < Duration::from_secs(10) {
+    let all_delivered =
+        || delivered(&samples) + stats.reactions_delivered.load(Ordering::Relaxed);
+    while all_delivered() < expected && drain.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     progress.abort();
@@ -338,7 +382,7 @@ async fn main() -> anyhow::Result<()> {
             latency.saturating_record(u64::from(micros));
         }
     }
-    let delivered = latency.len();
+    let delivered = latency.len() + stats.reactions_delivered.load(Ordering::Relaxed);
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let report = json!({
         "transport": args.connect.url.split("://").next(),
@@ -354,6 +398,8 @@ async fn main() -> anyhow::Result<()> {
         "sent": sent,
         "send_failures": stats.failed.load(Ordering::Relaxed),
         "sent_per_s": sent as f64 / send_took.as_secs_f64(),
+        "reactions_sent": stats.reactions_sent.load(Ordering::Relaxed),
+        "reaction_deliveries": stats.reactions_delivered.load(Ordering::Relaxed),
         "deliveries": delivered,
         "deliveries_per_s": delivered as f64 / took,
         "lost": expected.saturating_sub(delivered),
@@ -389,6 +435,12 @@ async fn main() -> anyhow::Result<()> {
             report["deliveries_per_s"].as_f64().unwrap_or(0.0),
             report["lost"]
         );
+        if args.reactions > 0.0 {
+            println!(
+                "reactions    {:>10}  sent, {} delivered (in the counts above)",
+                report["reactions_sent"], report["reaction_deliveries"]
+            );
+        }
         println!(
             "latency ms   p50 {}  p90 {}  p99 {}  max {}",
             l["p50"], l["p90"], l["p99"], l["max"]

@@ -8,7 +8,7 @@ import type {
   ConversationList,
   ConversationSummary,
   Device,
-  MessagePage,
+  EntryList,
   Session,
   User,
   UserPage,
@@ -18,8 +18,8 @@ import type {
 // into ./generated/api.ts.
 export type * from './generated/api';
 
-/** A page of history, newest first. */
-export type HistoryPage = MessagePage;
+/** A page of history, newest first: messages and relations (PROTOCOL.md §5.2). */
+export type HistoryPage = EntryList;
 
 /** An answer of the API other than success: HTTP status, stable code, human message. */
 export class ApiError extends Error {
@@ -239,11 +239,11 @@ export class Api {
     return this.authed('DELETE', `/api/conversations/${conversation}/members/${userId}`);
   }
 
-  /** A page of history, newest first: messages with a seq below `before` (all when null). */
+  /** A page of the log, newest first: entries with a seq below `before` (all when null). */
   history(conversation: number, before: number | null, limit: number): Promise<HistoryPage> {
     const q = new URLSearchParams({ limit: String(limit) });
     if (before !== null) q.set('before', String(before));
-    return this.authed('GET', `/api/conversations/${conversation}/messages?${q}`);
+    return this.authed('GET', `/api/conversations/${conversation}/entries?${q}`);
   }
 
   leave(conversation: number): Promise<void> {

@@ -17,7 +17,15 @@ import {
   toBase64,
   unreadableText,
 } from './e2e';
-import { type Body, type Message, TYPING_TTL_MS, newClientMsgId } from './protocol';
+import { type Body, type Entry, type Message, type Relation, TYPING_TTL_MS, newClientMsgId } from './protocol';
+import {
+  type Opened,
+  type ReactionGroup,
+  type Relations,
+  applyRelation,
+  emptyRelations,
+  fold,
+} from './timeline';
 
 /** A message as the UI shows it: stored ones have a seq, the user's unsent ones do not. */
 export interface ChatMessage {
@@ -27,11 +35,21 @@ export interface ChatMessage {
   seq: number | null;
   sender: number;
   sentAt: number;
+  /** The text shown: the latest edit's, or the message's own. */
   text: string;
   /** An end-to-end encrypted body this device cannot open; `text` says why. */
   encrypted: boolean;
   status: 'sending' | 'sent' | 'failed';
   error: string | null;
+  /** The seq of the message it answers. */
+  replyTo: number | null;
+  edited: boolean;
+  editedAt: number | null;
+  /** Deleted: a tombstone with who and when only. */
+  deleted: boolean;
+  reactions: ReactionGroup[];
+  /** Its own text before any edit, and whether the server purged it. */
+  own: { text: string; unreadable: boolean; purged: boolean };
 }
 
 export interface ConversationView {
@@ -81,20 +99,84 @@ const DEVICES_TTL_MS = 10_000;
 
 const PAGE = 50;
 
-function toChat(m: Message): ChatMessage {
-  const text = 'text' in m.body ? m.body.text : '';
+/** A chat message as a message of the log shows it before relations are folded in. */
+function chatMessage(
+  e: { conversation: number; seq: number | null; sender: number; sent_at: number; client_msg_id: string },
+  own: { text: string; unreadable: boolean; purged: boolean },
+  replyTo: number | null,
+): ChatMessage {
   return {
-    key: m.client_msg_id,
-    conversation: m.conversation,
-    seq: m.seq,
-    sender: m.sender,
-    sentAt: m.sent_at,
-    text,
-    encrypted: 'encrypted' in m.body,
+    key: e.client_msg_id,
+    conversation: e.conversation,
+    seq: e.seq,
+    sender: e.sender,
+    sentAt: e.sent_at,
+    text: own.text,
+    encrypted: own.unreadable,
     status: 'sent',
     error: null,
+    replyTo,
+    edited: false,
+    editedAt: null,
+    deleted: own.purged,
+    reactions: [],
+    own,
   };
 }
+
+/** A message of the 1.2 view (a conversation preview) as the UI shows it. */
+function toChat(m: Message, edited = false, deleted = false): ChatMessage {
+  const text = 'text' in m.body ? m.body.text : '';
+  const msg = chatMessage(m, { text, unreadable: 'encrypted' in m.body, purged: deleted }, null);
+  msg.edited = edited;
+  return msg;
+}
+
+/** Recomputes what `relations` change about `m`. */
+function refold(relations: Relations, m: ChatMessage, me: number | null): void {
+  if (m.seq === null) return;
+  const f = fold(relations, m.seq, m.own, me);
+  m.text = f.deleted ? '' : f.text;
+  m.encrypted = f.unreadable;
+  m.edited = f.edited;
+  m.editedAt = f.editedAt;
+  m.deleted = f.deleted;
+  m.reactions = f.reactions;
+}
+
+/** The body an entry carries: a message's or an edit's body, a reaction's emoji as text. */
+function carried(e: Entry): Body | null {
+  const c = e.content;
+  if ('message' in c) return c.message.body;
+  if ('edit' in c) return c.edit.body;
+  if ('reaction' in c && c.reaction.reaction !== null) {
+    const r = c.reaction.reaction;
+    return 'emoji' in r ? { text: r.emoji } : { encrypted: r.encrypted };
+  }
+  return null;
+}
+
+/** What an entry carries when nothing in it is sealed; `null` when it must be opened. */
+function plainContent(e: Entry): Opened | null {
+  const body = carried(e);
+  if (body === null) return { text: null, unreadable: null };
+  return 'text' in body ? { text: body.text, unreadable: null } : null;
+}
+
+/** The stored message at `seq` in `list` (ascending), if loaded. */
+export function findBySeq(list: ChatMessage[], seq: number): ChatMessage | undefined {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if ((list[mid].seq ?? 0) < seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return list[lo]?.seq === seq ? list[lo] : undefined;
+}
+
+/** The most recently used reactions first, then common ones: what the picker offers. */
+export const COMMON_REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '😢', '🙏', '👀'];
 
 /** Inserts `m` into `list` (ascending seq) unless a message with its seq is there. */
 export function insertBySeq(list: ChatMessage[], m: ChatMessage): boolean {
@@ -119,8 +201,8 @@ export function insertBySeq(list: ChatMessage[], m: ChatMessage): boolean {
 /** Makes a stored message the conversation's latest if it is; says whether it was. */
 function newest(view: ConversationView, m: ChatMessage): boolean {
   const seq = m.seq ?? 0;
-  if (seq < view.lastSeq) return false;
-  view.lastSeq = seq;
+  if (seq < (view.lastMessage?.seq ?? 0)) return false;
+  view.lastSeq = Math.max(view.lastSeq, seq);
   view.lastActivity = Math.max(view.lastActivity, m.sentAt);
   view.lastMessage = m;
   return true;
@@ -177,6 +259,11 @@ export class Chat {
   private fetchingConversation = new Map<number, Promise<void>>();
   private readSent = new Map<number, number>();
   private deviceKey: DeviceKey | null = null;
+  /**
+   * Per conversation, the edits, deletions and reactions seen so far (folded into its
+   * messages). Plain data outside the reactive state: only the messages are shown.
+   */
+  private relations = new Map<number, Relations>();
   private recipients = new Map<number, { keys: Uint8Array[]; at: number }>();
 
   constructor(opts: ChatOptions = {}) {
@@ -227,8 +314,19 @@ export class Chat {
       view.unread = summary.unread;
       const last = summary.last_message;
       if (last) {
-        view.lastMessage = toChat(last);
-        if ('encrypted' in last.body) void this.decode(last).then((m) => (view.lastMessage = m));
+        const edited = summary.last_message_edited ?? false;
+        const deleted = summary.last_message_deleted ?? false;
+        view.lastMessage = toChat(last, edited, deleted);
+        if ('encrypted' in last.body && !deleted) {
+          void this.openSealed(last.conversation, last.sender, last.client_msg_id, last.body.encrypted).then(
+            (opened) => {
+              const m = toChat(last, edited, deleted);
+              m.text = opened.text ?? opened.unreadable ?? '';
+              m.encrypted = opened.text === null;
+              view.lastMessage = m;
+            },
+          );
+        }
       }
     }
     this.connect(list.map((c) => ({ conversation: c.id, seq: c.last_seq })));
@@ -260,7 +358,7 @@ export class Chat {
             if (this.activeId !== null) this.markRead(this.activeId);
           }
         },
-        onMessage: (m) => this.onMessage(m),
+        onEntry: (e) => this.onEntry(e),
         onTyping: (t) => {
           const view = this.conversations[t.conversation];
           if (!view || t.user === this.me?.id) return;
@@ -309,26 +407,89 @@ export class Chat {
     }
   }
 
-  /** A message for the UI: encrypted bodies are opened with this device's key. */
-  private async decode(m: Message): Promise<ChatMessage> {
-    const msg = toChat(m);
-    if (!('encrypted' in m.body)) return msg;
+  /** Opens a sealed text (a body or an emoji) with this device's key. */
+  private async openSealed(conversation: number, sender: number, clientMsgId: string, sealed: string): Promise<Opened> {
     try {
       if (!this.deviceKey) throw new OpenError('no_device_key');
-      const opened = await this.deviceKey.open(
-        fromBase64(m.body.encrypted),
-        messageAad(m.conversation, m.sender, m.client_msg_id),
-      );
-      msg.text = new TextDecoder('utf-8', { fatal: true }).decode(opened.body);
-      msg.encrypted = false;
+      const opened = await this.deviceKey.open(fromBase64(sealed), messageAad(conversation, sender, clientMsgId));
+      return { text: new TextDecoder('utf-8', { fatal: true }).decode(opened.body), unreadable: null };
     } catch (e) {
-      msg.text = unreadableText(e instanceof OpenError ? e.reason : 'rejected');
+      return { text: null, unreadable: unreadableText(e instanceof OpenError ? e.reason : 'rejected') };
     }
-    return msg;
+  }
+
+  /** The text an entry carries (a body, an edit's body, an emoji), opened if sealed. */
+  private async openEntry(e: Entry): Promise<Opened> {
+    const body = carried(e);
+    if (body === null) return { text: null, unreadable: null };
+    if ('text' in body) return { text: body.text, unreadable: null };
+    return this.openSealed(e.conversation, e.sender, e.client_msg_id, body.encrypted);
+  }
+
+  /**
+   * Folds one entry, opened, into its conversation: a message is placed by seq, a
+   * relation changes the message it names. Returns the message placed, if any.
+   */
+  private place(view: ConversationView, e: Entry, opened: Opened): ChatMessage | null {
+    const me = this.me?.id ?? null;
+    const c = e.content;
+    let relations = this.relations.get(view.id);
+    if (!relations) {
+      relations = emptyRelations();
+      this.relations.set(view.id, relations);
+    }
+    if ('message' in c) {
+      const own = {
+        text: opened.text ?? opened.unreadable ?? '',
+        unreadable: opened.text === null && opened.unreadable !== null,
+        purged: c.message.body === null,
+      };
+      const msg = chatMessage(e, own, c.message.reply_to);
+      refold(relations, msg, me);
+      const existing = findBySeq(view.messages, e.seq);
+      if (existing) {
+        // A purged copy (from history after a deletion) replaces what was shown.
+        if (own.purged && !existing.own.purged) {
+          existing.own = own;
+          existing.replyTo = null;
+          refold(relations, existing, me);
+        }
+        return null;
+      }
+      insertBySeq(view.messages, msg);
+      // The list's own (reactive) copy, so later changes reach what is shown.
+      return findBySeq(view.messages, e.seq) ?? null;
+    }
+    let target: number | null = null;
+    if ('edit' in c) {
+      target = applyRelation(relations, {
+        kind: 'edit',
+        seq: e.seq,
+        target: c.edit.target,
+        content: opened,
+        at: e.sent_at,
+      });
+    } else if ('delete' in c) {
+      target = applyRelation(relations, { kind: 'delete', seq: e.seq, target: c.delete.target });
+    } else if ('reaction' in c) {
+      target = applyRelation(relations, {
+        kind: 'reaction',
+        seq: e.seq,
+        target: c.reaction.target,
+        user: e.sender,
+        emoji: opened.text,
+      });
+    }
+    if (target !== null) {
+      const m = findBySeq(view.messages, target);
+      if (m) refold(relations, m, me);
+      if (view.lastMessage && view.lastMessage.seq === target) refold(relations, view.lastMessage, me);
+    }
+    return null;
   }
 
   /** The body to send: sealed for every member's every device in an encrypted conversation. */
-  private async body(view: ConversationView, msg: ChatMessage): Promise<Body> {
+  private async body(view: ConversationView, msg: { text: string; key: string }): Promise<Body> {
     if (!view.encrypted) return { text: msg.text };
     const key = this.deviceKey;
     if (!key || !this.me) throw new Error('This browser cannot encrypt messages (no X25519 in WebCrypto).');
@@ -375,6 +536,7 @@ export class Chat {
     this.everLive = false;
     this.readSent.clear();
     this.recipients.clear();
+    this.relations.clear();
     this.deviceKey = null;
     this.device = null;
     this.connection = { kind: 'connecting', attempt: 0 };
@@ -482,11 +644,18 @@ export class Chat {
     try {
       const before = view.historyLoaded ? (view.messages[0]?.seq ?? null) : null;
       const page = await this.api.history(id, before, PAGE);
-      for (const m of await Promise.all(page.messages.map((m) => this.decode(m)))) insertBySeq(view.messages, m);
+      const opened = await Promise.all(page.entries.map((e) => this.openEntry(e)));
+      // Relations first: the messages they change may be on this page.
+      page.entries.forEach((e, i) => {
+        if (!('message' in e.content)) this.place(view, e, opened[i]);
+      });
+      page.entries.forEach((e, i) => {
+        if ('message' in e.content) this.place(view, e, opened[i]);
+      });
       view.hasMore = page.has_more;
       view.historyLoaded = true;
-      const newest = page.messages[0];
-      if (newest && newest.seq > view.lastSeq) view.lastSeq = newest.seq;
+      const newestEntry = page.entries[0];
+      if (newestEntry && newestEntry.seq > view.lastSeq) view.lastSeq = newestEntry.seq;
     } catch (e) {
       view.historyError = describe(e);
     } finally {
@@ -513,28 +682,48 @@ export class Chat {
     if (attentive && this.activeId !== null) this.markRead(this.activeId);
   }
 
-  private onMessage(m: Message): void {
-    if ('encrypted' in m.body) void this.decode(m).then((msg) => this.deliver(m, msg));
-    else this.deliver(m, toChat(m));
+  private onEntry(e: Entry): void {
+    // Sealed entries are opened asynchronously; entries are placed in the order they
+    // arrived, so a plain one waits only while a sealed one before it is being opened.
+    const plain = plainContent(e);
+    if (plain && this.opening === 0) {
+      this.deliver(e, plain);
+      return;
+    }
+    this.opening += 1;
+    const opened = plain ? Promise.resolve(plain) : this.openEntry(e);
+    this.delivering = this.delivering
+      .then(async () => this.deliver(e, await opened))
+      .catch((err: unknown) => console.warn('chat: an entry could not be shown:', describe(err)))
+      .finally(() => (this.opening -= 1));
   }
 
-  private deliver(m: Message, msg: ChatMessage): void {
-    const view = this.conversations[m.conversation];
+  /** Entries waiting for a sealed one before them to be opened. */
+  private opening = 0;
+  private delivering: Promise<void> = Promise.resolve();
+
+  private deliver(e: Entry, opened: Opened): void {
+    const view = this.conversations[e.conversation];
     if (!view) {
       // A conversation we do not know yet (created by someone else): fetch it, then
       // deliver; its history fills in when it is opened.
-      void this.refreshConversation(m.conversation).then(() => {
-        if (this.conversations[m.conversation]) this.deliver(m, msg);
+      void this.refreshConversation(e.conversation).then(() => {
+        if (this.conversations[e.conversation]) this.deliver(e, opened);
       });
       return;
     }
-    const pending = view.outbox.findIndex((p) => p.key === msg.key && m.sender === this.me?.id);
+    if (e.seq > view.lastSeq) view.lastSeq = e.seq;
+    if (!('message' in e.content)) {
+      this.place(view, e, opened);
+      return;
+    }
+    const pending = view.outbox.findIndex((p) => p.key === e.client_msg_id && e.sender === this.me?.id);
     if (pending >= 0) view.outbox.splice(pending, 1);
-    insertBySeq(view.messages, msg);
-    delete view.typing[m.sender];
-    if (newest(view, msg)) {
-      if (m.sender !== this.me?.id) {
-        if (this.activeId === m.conversation && this.attentive) this.markRead(m.conversation);
+    const msg = this.place(view, e, opened) ?? findBySeq(view.messages, e.seq);
+    delete view.typing[e.sender];
+    if (msg && newest(view, msg)) {
+      if (e.sender !== this.me?.id && !msg.deleted) {
+        if (this.activeId === e.conversation && this.attentive) this.markRead(e.conversation);
         else view.unread += 1;
       }
     }
@@ -552,22 +741,20 @@ export class Chat {
     return this.conn?.serverLimits.max_text_body ?? 16384;
   }
 
-  /** Sends a text; it shows at once as "sending" and becomes "sent" when stored. */
-  send(id: number, text: string): void {
+  /**
+   * Sends a text, as a reply to the message at `replyTo` if given; it shows at once as
+   * "sending" and becomes "sent" when stored.
+   */
+  send(id: number, text: string, replyTo: number | null = null): void {
     const view = this.conversations[id];
     const me = this.me;
     if (!view || !me || text.trim() === '') return;
-    const msg: ChatMessage = {
-      key: newClientMsgId(),
-      conversation: id,
-      seq: null,
-      sender: me.id,
-      sentAt: Date.now(),
-      text,
-      encrypted: false,
-      status: 'sending',
-      error: null,
-    };
+    const msg = chatMessage(
+      { conversation: id, seq: null, sender: me.id, sent_at: Date.now(), client_msg_id: newClientMsgId() },
+      { text, unreadable: false, purged: false },
+      replyTo,
+    );
+    msg.status = 'sending';
     view.outbox.push(msg);
     this.stopTyping(id);
     this.transmit(view, msg.key);
@@ -595,7 +782,11 @@ export class Chat {
     const conn = this.conn;
     if (!msg || !conn) return;
     this.body(view, msg)
-      .then((body) => conn.send(view.id, key, body))
+      .then((body) =>
+        msg.replyTo === null
+          ? conn.send(view.id, key, body)
+          : conn.relate(view.id, key, { reply: { target: msg.replyTo, body } }),
+      )
       .then(
       (ack) => {
         const i = view.outbox.findIndex((m) => m.key === key);
@@ -621,6 +812,70 @@ export class Chat {
         m.error = describe(e);
       },
     );
+  }
+
+  // ---- relations: edits, deletions, reactions -------------------------------------
+
+  /** Adds a relation, sealing its text in an encrypted conversation; resolves when stored. */
+  private async relate(
+    id: number,
+    make: (content: Body | null) => Relation,
+    text: string | null,
+    resealed = 0,
+  ): Promise<void> {
+    const view = this.conversations[id];
+    const conn = this.conn;
+    if (!view || !conn) throw new Error('Not connected.');
+    const key = newClientMsgId();
+    const body = text === null ? null : await this.body(view, { text, key });
+    try {
+      await conn.relate(id, key, make(body));
+    } catch (e) {
+      if (e instanceof RequestError && e.code === 'devices_changed' && resealed < 3) {
+        this.recipients.delete(id);
+        return this.relate(id, make, text, resealed + 1);
+      }
+      throw e;
+    }
+  }
+
+  /** Replaces the text of the user's own message at `seq`. */
+  edit(id: number, seq: number, text: string): Promise<void> {
+    return this.relate(id, (body) => ({ edit: { target: seq, body: body ?? { text } } }), text);
+  }
+
+  /** Deletes the message at `seq` (the user's own, or any in a group they own). */
+  remove(id: number, seq: number): Promise<void> {
+    return this.relate(id, () => ({ delete: { target: seq } }), null);
+  }
+
+  /** Adds the user's `emoji` to the message at `seq`, or takes it back if given. */
+  async toggleReaction(id: number, seq: number, emoji: string): Promise<void> {
+    const view = this.conversations[id];
+    const m = view && findBySeq(view.messages, seq);
+    const mine = m?.reactions.find((g) => g.emoji === emoji)?.mine ?? null;
+    if (mine !== null) {
+      await this.relate(id, () => ({ delete: { target: mine } }), null);
+      return;
+    }
+    rememberReaction(emoji);
+    await this.relate(
+      id,
+      (body) => ({
+        react: {
+          target: seq,
+          reaction: body && 'encrypted' in body ? { encrypted: body.encrypted } : { emoji },
+        },
+      }),
+      emoji,
+    );
+  }
+
+  /** Whether the user may delete `m`: their own, or any message of a group they own. */
+  mayDelete(view: ConversationView, m: ChatMessage): boolean {
+    if (m.seq === null || m.deleted) return false;
+    if (m.sender === this.me?.id) return true;
+    return view.kind === 'group' && view.members.some((x) => x.user.id === this.me?.id && x.role === 'owner');
   }
 
   /** The user typed in the composer: tell the others, repeated while typing continues. */
@@ -720,5 +975,27 @@ export class Chat {
   /** For the user's own stored message at `seq`: how many of the others have read it. */
   readBy(view: ConversationView, seq: number): number {
     return view.members.filter((m) => m.user.id !== this.me?.id && m.last_read_seq >= seq).length;
+  }
+}
+
+const RECENT_KEY = 'chat.recent-reactions';
+
+/** The reactions the user chose lately, most recent first (kept in this browser). */
+export function recentReactions(): string[] {
+  try {
+    const raw = typeof localStorage === 'undefined' ? null : localStorage.getItem(RECENT_KEY);
+    const list: unknown = raw ? JSON.parse(raw) : [];
+    return Array.isArray(list) ? list.filter((e): e is string => typeof e === 'string').slice(0, 8) : [];
+  } catch {
+    return [];
+  }
+}
+
+function rememberReaction(emoji: string): void {
+  try {
+    const list = [emoji, ...recentReactions().filter((e) => e !== emoji)].slice(0, 8);
+    localStorage.setItem(RECENT_KEY, JSON.stringify(list));
+  } catch {
+    // Storage refused (private mode): the picker shows the common ones.
   }
 }

@@ -10,12 +10,13 @@ import {
   type Body,
   type ClientFrame,
   type Cursor,
+  type Entry,
+  type EntryPage,
   type ErrorFrame,
   type GoAway,
   type Limits,
   type Membership,
-  type Message,
-  type Page,
+  type Relation,
   type Presence,
   type Receipt,
   type ServerFrame,
@@ -29,6 +30,8 @@ import {
   CLIENT_VERSION,
   decode,
   encode,
+  entryOf,
+  entryPageOf,
 } from './protocol';
 
 /** The part of the browser's WebSocket this module uses; tests supply a fake. */
@@ -76,8 +79,11 @@ export class SessionEndedError extends Error {
 export interface ConnectionHandlers {
   onState?(state: ConnectionState): void;
   onWelcome?(welcome: Welcome): void;
-  /** Every message exactly once, in seq order per conversation. */
-  onMessage?(message: Message): void;
+  /**
+   * Every entry exactly once, in seq order per conversation: messages, and relations
+   * (replies, edits, deletions, reactions) from a 1.3 server.
+   */
+  onEntry?(entry: Entry): void;
   onTyping?(typing: Typing): void;
   onPresence?(presence: Presence): void;
   onReceipt?(receipt: Receipt): void;
@@ -105,8 +111,8 @@ export interface ConnectionOptions {
 interface Track {
   /** The last seq handed to the app. */
   last: number;
-  /** Messages past a gap, by seq, until the gap is filled. */
-  held: Map<number, Message>;
+  /** Entries past a gap, by seq, until the gap is filled. */
+  held: Map<number, Entry>;
   /** The newest seq known to exist (from `welcome` or a message). */
   head: number;
   syncing: boolean;
@@ -143,6 +149,8 @@ export class Connection {
   private nextRequestId = 1;
   private limits: Limits = DEFAULT_LIMITS;
   private welcomed = false;
+  /** The version the server chose in its last `welcome`. */
+  private version: { major: number; minor: number } | null = null;
   private replayDone = false;
   private heads = new Map<number, number>();
   private attempt = 0;
@@ -208,8 +216,21 @@ export class Connection {
     }));
   }
 
-  /** Older messages, newest first. */
-  history(conversation: number, before: number | null, limit: number): Promise<Page> {
+  /**
+   * Adds a relation (a reply, an edit, a deletion, a reaction; protocol 1.3); resolves
+   * with its `ack`. Queued while offline and retried like a send, under its key.
+   */
+  relate(conversation: number, clientMsgId: string, relation: Relation): Promise<Ack> {
+    if (this.version !== null && this.version.minor < 3) {
+      return Promise.reject(new RequestError('unsupported_frame', 'the server does not support replies, edits or reactions'));
+    }
+    return this.request((request_id) => ({
+      relate: { request_id, conversation, client_msg_id: clientMsgId, relation },
+    }));
+  }
+
+  /** Older entries, newest first. */
+  history(conversation: number, before: number | null, limit: number): Promise<EntryPage> {
     return this.request((request_id) => ({
       history: { request_id, conversation, before, limit: Math.min(limit, this.limits.max_page) },
     }));
@@ -444,10 +465,12 @@ export class Connection {
 
   private onFrame(frame: ServerFrame): void {
     if ('welcome' in frame) this.onWelcome(frame.welcome);
-    else if ('message' in frame) this.accept(frame.message);
+    else if ('message' in frame) this.accept(entryOf(frame.message));
+    else if ('entry' in frame) this.accept(frame.entry);
+    else if ('entries' in frame) this.settle(frame.entries.request_id, frame.entries);
     else if ('ack' in frame) this.settle(frame.ack.request_id, frame.ack);
-    else if ('history_page' in frame) this.settle(frame.history_page.request_id, frame.history_page);
-    else if ('sync_page' in frame) this.settle(frame.sync_page.request_id, frame.sync_page);
+    else if ('history_page' in frame) this.settle(frame.history_page.request_id, entryPageOf(frame.history_page));
+    else if ('sync_page' in frame) this.settle(frame.sync_page.request_id, entryPageOf(frame.sync_page));
     else if ('done' in frame) this.settle(frame.done.request_id, undefined);
     else if ('replay_done' in frame) this.onReplayDone(frame.replay_done.truncated);
     else if ('typing' in frame) this.handlers.onTyping?.(frame.typing);
@@ -463,6 +486,7 @@ export class Connection {
     this.welcomed = true;
     this.draining = false;
     this.currentUser = welcome.user;
+    this.version = welcome.version;
     this.attempt = 0;
     this.limits = welcome.limits;
     this.heads = new Map(welcome.heads.map((h) => [h.conversation, h.seq]));
@@ -513,7 +537,7 @@ export class Connection {
   }
 
   /** Hands `m` to the app if it is the next of its conversation; holds it if past a gap. */
-  private accept(m: Message): void {
+  private accept(m: Entry): void {
     let t = this.tracks.get(m.conversation);
     if (!t) {
       t = newTrack(m.seq - 1, m.seq);
@@ -530,9 +554,9 @@ export class Connection {
     this.drain(t);
   }
 
-  private deliver(t: Track, m: Message): void {
+  private deliver(t: Track, m: Entry): void {
     t.last = m.seq;
-    this.handlers.onMessage?.(m);
+    this.handlers.onEntry?.(m);
   }
 
   private drain(t: Track): void {
@@ -551,12 +575,12 @@ export class Connection {
     const after = t.last;
     // Everything up to here existed before the page is read: what it lacks is gone.
     const known = t.head;
-    this.request<Page>((request_id) => ({
+    this.request<EntryPage>((request_id) => ({
       sync: { request_id, conversation, after, limit: this.limits.max_page },
     })).then(
       (page) => {
         t.syncing = false;
-        for (const m of page.messages) this.accept(m);
+        for (const m of page.entries) this.accept(m);
         if (!page.has_more) {
           // Held messages up to `known` wait for nothing that still exists; later
           // ones may be newer than the page and wait for the next sync.

@@ -1,7 +1,7 @@
 // The chat.v1.json WebSocket subprotocol (PROTOCOL.md): frame types and their encoding.
 // A JSON frame is an object with one member named after the frame kind.
 
-import type { ClientFrame, Message, ServerFrame, ServerLimits } from './generated/protocol';
+import type { ClientFrame, Entry, EntryPage, Message, Page, ServerFrame, ServerLimits } from './generated/protocol';
 import { DEFAULT_LIMITS, VERSION } from './generated/protocol';
 
 // The wire types and constants come from the Rust definitions (chat-proto), generated
@@ -9,11 +9,22 @@ import { DEFAULT_LIMITS, VERSION } from './generated/protocol';
 export * from './generated/protocol';
 
 /**
- * The version this client announces. It shows messages only, not yet the relations of
- * 1.3 (edits, deletions, reactions, replies), so it speaks 1.2: a 1.3 server then
- * sends it every log entry as a message at its seq (PROTOCOL.md §2.1).
+ * The version this client announces: the newest, with relations (1.3). A server of
+ * 1.2 answers with its own version and sends messages only (`entryOf` makes them
+ * entries).
  */
-export const CLIENT_VERSION = { major: VERSION.major, minor: 2 } as const;
+export const CLIENT_VERSION = VERSION;
+
+/** A message of a 1.2 server (or of `/messages`) as the entry it is. */
+export function entryOf(m: Message): Entry {
+  const { body, ...rest } = m;
+  return { ...rest, content: { message: { body, reply_to: null } } };
+}
+
+/** A page of messages as a page of entries. */
+export function entryPageOf(p: Page): EntryPage {
+  return { ...p, entries: p.messages.map(entryOf) };
+}
 
 /** The limits a server announces (the Rust type is `ServerLimits`). */
 export type Limits = ServerLimits;
@@ -43,6 +54,8 @@ const SERVER_KINDS = new Set([
   'ping',
   'pong',
   'go_away',
+  'entry',
+  'entries',
 ]);
 
 /** Why a server frame was not accepted. */
@@ -81,6 +94,56 @@ function checkMessage(m: unknown): asserts m is Message {
   m.client_msg_id = m.client_msg_id.toLowerCase();
 }
 
+const isBody = (b: unknown): boolean =>
+  isObject(b) && (typeof b.text === 'string' || typeof b.encrypted === 'string');
+
+/** Checks an entry record (PROTOCOL.md §5.2); `null` content members become explicit. */
+function checkEntry(e: unknown): asserts e is Entry {
+  if (
+    !isObject(e) ||
+    !isId(e.conversation) ||
+    !isSeq(e.seq) ||
+    !isId(e.id) ||
+    !isId(e.sender) ||
+    typeof e.client_msg_id !== 'string' ||
+    typeof e.sent_at !== 'number' ||
+    !isObject(e.content)
+  ) {
+    throw new FrameError('malformed entry record');
+  }
+  e.client_msg_id = e.client_msg_id.toLowerCase();
+  const kinds = Object.keys(e.content);
+  const c = e.content[kinds[0]];
+  if (kinds.length !== 1 || !isObject(c)) throw new FrameError('malformed entry content');
+  const optionalBody = (v: unknown) => v === null || v === undefined || isBody(v);
+  let ok: boolean;
+  switch (kinds[0]) {
+    case 'message':
+      c.body ??= null;
+      c.reply_to ??= null;
+      ok = optionalBody(c.body) && (c.reply_to === null || isSeq(c.reply_to));
+      break;
+    case 'edit':
+      c.body ??= null;
+      ok = isSeq(c.target) && optionalBody(c.body);
+      break;
+    case 'delete':
+      ok = isSeq(c.target);
+      break;
+    case 'reaction':
+      c.reaction ??= null;
+      ok =
+        isSeq(c.target) &&
+        (c.reaction === null ||
+          (isObject(c.reaction) &&
+            (typeof c.reaction.emoji === 'string' || typeof c.reaction.encrypted === 'string')));
+      break;
+    default:
+      ok = false;
+  }
+  if (!ok) throw new FrameError(`malformed ${kinds[0]} entry`);
+}
+
 /**
  * Decodes one server text message. Returns `null` for a frame kind this client does not
  * know (a newer minor version may add kinds; PROTOCOL.md §2 says to ignore them), and
@@ -115,6 +178,16 @@ export function decode(text: string): ServerFrame | null {
   switch (kind) {
     case 'message':
       checkMessage(body);
+      break;
+    case 'entry':
+      checkEntry(body);
+      break;
+    case 'entries':
+      if (!isSeq(body.request_id) || !Array.isArray(body.entries)) {
+        throw new FrameError('entries: malformed');
+      }
+      body.entries.forEach(checkEntry);
+      body.has_more = body.has_more === true;
       break;
     case 'history_page':
     case 'sync_page':
