@@ -216,18 +216,6 @@ impl Timeline {
             .find(|(_, edits)| edits.contains_key(&seq))
             .map(|(target, _)| *target)
     }
-
-    /// Replaces the sealed reaction of the reaction entry at `seq` with its opened
-    /// emoji, so equal emoji group together.
-    pub fn open_reaction(&mut self, seq: Seq, emoji: String) {
-        if let Some(target) = self.reaction_targets.get(&seq)
-            && let Some(entries) = self.reactions.get_mut(target)
-            && let Some((_, reaction)) = entries.get_mut(&seq)
-            && matches!(reaction, Some(Reaction::Encrypted(_)))
-        {
-            *reaction = Some(Reaction::Emoji(emoji));
-        }
-    }
 }
 
 #[cfg(test)]

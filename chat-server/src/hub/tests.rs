@@ -44,6 +44,82 @@ fn shared_frames_encode_once_per_wire_and_share_the_buffer() {
 }
 
 #[test]
+fn an_entry_is_encoded_once_per_wire_and_generation() {
+    let edit = Entry {
+        content: Content::Edit {
+            target: chat_proto::ids::Seq::new(1).unwrap_or_else(|_| unreachable!()),
+            body: Some(chat_proto::body::Body::Text("fixed".into())),
+        },
+        ..message(7, 2)
+    };
+    let frame = SharedFrame::new(ServerFrame::Entry(edit.clone()));
+    let new = frame.bytes_for(Wire::WsJson, true).unwrap_or_default();
+    let old = frame.bytes_for(Wire::WsJson, false).unwrap_or_default();
+    assert_eq!(
+        chat_proto::codec::decode_json::<ServerFrame>(&new).ok(),
+        Some(ServerFrame::Entry(edit.clone()))
+    );
+    assert_eq!(
+        chat_proto::codec::decode_json::<ServerFrame>(&old).ok(),
+        Some(ServerFrame::Message(edit.to_message())),
+        "a 1.2 session gets the message view"
+    );
+    for entries in [true, false] {
+        for wire in [Wire::WsJson, Wire::WsPostcard] {
+            let (a, b) = (
+                frame.bytes_for(wire, entries),
+                frame.bytes_for(wire, entries),
+            );
+            assert_eq!(
+                a.map(|x| x.as_ptr()),
+                b.map(|x| x.as_ptr()),
+                "one encoding per (wire, generation), shared"
+            );
+        }
+    }
+    // Frames that are the same for every version are encoded once for both.
+    let ping = SharedFrame::new(ServerFrame::Ping(chat_proto::frame::Ping { nonce: 1 }));
+    assert_eq!(
+        ping.bytes_for(Wire::WsJson, false),
+        ping.bytes_for(Wire::WsJson, true)
+    );
+}
+
+#[tokio::test]
+async fn sessions_of_each_generation_get_their_own_form_of_a_fan_out() {
+    let hub = ungated_hub();
+    let (new, new_out) = hub.new_session(user(2), Wire::WsJson);
+    let (mut old, old_out) = hub.new_session(user(3), Wire::WsJson);
+    old.entries = false;
+    hub.register(new);
+    hub.register(old);
+    // Conversation 8's members are users 2 and 3.
+    let batch = vec![message(8, 1), message(8, 2)];
+    hub.deliver(batch.clone()).await;
+    let queued = |outbox: &Outbox| match futures_util::FutureExt::now_or_never(outbox.take(64)) {
+        Some(crate::outbox::Taken::Frames(f)) => f
+            .iter()
+            .map(|o| chat_proto::codec::decode_json::<ServerFrame>(o.payload()).ok())
+            .collect::<Vec<_>>(),
+        _ => Vec::new(),
+    };
+    assert_eq!(
+        queued(&new_out),
+        batch
+            .iter()
+            .map(|e| Some(ServerFrame::Entry(e.clone())))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        queued(&old_out),
+        batch
+            .iter()
+            .map(|e| Some(ServerFrame::Message(e.to_message())))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn send_budget_refills_at_the_rate() {
     let store: Arc<dyn Store> = Arc::new(NoStore::default());
     let hub = Hub::new(store, QueueLimits::default());

@@ -288,8 +288,8 @@ async fn main() -> anyhow::Result<()> {
             senders.push(tokio::spawn(async move {
                 let mut count = 0u64;
                 // Every `react_every`-th write reacts to this lane's latest message.
-                let react_every =
-                    (args.reactions > 0.0).then(|| (100.0 / args.reactions).round().max(1.0) as u64);
+                let react_every = (args.reactions > 0.0)
+                    .then(|| (100.0 / args.reactions).round().max(1.0) as u64);
                 let mut latest: Option<Seq> = None;
                 let mut pace = (args.rate > 0.0).then(|| {
                     let (first, gap) = args
@@ -365,8 +365,7 @@ async fn main() -> anyhow::Result<()> {
     let expected: u64 = expected_per_room.iter().sum();
     // Let the last deliveries arrive.
     let drain = Instant::now();
-    let all_delivered =
-        || delivered(&samples) + stats.reactions_delivered.load(Ordering::Relaxed);
+    let all_delivered = || delivered(&samples) + stats.reactions_delivered.load(Ordering::Relaxed);
     while all_delivered() < expected && drain.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
