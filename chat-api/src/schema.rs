@@ -61,6 +61,7 @@ pub fn endpoints() -> Vec<Described> {
         crate::users::described(),
         crate::conversations::described(),
         crate::devices::described(),
+        crate::files::described(),
     ]
     .concat()
 }

@@ -32,11 +32,17 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     sessions: TaskTracker,
     web: Option<crate::web::WebUi>,
+    blobs: crate::blobs::Blobs,
 }
 
 impl App {
     /// Assembles the state.
-    pub fn new(config: Config, store: Arc<dyn Store>, tokens: Tokens) -> Self {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        tokens: Tokens,
+        blobs: crate::blobs::Blobs,
+    ) -> Self {
         crate::metrics::handle();
         let hub = Arc::new(Hub::new(store.clone(), QueueLimits::default()));
         let (committed_tx, committed_rx) = tokio::sync::mpsc::channel(1024);
@@ -62,8 +68,14 @@ impl App {
                 shutdown: watch::channel(false).0,
                 sessions: TaskTracker::new(),
                 web,
+                blobs,
             }),
         }
+    }
+
+    /// Where uploaded files' bytes live.
+    pub fn blobs(&self) -> &crate::blobs::Blobs {
+        &self.inner.blobs
     }
 
     /// The configuration.

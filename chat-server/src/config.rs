@@ -109,6 +109,23 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_HTTP_CONNECTIONS", default_value_t = 10_000)]
     pub max_http_connections: usize,
 
+    /// Largest file a user may upload, in bytes; a larger announced `Upload-Length` is
+    /// refused (413) before any byte is stored.
+    #[arg(long, env = "CHAT_MAX_FILE_SIZE", default_value_t = 100 * 1024 * 1024)]
+    pub max_file_size: u64,
+
+    /// Bytes of files each user may store, finished and unfinished uploads together.
+    #[arg(long, env = "CHAT_FILE_QUOTA", default_value_t = 1024 * 1024 * 1024)]
+    pub file_quota: u64,
+
+    /// Unfinished uploads a user may have at once.
+    #[arg(long, env = "CHAT_MAX_UPLOADS", default_value_t = 10)]
+    pub max_uploads: u32,
+
+    /// Hours an unfinished upload is kept before it is collected.
+    #[arg(long, env = "CHAT_UPLOAD_EXPIRY_HOURS", default_value_t = 24)]
+    pub upload_expiry_hours: u64,
+
     /// Milliseconds a new real-time connection has to send `hello`.
     #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     pub handshake_timeout_ms: u64,

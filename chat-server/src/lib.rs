@@ -14,6 +14,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod blobs;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod config;

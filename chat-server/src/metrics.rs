@@ -39,6 +39,10 @@ pub const BUS_DROPPED: &str = "chat_cluster_bus_dropped_total";
 pub const BUS_CONNECTED: &str = "chat_cluster_bus_connected";
 /// Time from another node publishing a bus message to this node applying it (histogram).
 pub const BUS_LAG_SECONDS: &str = "chat_cluster_bus_lag_seconds";
+/// Uploads by event: `created`, `completed`, `terminated`, `expired` (counter).
+pub const UPLOADS: &str = "chat_uploads_total";
+/// Bytes of uploads stored (counter).
+pub const UPLOAD_BYTES: &str = "chat_upload_bytes_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -52,7 +52,10 @@ impl Server {
         tracing::info!(backend = store.backend(), database = %redact(&url), "storage ready");
         let redis = config.redis_url.clone();
         let channel = config.redis_channel.clone();
-        let app = App::new(config, store, tokens);
+        let files = config.data_dir.join("files");
+        let blobs = crate::blobs::Blobs::open(&files)
+            .with_context(|| format!("creating the file store {}", files.display()))?;
+        let app = App::new(config, store, tokens, blobs);
         #[cfg(feature = "cluster")]
         let bus = match redis {
             Some(url) => Some(
@@ -126,6 +129,7 @@ impl Server {
             quic.cert.fingerprint
         );
         let quic_task = tokio::spawn(quic.serve(app.clone()));
+        let collector = tokio::spawn(crate::http::files::collect_expired(app.clone()));
         let connections = TaskTracker::new();
         let live_http = Arc::new(AtomicUsize::new(0));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -191,6 +195,7 @@ impl Server {
         let timeout = Duration::from_secs(app.config().shutdown_timeout);
         tracing::info!("shutting down: draining sessions and finishing in-flight requests");
         app.begin_shutdown();
+        collector.abort();
         let _ = stop_tx.send(true);
         connections.close();
         let drained = async {

@@ -831,7 +831,7 @@ fn openapi_describes_every_route() {
         } else if let Some(m) = line.strip_prefix("    ")
             && !m.starts_with(' ')
             && let Some(method) = m.strip_suffix(':')
-            && ["get", "post", "put", "patch", "delete"].contains(&method)
+            && ["get", "post", "put", "patch", "delete", "head", "options"].contains(&method)
         {
             described.push(format!("{} {path}", method.to_uppercase()));
         }

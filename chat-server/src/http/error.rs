@@ -1,9 +1,7 @@
 //! API errors: `{"error":{"code":"snake_case_code","message":"human text"}}` with the
 //! matching HTTP status.
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
 
 /// An error answer of the HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +85,7 @@ impl ApiError {
     }
 
     /// The HTTP response.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn into_response(self) -> Response<super::Body> {
         let body = chat_api::ErrorResponse {
             error: chat_api::ErrorBody {
                 code: self.code.to_string(),

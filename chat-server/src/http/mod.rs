@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod conversations;
 pub mod devices;
 pub mod error;
+pub mod files;
 pub mod request;
 pub mod static_files;
 pub mod users;
@@ -18,7 +19,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use serde::Serialize;
 
@@ -27,8 +29,15 @@ use chat_api::{self as api, Endpoint as _};
 use self::error::ApiError;
 use crate::app::App;
 
-/// Response body type of every route.
-pub type Body = Full<Bytes>;
+/// Response body type of every route: a whole buffer for JSON, a stream for files.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A response body of one buffer.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
 
 /// What a handler returns.
 pub type HandlerResult = Result<Response<Body>, ApiError>;
@@ -83,6 +92,18 @@ pub enum Route {
     Entries,
     /// `GET /api/conversations/{id}/devices`
     ConversationDevices,
+    /// `OPTIONS /api/uploads`
+    UploadOptions,
+    /// `POST /api/uploads`
+    CreateUpload,
+    /// `HEAD /api/uploads/{id}`
+    UploadStatus,
+    /// `PATCH /api/uploads/{id}`
+    AppendUpload,
+    /// `DELETE /api/uploads/{id}`
+    EndUpload,
+    /// `GET /api/files/{id}`
+    Download,
     /// `GET /api/devices`
     ListDevices,
     /// `POST /api/devices`
@@ -214,6 +235,36 @@ pub const ROUTES: &[(Method, &str, Route)] = &[
         api::devices::UserDevices::PATH,
         Route::UserDevices,
     ),
+    (
+        api::files::UploadOptions::METHOD,
+        api::files::UploadOptions::PATH,
+        Route::UploadOptions,
+    ),
+    (
+        api::files::CreateUpload::METHOD,
+        api::files::CreateUpload::PATH,
+        Route::CreateUpload,
+    ),
+    (
+        api::files::UploadStatus::METHOD,
+        api::files::UploadStatus::PATH,
+        Route::UploadStatus,
+    ),
+    (
+        api::files::AppendUpload::METHOD,
+        api::files::AppendUpload::PATH,
+        Route::AppendUpload,
+    ),
+    (
+        api::files::EndUpload::METHOD,
+        api::files::EndUpload::PATH,
+        Route::EndUpload,
+    ),
+    (
+        api::files::Download::METHOD,
+        api::files::Download::PATH,
+        Route::Download,
+    ),
     (Method::GET, "/ws", Route::WebSocket),
     (Method::GET, "/metrics", Route::Metrics),
 ];
@@ -269,7 +320,7 @@ fn route(method: &Method, path: &str) -> Matched {
 /// A JSON response with the API's headers.
 pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -282,7 +333,7 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Re
 
 /// An empty response.
 pub fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = status;
     response
 }
@@ -309,7 +360,13 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
-    let result = match tokio::time::timeout(REQUEST_TIMEOUT, dispatch(app, peer, req)).await {
+    // An upload's body may take long to arrive; it has its own idle limit instead.
+    let limit = if method == Method::PATCH && path.starts_with("/api/uploads/") {
+        Duration::MAX
+    } else {
+        REQUEST_TIMEOUT
+    };
+    let result = match tokio::time::timeout(limit, dispatch(app, peer, req)).await {
         Ok(result) => result,
         Err(_) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -325,7 +382,7 @@ pub async fn handle(
     );
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     if method == Method::HEAD {
-        *response.body_mut() = Full::new(Bytes::new());
+        *response.body_mut() = full(Bytes::new());
     }
     tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     Ok(response)
@@ -383,7 +440,7 @@ async fn dispatch(app: App, peer: SocketAddr, req: Request<Incoming>) -> Handler
             Err(err)
         }
         Route::OpenApi => {
-            let mut response = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+            let mut response = Response::new(full(Bytes::from_static(OPENAPI.as_bytes())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/yaml"),
@@ -413,9 +470,18 @@ async fn dispatch(app: App, peer: SocketAddr, req: Request<Incoming>) -> Handler
         Route::RegisterDevice => devices::register(app, req).await,
         Route::RemoveDevice => devices::remove(app, req, params).await,
         Route::UserDevices => devices::of_user(app, req, params).await,
-        Route::WebSocket => crate::ws::upgrade(app, peer, req).await.map_err(Into::into),
+        Route::UploadOptions => files::options(&app),
+        Route::CreateUpload => files::create(app, req).await,
+        Route::UploadStatus => files::status(app, req, params).await,
+        Route::AppendUpload => files::append(app, req, params).await,
+        Route::EndUpload => files::end(app, req, params).await,
+        Route::Download => files::download(app, req, params).await,
+        Route::WebSocket => crate::ws::upgrade(app, peer, req)
+            .await
+            .map(|r| r.map(|b| b.map_err(|never| match never {}).boxed()))
+            .map_err(Into::into),
         Route::Metrics => {
-            let mut response = Response::new(Full::new(Bytes::from(crate::metrics::render())));
+            let mut response = Response::new(full(crate::metrics::render()));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

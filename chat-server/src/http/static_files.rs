@@ -7,7 +7,6 @@ use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
 
 pub use crate::web::{WebUi, embedded};
 
@@ -168,7 +167,7 @@ async fn serve_dir(root: &Path, path: &str) -> HandlerResult {
 
 /// A UI file's response: its type, caching and the security headers.
 fn respond(bytes: Bytes, file: &Path, immutable: bool) -> Response<Body> {
-    let mut response = Response::new(Full::new(bytes));
+    let mut response = Response::new(super::full(bytes));
     *response.status_mut() = StatusCode::OK;
     let h = response.headers_mut();
     h.insert(

@@ -588,3 +588,13 @@ impl crate::store::MessageStore for NoStore {
         append_batch(Vec<crate::store::NewEntry>) -> Vec<crate::store::Appended>;
     }
 }
+
+impl crate::store::UploadStore for NoStore {
+    unused! {
+        create_upload(crate::store::NewUpload, u64, u32) -> Result<crate::store::Upload, crate::store::UploadRefusal>;
+        upload(&str) -> Option<crate::store::Upload>;
+        advance_upload(&str, u64, u64, chat_proto::ids::Timestamp) -> bool;
+        delete_upload(&str) -> bool;
+        expired_uploads(chat_proto::ids::Timestamp, u32) -> Vec<String>;
+    }
+}

@@ -18,6 +18,7 @@ mod sessions;
 mod sql;
 mod sqlite;
 mod tx;
+mod uploads;
 mod users;
 
 use std::future::Future;
@@ -37,6 +38,7 @@ pub use messages::MessageStore;
 pub use postgres::PgStore;
 pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
+pub use uploads::{NewUpload, Upload, UploadRefusal, UploadStore};
 pub use users::UserStore;
 
 /// A boxed store future; one allocation per database call is noise next to the call.
@@ -366,6 +368,9 @@ pub(crate) trait Dialect {
         tx: &mut tx::WriteTx<Self::Db>,
         rows: &[NewRow],
     ) -> Result<InsertedIds, StoreError>;
+    /// Locks a user's row for the rest of the transaction (SQLite's write lock already
+    /// serializes writers).
+    async fn lock_user(tx: &mut tx::WriteTx<Self::Db>, id: i64) -> Result<(), StoreError>;
     /// Locks conversation rows before their seqs are reserved, so concurrent writers
     /// never wait on each other in a cycle.
     async fn lock_conversations(
@@ -381,6 +386,7 @@ pub trait Store:
     + ConversationStore
     + DeviceStore
     + MessageStore
+    + UploadStore
     + std::fmt::Debug
     + Send
     + Sync

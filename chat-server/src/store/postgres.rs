@@ -72,6 +72,15 @@ impl super::Dialect for PgStore {
         super::inserted_ids(inserted)
     }
 
+    /// Locks the user's row until the transaction ends.
+    async fn lock_user(tx: &mut super::tx::WriteTx<Postgres>, id: i64) -> Result<(), StoreError> {
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// Locks conversation rows in id order, so concurrent batches (on this node or
     /// others) never wait on each other in a cycle.
     async fn lock_conversations(

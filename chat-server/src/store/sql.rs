@@ -12,6 +12,7 @@ macro_rules! impl_store {
         $crate::store::conversations::impl_conversations!($ty, $db);
         $crate::store::devices::impl_devices!($ty, $db);
         $crate::store::messages::impl_messages!($ty, $db);
+        $crate::store::uploads::impl_uploads!($ty, $db);
 
         impl $crate::store::Store for $ty {
             fn backend(&self) -> &'static str {

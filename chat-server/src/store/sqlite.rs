@@ -82,6 +82,11 @@ impl super::Dialect for SqliteStore {
         Ok(ids)
     }
 
+    /// `BEGIN IMMEDIATE` already holds the one write lock.
+    async fn lock_user(_tx: &mut super::tx::WriteTx<Sqlite>, _id: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// SQLite has one writer at a time (`BEGIN IMMEDIATE`): nothing to order.
     async fn lock_conversations(
         _tx: &mut super::tx::WriteTx<Sqlite>,
