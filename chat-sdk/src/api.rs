@@ -153,6 +153,23 @@ impl Http {
         })
     }
 
+    /// The absolute URL of an API path.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request as it is (files: bytes, tus headers); the answer's head must
+    /// arrive within the HTTP timeout, its body is the caller's to read.
+    pub(crate) async fn raw(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>> {
+        tokio::time::timeout(HTTP_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(|e| Error::connect(&e))
+    }
+
     /// An unauthenticated (or explicitly authenticated) call of endpoint `E`.
     async fn endpoint<E: Endpoint>(
         &self,
