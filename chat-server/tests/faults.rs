@@ -223,3 +223,221 @@ async fn a_full_disk_refuses_sends_clearly_and_writes_work_again_once_freed() {
     conn.close().await.ok();
     drop(disk);
 }
+
+/// A PostgreSQL server of the test's own (started as the `postgres` user, since initdb
+/// refuses root), on a free port in a temporary directory; stopped when dropped.
+#[cfg(feature = "postgres")]
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+#[cfg(feature = "postgres")]
+impl PrivatePostgres {
+    /// `None` when not root or without PostgreSQL's server binaries.
+    fn start() -> Option<Self> {
+        if !is_root() {
+            return None;
+        }
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").exists())?;
+        let dir = tempfile::tempdir().expect("directory");
+        let status = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .expect("chown");
+        assert!(status.success());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let pg = Self { dir, bin, port };
+        pg.as_postgres(
+            "initdb",
+            &[
+                "-D",
+                &pg.data(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
+        );
+        pg.up();
+        Some(pg)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn as_postgres(&self, program: &str, args: &[&str]) {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(program))
+            .args(args)
+            .output()
+            .expect("runuser");
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn up(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        self.as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &format!("{}/log", self.data()),
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server the hard way: no checkpoint, connections cut (a crash as far
+    /// as clients are concerned; recovery replays the write-ahead log).
+    fn crash(&self) {
+        self.as_postgres(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// PostgreSQL crashes under a sending client: sends are answered `unavailable` with a
+/// retry time and `/readyz` says so; once the database is back, the client's retry of
+/// the refused send (same key) is stored, writes go on, and every acknowledged message
+/// is stored exactly once at its acknowledged seq.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_crash_is_survived_without_losing_an_acknowledged_message() {
+    let Some(pg) = PrivatePostgres::start() else {
+        eprintln!("skipped: a private PostgreSQL needs root and its server binaries");
+        return;
+    };
+    let url = pg.url();
+    let s =
+        TestServer::start_with(TestDbKind::Sqlite, |c| c.database_url = Some(url.clone())).await;
+    let ada = s.register("ada").await;
+    let bea = s.register("bea").await;
+    let conversation = ConversationId::new(s.direct(&ada, &bea).await).expect("id");
+    let (mut c, _) = WsClient::login_live(s.addr(), Sub::Postcard, &ada.token, vec![]).await;
+    let mut acked = BTreeMap::new();
+    for n in 1..=20u32 {
+        c.send(&send(n, conversation, n)).await;
+        acked.insert(n, answer(&mut c, n).await.expect("stored"));
+    }
+
+    pg.crash();
+    let n = 21u32;
+    c.send(&send(n, conversation, n)).await;
+    // The pool gives up on the database within its acquire timeout (5 s).
+    let refused = loop {
+        match c
+            .recv_within(Duration::from_secs(15))
+            .await
+            .expect("an answer")
+        {
+            ServerFrame::Error(e) if e.request_id == Some(RequestId(n)) => break e,
+            ServerFrame::Ack(a) if a.request_id == RequestId(n) => {
+                panic!("stored while down: {a:?}")
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(refused.code, ErrorCode::Unavailable, "{refused:?}");
+    assert!(refused.retry_after_ms.is_some_and(|ms| ms > 0));
+    let ready = s.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.body
+    );
+
+    pg.up();
+    let back = Instant::now();
+    let mut request = 1_000u32;
+    let ack = loop {
+        request += 1;
+        c.send(&send(request, conversation, n)).await;
+        match answer(&mut c, request).await {
+            Ok(ack) => break ack,
+            Err(e) => {
+                assert!(
+                    back.elapsed() < Duration::from_secs(15),
+                    "writes did not come back: {e:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    acked.insert(n, ack);
+    for k in n + 1..n + 20 {
+        c.send(&send(k + 30_000, conversation, k)).await;
+        acked.insert(k, answer(&mut c, k + 30_000).await.expect("stored"));
+    }
+    let ready = s.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+
+    let page = s
+        .get(
+            &format!("/api/conversations/{conversation}/messages?limit=100"),
+            &ada.token,
+        )
+        .await;
+    let mut stored: Vec<(u64, u32)> = page.body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            let text = m["body"]["text"].as_str().expect("text");
+            (
+                m["seq"].as_u64().expect("seq"),
+                text[..4].parse().expect("n"),
+            )
+        })
+        .collect();
+    stored.sort_unstable();
+    let mut expected: Vec<(u64, u32)> = acked.iter().map(|(&k, a)| (u64::from(a.seq), k)).collect();
+    expected.sort_unstable();
+    assert_eq!(
+        stored, expected,
+        "every acknowledged message, once, at its seq"
+    );
+    s.stop().await;
+    drop(pg);
+}

@@ -27,7 +27,9 @@ impl PgStore {
         let options = options.statement_cache_capacity(super::STATEMENT_CACHE);
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            // A database that went away is reported to clients (`unavailable`) within
+            // this, rather than holding their requests.
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
