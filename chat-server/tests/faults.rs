@@ -441,3 +441,84 @@ async fn a_postgresql_crash_is_survived_without_losing_an_acknowledged_message()
     s.stop().await;
     drop(pg);
 }
+
+/// A long lock held by another connection (an operator's migration, a stuck batch
+/// job): a send is refused with `unavailable` and a retry time once the lock timeout
+/// passes, instead of waiting in silence behind it; reads go on meanwhile; once the
+/// lock is gone the retry of the refused send (same key) is stored at once.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_lock_makes_sends_back_off_and_writes_resume_when_it_ends() {
+    let s = TestServer::start(TestDbKind::Postgres).await;
+    let ada = s.register("ada").await;
+    let bea = s.register("bea").await;
+    let conversation = ConversationId::new(s.direct(&ada, &bea).await).expect("id");
+    let (mut c, _) = WsClient::login_live(s.addr(), Sub::Json, &ada.token, vec![]).await;
+    c.send(&send(1, conversation, 1)).await;
+    answer(&mut c, 1).await.expect("stored");
+
+    // Another connection holds the conversations table against writers.
+    let mut locker = sqlx::PgConnection::connect(&s.db.url)
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut locker)
+        .await
+        .expect("begin");
+    sqlx::query("LOCK TABLE conversations IN EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .expect("lock");
+    let locked = Instant::now();
+    c.send(&send(2, conversation, 2)).await;
+    let refused = loop {
+        match c
+            .recv_within(Duration::from_secs(15))
+            .await
+            .expect("an answer")
+        {
+            ServerFrame::Error(e) if e.request_id == Some(RequestId(2)) => break e,
+            ServerFrame::Ack(a) if a.request_id == RequestId(2) => {
+                panic!("stored under the lock: {a:?}")
+            }
+            _ => {}
+        }
+    };
+    let waited = locked.elapsed();
+    assert_eq!(refused.code, ErrorCode::Unavailable, "{refused:?}");
+    assert!(refused.retry_after_ms.is_some_and(|ms| ms > 0));
+    assert!(
+        waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+    // Reads are not held up by it.
+    let page = s
+        .get(
+            &format!("/api/conversations/{conversation}/messages"),
+            &ada.token,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+
+    sqlx::query("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .expect("unlock");
+    let freed = Instant::now();
+    c.send(&send(3, conversation, 2)).await;
+    let ack = answer(&mut c, 3)
+        .await
+        .expect("stored once the lock is gone");
+    assert!(
+        freed.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        freed.elapsed()
+    );
+    assert_eq!(
+        u64::from(ack.seq),
+        2,
+        "the refused send was not stored before"
+    );
+    locker.close().await.ok();
+    s.stop().await;
+}

@@ -24,7 +24,11 @@ impl PgStore {
 
     /// Connects with explicit options (tests use them to pick a schema).
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
-        let options = options.statement_cache_capacity(super::STATEMENT_CACHE);
+        // A write that waits for a lock longer than this fails (`busy`: clients are
+        // told `unavailable` with a retry time) instead of queueing every send behind it.
+        let options = options
+            .statement_cache_capacity(super::STATEMENT_CACHE)
+            .options([("lock_timeout", "5s")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             // A database that went away is reported to clients (`unavailable`) within
