@@ -255,3 +255,51 @@ pub(crate) async fn download(
         .map_err(|e| Error::Config(format!("writing the file: {e}")))?;
     Ok(written)
 }
+
+impl crate::Client {
+    /// Uploads a file with the tus resumable-upload protocol, in chunks of
+    /// [`CHUNK`] bytes so memory stays small whatever its size, retrying a chunk
+    /// after a lost connection from where the server says the upload stands.
+    /// `progress(stored, total)` hears of every chunk and may pause the upload
+    /// ([`ControlFlow::Break`]); resume it with
+    /// [`Client::resume_upload`](crate::Client::resume_upload) and the returned id.
+    /// The finished file downloads
+    /// under its id.
+    pub async fn upload_file(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        media_type: &str,
+        progress: impl FnMut(u64, u64) -> ControlFlow<()>,
+    ) -> Result<FileUpload> {
+        let path = path.as_ref();
+        let length = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+            .len();
+        let name = path
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+        let upload = create(&self.inner.auth, length, &name, media_type).await?;
+        send(&self.inner.auth, upload, path, progress).await
+    }
+
+    /// Goes on with upload `id` of the file at `path` from where the server has it.
+    pub async fn resume_upload(
+        &self,
+        id: &str,
+        path: impl AsRef<std::path::Path>,
+        progress: impl FnMut(u64, u64) -> ControlFlow<()>,
+    ) -> Result<FileUpload> {
+        let upload = status(&self.inner.auth, id).await?;
+        send(&self.inner.auth, upload, path.as_ref(), progress).await
+    }
+
+    /// Streams finished file `id` into `out`; returns how many bytes it had.
+    pub async fn download_file(
+        &self,
+        id: &str,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64> {
+        download(&self.inner.auth, id, out).await
+    }
+}

@@ -506,51 +506,6 @@ impl Client {
         .await
     }
 
-    /// Uploads a file with the tus resumable-upload protocol, in chunks of
-    /// [`files::CHUNK`] bytes so memory stays small whatever its size, retrying a chunk
-    /// after a lost connection from where the server says the upload stands.
-    /// `progress(stored, total)` hears of every chunk and may pause the upload
-    /// ([`ControlFlow::Break`](std::ops::ControlFlow::Break)); resume it with
-    /// [`Client::resume_upload`] and the returned id. The finished file downloads
-    /// under its id.
-    pub async fn upload_file(
-        &self,
-        path: impl AsRef<std::path::Path>,
-        media_type: &str,
-        progress: impl FnMut(u64, u64) -> std::ops::ControlFlow<()>,
-    ) -> Result<files::FileUpload> {
-        let path = path.as_ref();
-        let length = tokio::fs::metadata(path)
-            .await
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
-            .len();
-        let name = path
-            .file_name()
-            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-        let upload = files::create(&self.inner.auth, length, &name, media_type).await?;
-        files::send(&self.inner.auth, upload, path, progress).await
-    }
-
-    /// Goes on with upload `id` of the file at `path` from where the server has it.
-    pub async fn resume_upload(
-        &self,
-        id: &str,
-        path: impl AsRef<std::path::Path>,
-        progress: impl FnMut(u64, u64) -> std::ops::ControlFlow<()>,
-    ) -> Result<files::FileUpload> {
-        let upload = files::status(&self.inner.auth, id).await?;
-        files::send(&self.inner.auth, upload, path.as_ref(), progress).await
-    }
-
-    /// Streams finished file `id` into `out`; returns how many bytes it had.
-    pub async fn download_file(
-        &self,
-        id: &str,
-        out: &mut (impl tokio::io::AsyncWrite + Unpin),
-    ) -> Result<u64> {
-        files::download(&self.inner.auth, id, out).await
-    }
-
     /// Marks everything up to `seq` read; other members get a receipt.
     pub async fn mark_read(&self, conversation: ConversationId, seq: Seq) -> Result<()> {
         self.ask(|reply| Command::MarkRead {
