@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { blocks, inlines, isLong, safeHref } from '../src/lib/markup';
+import { blocks, inlines, isLong, plainText, safeHref } from '../src/lib/markup';
 
 describe('markup', () => {
   it('turns http(s) URLs into links and leaves sentence punctuation out', () => {
@@ -50,5 +50,10 @@ describe('markup', () => {
     expect(isLong('short')).toBe(false);
     expect(isLong('x'.repeat(701))).toBe(true);
     expect(isLong('line\n'.repeat(15))).toBe(true);
+  });
+  it('gives the plain text of a message for quotes and previews', () => {
+    expect(plainText('Lunch at **noon**? See `code` and _this_.\n> quoted\n```\nx = 1\n```')).toBe(
+      'Lunch at noon? See code and this. quoted x = 1',
+    );
   });
 });

@@ -144,3 +144,22 @@ export function blocks(text: string): Block[] {
 export function isLong(text: string): boolean {
   return text.length > 700 || text.split('\n').length > 14;
 }
+
+/** The text of inline spans without their markup. */
+function flat(list: Inline[]): string {
+  return list
+    .map((span) => (span.kind === 'bold' || span.kind === 'italic' ? flat(span.children) : span.text))
+    .join('');
+}
+
+/**
+ * A message's text without its markup, on one line: for quotes, previews and the
+ * conversation list.
+ */
+export function plainText(text: string): string {
+  return blocks(text)
+    .map((b) => (b.kind === 'code' ? b.text : flat(b.inlines)))
+    .join(' ')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
