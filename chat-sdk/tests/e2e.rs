@@ -7,7 +7,7 @@ use chat_crypto::e2e::EnvelopeHeader;
 use chat_sdk::chat_proto::error::ErrorCode;
 use chat_sdk::chat_proto::prelude::*;
 use chat_sdk::{Client, DecryptError, DeviceExt as _, Error, Event, Events};
-use common::{PASSWORD, TestServer, next_event, next_message, text};
+use common::{PASSWORD, TestServer, contains, next_event, next_message, text};
 
 async fn user(server: &TestServer, name: &str, key: Option<&std::path::Path>) -> (Client, Events) {
     let mut builder = server.ws(name).register(name, PASSWORD, None);
@@ -39,28 +39,6 @@ async fn undecryptable(events: &mut Events) -> (Entry, DecryptError) {
         } => (message, reason),
         _ => unreachable!(),
     }
-}
-
-/// Every byte the server has written to its database directory.
-fn stored_bytes(server: &TestServer) -> Vec<u8> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(server.dir.path()).expect("data dir") {
-        let path = entry.expect("entry").path();
-        if path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("chat.db"))
-        {
-            all.extend(std::fs::read(&path).expect("read database file"));
-        }
-    }
-    all
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +120,7 @@ async fn encrypted_direct_chat_across_devices_never_stores_plaintext() {
         .send_text(plain.id, control)
         .await
         .expect("plain send");
-    let stored = stored_bytes(&server);
+    let stored = server.stored_bytes();
     assert!(
         contains(&stored, control),
         "the check finds plaintext when it is there"

@@ -8,7 +8,7 @@ use chat_sdk::chat_proto::error::ErrorCode;
 use chat_sdk::chat_proto::prelude::*;
 use chat_sdk::chat_proto::timeline::Timeline;
 use chat_sdk::{Client, Error, Event, Events};
-use common::{PASSWORD, TestServer, next_event};
+use common::{PASSWORD, TestServer, contains, next_event};
 
 async fn user(server: &TestServer, name: &str, key: Option<&std::path::Path>) -> (Client, Events) {
     let mut builder = server.ws(name).register(name, PASSWORD, None);
@@ -192,29 +192,8 @@ async fn encrypted_relations_are_sealed_and_opened() {
         })
         .collect();
     assert_eq!(kinds, vec!["reaction", "reply", "edit", "message"]);
-    let db = stored_bytes(&server);
+    let db = server.stored_bytes();
     for plain in [secret, edited, answer, "🕯️"] {
         assert!(!contains(&db, plain), "{plain:?} is in the database");
     }
-}
-
-fn stored_bytes(server: &TestServer) -> Vec<u8> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(server.dir.path()).expect("data dir") {
-        let path = entry.expect("entry").path();
-        if path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("chat.db"))
-        {
-            all.extend(std::fs::read(&path).expect("read database file"));
-        }
-    }
-    all
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }

@@ -101,6 +101,42 @@ async fn answer(c: &mut WsClient, request: u32) -> Result<Ack, chat_proto::frame
     .await
 }
 
+/// Every acknowledged message (`n` → its ack) is in the history once, at its
+/// acknowledged seq, and nothing else is.
+async fn assert_stored_once(
+    s: &TestServer,
+    token: &str,
+    conversation: ConversationId,
+    acked: &BTreeMap<u32, Ack>,
+) {
+    let page = s
+        .get(
+            &format!("/api/conversations/{conversation}/messages?limit=100"),
+            token,
+        )
+        .await;
+    let mut stored: Vec<(u64, u32)> = page.body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            let text = m["body"]["text"].as_str().expect("text");
+            (
+                m["seq"].as_u64().expect("seq"),
+                text[..4].parse().expect("n"),
+            )
+        })
+        .collect();
+    stored.sort_unstable();
+    let mut expected: Vec<(u64, u32)> = acked.iter().map(|(&k, a)| (u64::from(a.seq), k)).collect();
+    expected.sort_unstable();
+    assert_eq!(
+        stored, expected,
+        "every acknowledged message, once, at its seq"
+    );
+    assert_eq!(stored.len(), acked.len());
+}
+
 /// The defect an operator found: once the disk of a SQLite server had been full,
 /// writes never worked again until a restart. Now: while full, sends are answered
 /// `unavailable` with a retry time and `/readyz` says why; once space is freed, the
@@ -187,31 +223,7 @@ async fn a_full_disk_refuses_sends_clearly_and_writes_work_again_once_freed() {
     let ready = s.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
 
-    // Every acknowledged message is stored once, at its acknowledged seq.
-    let page = s
-        .get(
-            &format!("/api/conversations/{conversation}/messages?limit=100"),
-            &ada.token,
-        )
-        .await;
-    let mut stored: Vec<(u64, u32)> = page.body["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|m| {
-            let text = m["body"]["text"].as_str().expect("text");
-            (
-                m["seq"].as_u64().expect("seq"),
-                text[..4].parse().expect("n"),
-            )
-        })
-        .collect();
-    stored.sort_unstable();
-    let expected: Vec<(u64, u32)> = acked.iter().map(|(&k, a)| (u64::from(a.seq), k)).collect();
-    let mut expected = expected;
-    expected.sort_unstable();
-    assert_eq!(stored, expected);
-    assert_eq!(stored.len(), acked.len());
+    assert_stored_once(&s, &ada.token, conversation, &acked).await;
     s.stop().await;
 
     let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open");
@@ -413,31 +425,7 @@ async fn a_postgresql_crash_is_survived_without_losing_an_acknowledged_message()
     let ready = s.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
 
-    let page = s
-        .get(
-            &format!("/api/conversations/{conversation}/messages?limit=100"),
-            &ada.token,
-        )
-        .await;
-    let mut stored: Vec<(u64, u32)> = page.body["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|m| {
-            let text = m["body"]["text"].as_str().expect("text");
-            (
-                m["seq"].as_u64().expect("seq"),
-                text[..4].parse().expect("n"),
-            )
-        })
-        .collect();
-    stored.sort_unstable();
-    let mut expected: Vec<(u64, u32)> = acked.iter().map(|(&k, a)| (u64::from(a.seq), k)).collect();
-    expected.sort_unstable();
-    assert_eq!(
-        stored, expected,
-        "every acknowledged message, once, at its seq"
-    );
+    assert_stored_once(&s, &ada.token, conversation, &acked).await;
     s.stop().await;
     drop(pg);
 }

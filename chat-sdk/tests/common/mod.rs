@@ -97,6 +97,21 @@ impl TestServer {
         .await;
         self.server = Some(server);
     }
+    /// Every byte the server has written to its SQLite files (database and journal).
+    pub(crate) fn stored_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path()).expect("data dir") {
+            let path = entry.expect("entry").path();
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("chat.db"))
+            {
+                all.extend(std::fs::read(&path).expect("read database file"));
+            }
+        }
+        all
+    }
 }
 
 pub(crate) async fn next_event(events: &mut Events, mut pick: impl FnMut(&Event) -> bool) -> Event {
@@ -128,4 +143,11 @@ pub(crate) fn text(m: &Entry) -> &str {
         Some(Body::Encrypted(_)) => "<encrypted>",
         None => "<not a message>",
     }
+}
+
+/// Whether `needle`'s bytes appear anywhere in `haystack`.
+pub(crate) fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
