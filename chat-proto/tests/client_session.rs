@@ -22,6 +22,17 @@ fn key(n: u8) -> ClientMsgId {
     ClientMsgId::from_bytes([n; 16])
 }
 
+/// The server's welcome at `version`, with these conversation heads.
+fn welcome(version: ProtocolVersion, heads: Vec<Cursor>) -> ServerFrame {
+    ServerFrame::Welcome(Welcome {
+        version,
+        user: user(ME),
+        server_time: Timestamp(0),
+        limits: ServerLimits::default(),
+        heads,
+    })
+}
+
 const ME: u64 = 42;
 const OTHER: u64 = 43;
 
@@ -540,16 +551,7 @@ fn requests_wait_while_disconnected() {
         Some(ClientFrame::Hello(_))
     ));
     assert_eq!(client.poll_transmit(), None, "nothing before welcome");
-    client.handle(
-        ServerFrame::Welcome(Welcome {
-            version: ProtocolVersion::CURRENT,
-            user: user(ME),
-            server_time: Timestamp(0),
-            limits: ServerLimits::default(),
-            heads: vec![],
-        }),
-        Instant::now(),
-    );
+    client.handle(welcome(ProtocolVersion::CURRENT, vec![]), Instant::now());
     assert!(matches!(client.poll_transmit(), Some(ClientFrame::Send(s)) if s.request_id == id));
 }
 
@@ -559,16 +561,13 @@ fn untracked_conversations_start_at_their_head() {
     let now = Instant::now();
     client.connect("t".into(), now).expect("connects");
     client.handle(
-        ServerFrame::Welcome(Welcome {
-            version: ProtocolVersion::CURRENT,
-            user: user(ME),
-            server_time: Timestamp(0),
-            limits: ServerLimits::default(),
-            heads: vec![Cursor {
+        welcome(
+            ProtocolVersion::CURRENT,
+            vec![Cursor {
                 conversation: conv(5),
                 seq: seq(900),
             }],
-        }),
+        ),
         now,
     );
     client.handle(ServerFrame::ReplayDone(ReplayDone::default()), now);
@@ -598,20 +597,17 @@ fn untracked_conversations_start_at_their_head() {
 fn a_conversation_listed_twice_in_welcome_never_rewinds() {
     let mut client = ClientSession::default();
     let now = Instant::now();
-    let welcome = |heads: &[u64]| {
-        ServerFrame::Welcome(Welcome {
-            version: ProtocolVersion::CURRENT,
-            user: user(ME),
-            server_time: Timestamp(0),
-            limits: ServerLimits::default(),
-            heads: heads
+    let welcome_with_heads = |heads: &[u64]| {
+        welcome(
+            ProtocolVersion::CURRENT,
+            heads
                 .iter()
                 .map(|&s| Cursor {
                     conversation: conv(5),
                     seq: Seq::new(s).expect("seq"),
                 })
                 .collect(),
-        })
+        )
     };
     let m = Message {
         conversation: conv(5),
@@ -623,7 +619,7 @@ fn a_conversation_listed_twice_in_welcome_never_rewinds() {
         body: Body::Text("new".into()),
     };
     client.connect("t".into(), now).expect("connects");
-    client.handle(welcome(&[5]), now);
+    client.handle(welcome_with_heads(&[5]), now);
     client.handle(ServerFrame::ReplayDone(ReplayDone::default()), now);
     client.handle(ServerFrame::Message(m.clone()), now);
     let first: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
@@ -631,7 +627,7 @@ fn a_conversation_listed_twice_in_welcome_never_rewinds() {
 
     client.transport_closed();
     client.connect("t".into(), now).expect("connects");
-    client.handle(welcome(&[6, 2]), now);
+    client.handle(welcome_with_heads(&[6, 2]), now);
     client.handle(ServerFrame::ReplayDone(ReplayDone::default()), now);
     client.handle(ServerFrame::Message(m), now);
     let again: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
@@ -654,16 +650,13 @@ fn live_in_conversation_1(at: Seq, now: Instant) -> ClientSession {
     client.track(conv(1), at);
     client.connect("t".into(), now).expect("connects");
     client.handle(
-        ServerFrame::Welcome(Welcome {
-            version: ProtocolVersion::CURRENT,
-            user: user(ME),
-            server_time: Timestamp(0),
-            limits: ServerLimits::default(),
-            heads: vec![Cursor {
+        welcome(
+            ProtocolVersion::CURRENT,
+            vec![Cursor {
                 conversation: conv(1),
                 seq: at,
             }],
-        }),
+        ),
         now,
     );
     client.handle(ServerFrame::ReplayDone(ReplayDone::default()), now);
@@ -850,16 +843,7 @@ fn protocol_violations_drop_the_connection() {
     ));
     // A welcome for a minor version the client never offered.
     client.connect("t".into(), now).expect("connects");
-    client.handle(
-        ServerFrame::Welcome(Welcome {
-            version: ProtocolVersion { major: 1, minor: 9 },
-            user: user(ME),
-            server_time: Timestamp(0),
-            limits: ServerLimits::default(),
-            heads: vec![],
-        }),
-        now,
-    );
+    client.handle(welcome(ProtocolVersion { major: 1, minor: 9 }, vec![]), now);
     assert!(matches!(
         client.poll_event(),
         Some(Event::Disconnected(DisconnectReason::ProtocolViolation(_)))
@@ -1024,16 +1008,13 @@ fn live_at(minor: u16) -> (ClientSession, Instant) {
     let now = Instant::now();
     client.connect("t".into(), now).expect("connects");
     client.handle(
-        ServerFrame::Welcome(Welcome {
-            version: ProtocolVersion { major: 1, minor },
-            user: user(ME),
-            server_time: Timestamp(0),
-            limits: ServerLimits::default(),
-            heads: vec![Cursor {
+        welcome(
+            ProtocolVersion { major: 1, minor },
+            vec![Cursor {
                 conversation: conv(5),
                 seq: seq(1),
             }],
-        }),
+        ),
         now,
     );
     client.handle(ServerFrame::ReplayDone(ReplayDone::default()), now);
@@ -1072,16 +1053,7 @@ fn relations_go_out_as_relate_and_are_answered_like_sends() {
     client.transport_closed();
     client.connect("t".into(), now).expect("reconnects");
     let _hello = client.poll_transmit();
-    client.handle(
-        ServerFrame::Welcome(Welcome {
-            version: ProtocolVersion::CURRENT,
-            user: user(ME),
-            server_time: Timestamp(0),
-            limits: ServerLimits::default(),
-            heads: vec![],
-        }),
-        now,
-    );
+    client.handle(welcome(ProtocolVersion::CURRENT, vec![]), now);
     let Some(ClientFrame::Relate(again)) = client.poll_transmit() else {
         panic!("the relation again")
     };
