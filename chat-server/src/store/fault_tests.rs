@@ -35,12 +35,7 @@ async fn two_users_and_a_conversation(store: &dyn Store) -> (UserId, Conversatio
     let mut ids = Vec::new();
     for name in ["ada", "bea"] {
         let user = store
-            .create_user(NewUser {
-                username: name.into(),
-                display_name: name.into(),
-                password_hash: "$argon2id$test".into(),
-                created_at: Timestamp(1_000),
-            })
+            .create_user(super::tests::new_user(name))
             .await
             .expect("user");
         ids.push(user.id);

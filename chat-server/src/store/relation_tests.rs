@@ -101,12 +101,7 @@ fn refused(r: Refusal) -> Appended {
 
 async fn user(store: &Arc<dyn Store>, name: &str) -> UserId {
     store
-        .create_user(NewUser {
-            username: name.into(),
-            display_name: name.into(),
-            password_hash: "$argon2id$test".into(),
-            created_at: Timestamp(1_000),
-        })
+        .create_user(super::tests::new_user(name))
         .await
         .expect("user")
         .id

@@ -10,7 +10,8 @@ use super::append::Appender;
 use super::*;
 use crate::testing::{TestDb, TestDbKind};
 
-fn new_user(name: &str) -> NewUser {
+/// A new account named `name` (shown as `NAME`), for the store's tests.
+pub(super) fn new_user(name: &str) -> NewUser {
     NewUser {
         username: name.to_owned(),
         display_name: name.to_uppercase(),
