@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use chat_proto::body::Body;
-use chat_proto::entry::{Reaction, Relation};
+use chat_proto::entry::{Content, Reaction};
 use chat_proto::ids::{ConversationId, UserId};
 
 use crate::app::App;
@@ -98,16 +98,26 @@ pub fn may_send(conversation: &CachedConversation, body: &Body) -> Result<(), De
     Ok(())
 }
 
-/// Whether a relation's content fits the conversation's encryption policy, as
-/// [`may_send`] for bodies: sealed bodies and reactions in encrypted conversations.
-pub fn may_relate(conversation: &CachedConversation, relation: &Relation) -> Result<(), Denied> {
-    match relation {
-        Relation::Reply { body, .. } | Relation::Edit { body, .. } => may_send(conversation, body),
-        Relation::React {
-            reaction: Reaction::Emoji(_),
+/// Whether a new entry's content (a message, or a relation as
+/// [`Relation::into_content`](chat_proto::entry::Relation::into_content) makes it) fits
+/// the conversation's encryption policy: in an encrypted conversation, bodies and
+/// reactions are sealed.
+pub fn may_write(conversation: &CachedConversation, content: &Content) -> Result<(), Denied> {
+    match content {
+        Content::Message {
+            body: Some(body), ..
+        }
+        | Content::Edit {
+            body: Some(body), ..
+        } => may_send(conversation, body),
+        Content::Reaction {
+            reaction: Some(Reaction::Emoji(_)),
             ..
         } if conversation.encrypted => Err(Denied::EncryptionRequired),
-        Relation::React { .. } | Relation::Delete { .. } => Ok(()),
+        Content::Message { .. }
+        | Content::Edit { .. }
+        | Content::Reaction { .. }
+        | Content::Delete { .. } => Ok(()),
     }
 }
 
@@ -281,5 +291,38 @@ mod tests {
         ));
         assert!(may_send(&cached(true), &envelope).is_ok());
         assert!(may_send(&cached(false), &text).is_ok());
+        let target = chat_proto::ids::Seq::new(1).expect("seq");
+        let thumbs = |reaction| Content::Reaction {
+            target,
+            reaction: Some(reaction),
+        };
+        let sealed_reaction = thumbs(Reaction::Encrypted(vec![1, 2, 3].into()));
+        let plain_reaction = thumbs(Reaction::Emoji("👍".into()));
+        let plain_edit = Content::Edit {
+            target,
+            body: Some(text.clone()),
+        };
+        assert!(matches!(
+            may_write(&cached(true), &plain_reaction),
+            Err(Denied::EncryptionRequired)
+        ));
+        assert!(matches!(
+            may_write(&cached(true), &plain_edit),
+            Err(Denied::EncryptionRequired)
+        ));
+        assert!(matches!(
+            may_write(&cached(true), &Content::message(text.clone())),
+            Err(Denied::EncryptionRequired)
+        ));
+        for allowed in [
+            sealed_reaction,
+            Content::Delete { target },
+            Content::message(envelope),
+        ] {
+            assert!(may_write(&cached(true), &allowed).is_ok(), "{allowed:?}");
+        }
+        for allowed in [plain_reaction, plain_edit, Content::message(text)] {
+            assert!(may_write(&cached(false), &allowed).is_ok(), "{allowed:?}");
+        }
     }
 }

@@ -2,11 +2,10 @@
 
 use std::time::Instant;
 
-use chat_proto::body::Body;
 use chat_proto::entry::Content;
 use chat_proto::error::ErrorCode;
 use chat_proto::frame::{Ack, Error, Relate, ServerFrame};
-use chat_proto::ids::{ConversationId, RequestId, Timestamp, UserId};
+use chat_proto::ids::{ClientMsgId, ConversationId, RequestId, Timestamp, UserId};
 
 use crate::store::append::AppendResult;
 use crate::store::{Appended, NewEntry, Refusal};
@@ -15,16 +14,48 @@ use super::Driver;
 use crate::services::{Denied, conversations};
 
 impl Driver {
-    /// Answers `send`: membership, encryption policy, rate limit and (sealed bodies)
-    /// the recipients are checked, then the message is queued on the group-commit
-    /// appender; the ack follows the commit ([`Driver::answer_send`]).
+    /// Answers `send` as a new entry ([`Driver::write`]).
     pub(super) async fn on_send(&mut self, send: chat_proto::frame::Send) {
-        let request_id = Some(send.request_id);
-        let c = match self.membership(send.conversation).await {
+        let content = Content::message(send.body);
+        self.write(
+            send.request_id,
+            send.conversation,
+            send.client_msg_id,
+            content,
+        )
+        .await;
+    }
+
+    /// Answers `relate` (PROTOCOL.md §5.2) as a new entry ([`Driver::write`]); the
+    /// store checks the relation against the log when it commits it.
+    pub(super) async fn on_relate(&mut self, relate: Relate) {
+        let content = relate.relation.into_content();
+        self.write(
+            relate.request_id,
+            relate.conversation,
+            relate.client_msg_id,
+            content,
+        )
+        .await;
+    }
+
+    /// Writes a message or relation: membership, encryption policy, the shared send
+    /// rate limit and (sealed content) the recipients are checked, then the entry is
+    /// queued on the group-commit appender; the ack follows the commit
+    /// ([`Driver::answer_send`]).
+    async fn write(
+        &mut self,
+        request: RequestId,
+        conversation: ConversationId,
+        client_msg_id: ClientMsgId,
+        content: Content,
+    ) {
+        let request_id = Some(request);
+        let c = match self.membership(conversation).await {
             Ok(c) => c,
             Err((code, message)) => return self.fail(request_id, code, message),
         };
-        if let Err(denied) = conversations::may_send(&c, &send.body) {
+        if let Err(denied) = conversations::may_write(&c, &content) {
             let (code, message) = super::refusal(&denied);
             return self.fail(request_id, code, message);
         }
@@ -33,53 +64,16 @@ impl Driver {
             return;
         }
         // After the rate limit: this check reads the database.
-        if let (true, Body::Encrypted(envelope)) = (c.encrypted, &send.body)
-            && let Err((code, message)) = self
-                .check_recipients(user, send.conversation, envelope)
-                .await
-        {
-            return self.fail(request_id, code, message);
-        }
-        let entry = NewEntry::message(
-            send.conversation,
-            user,
-            send.client_msg_id,
-            send.body,
-            Timestamp::now(),
-        );
-        self.append(send.request_id, entry).await;
-    }
-
-    /// Answers `relate` (PROTOCOL.md §5.2) as `send`: membership, encryption policy,
-    /// the shared rate limit and (sealed content) the recipients are checked here; the
-    /// store checks the relation against the log when it commits it.
-    pub(super) async fn on_relate(&mut self, relate: Relate) {
-        let request_id = Some(relate.request_id);
-        let c = match self.membership(relate.conversation).await {
-            Ok(c) => c,
-            Err((code, message)) => return self.fail(request_id, code, message),
-        };
-        if let Err(denied) = conversations::may_relate(&c, &relate.relation) {
-            let (code, message) = super::refusal(&denied);
-            return self.fail(request_id, code, message);
-        }
-        let Some(user) = self.user else { return };
-        if !self.take_send(user, request_id) {
-            return;
-        }
-        let content = relate.relation.into_content();
         if c.encrypted
             && let Some(envelope) = content.envelope()
-            && let Err((code, message)) = self
-                .check_recipients(user, relate.conversation, envelope)
-                .await
+            && let Err((code, message)) = self.check_recipients(user, conversation, envelope).await
         {
             return self.fail(request_id, code, message);
         }
         // Only a deletion can use the moderator's right; only then is it looked up.
         let moderator = match content {
             Content::Delete { .. } => {
-                match conversations::moderates(&self.app, user, relate.conversation).await {
+                match conversations::moderates(&self.app, user, conversation).await {
                     Ok(m) => m,
                     Err(denied) => {
                         let (code, message) = super::refusal(&denied);
@@ -90,14 +84,14 @@ impl Driver {
             _ => false,
         };
         let entry = NewEntry {
-            conversation: relate.conversation,
+            conversation,
             sender: user,
-            client_msg_id: relate.client_msg_id,
+            client_msg_id,
             content,
             sent_at: Timestamp::now(),
             moderator,
         };
-        self.append(relate.request_id, entry).await;
+        self.append(request, entry).await;
     }
 
     /// Takes a token of the user's send rate; answers `rate_limited` and returns
