@@ -6,6 +6,8 @@
 //! - [`e2e`]: end-to-end message encryption: device keys, fingerprints, and envelopes
 //!   whose AES-256-GCM body key is wrapped for every recipient device with HPKE
 //!   (RFC 9180).
+//! - [`file`](mod@file): end-to-end encrypted files, sealed in independently authenticated
+//!   chunks under a per-file key.
 //! - [`backend()`]: which hardware-accelerated paths the primitives use on this CPU.
 //!
 //! Nothing here implements a primitive: AES-GCM bodies use ring, HPKE the `hpke` crate
@@ -14,6 +16,7 @@
 
 mod backend;
 pub mod e2e;
+pub mod file;
 pub mod password;
 
 pub use backend::{Backend, backend};
