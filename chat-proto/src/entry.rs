@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::body::{Body, Envelope};
+use crate::body::{Attachments, Body, Envelope};
 use crate::frame::{Message, truncate_utf8};
 use crate::ids::{ClientMsgId, ConversationId, MessageId, Seq, Timestamp, UserId};
 use crate::limits::{MAX_ENVELOPE, MAX_REACTION, MAX_TEXT_BODY};
@@ -256,15 +256,10 @@ impl Content {
     /// The sealed envelope this entry carries, if any.
     pub fn envelope(&self) -> Option<&Envelope> {
         match self {
-            Content::Message {
-                body: Some(Body::Encrypted(e)),
-                ..
+            Content::Message { body: Some(b), .. } | Content::Edit { body: Some(b), .. } => {
+                b.envelope()
             }
-            | Content::Edit {
-                body: Some(Body::Encrypted(e)),
-                ..
-            }
-            | Content::Reaction {
+            Content::Reaction {
                 reaction: Some(Reaction::Encrypted(e)),
                 ..
             } => Some(e),
@@ -314,18 +309,59 @@ impl Entry {
         }
     }
 
+    /// This entry as a peer of version 1.3 sees it (§2.2): a body with files becomes
+    /// plain text; `None` when it has no files and is seen as it is.
+    pub fn without_files(&self) -> Option<Entry> {
+        let (Content::Message {
+            body: Some(body), ..
+        }
+        | Content::Edit {
+            body: Some(body), ..
+        }) = &self.content
+        else {
+            return None;
+        };
+        if !body.has_files() {
+            return None;
+        }
+        let mut entry = self.clone();
+        if let Content::Message { body: Some(b), .. } | Content::Edit { body: Some(b), .. } =
+            &mut entry.content
+        {
+            *b = b.without_files();
+        }
+        Some(entry)
+    }
+
+    /// This entry in the form a peer of `version` reads: itself for 1.4 and later, a
+    /// body with files as text for 1.3, a `message` for 1.2 and older.
+    pub fn for_version(
+        &self,
+        version: crate::version::ProtocolVersion,
+    ) -> crate::frame::ServerFrame {
+        use crate::frame::ServerFrame;
+        if !version.has_relations() {
+            ServerFrame::Message(self.to_message())
+        } else if !version.has_files() {
+            ServerFrame::Entry(self.without_files().unwrap_or_else(|| self.clone()))
+        } else {
+            ServerFrame::Entry(self.clone())
+        }
+    }
+
     /// How a peer of version 1.2 or older sees this entry: as a `message` at the same
     /// seq, so its log stays gap-free (§2, "Relations for older peers"). A message is
     /// itself (a reply without its reference); an edit is its new text after "✎ "; a
     /// reaction is its emoji with "(reaction)"; a deletion and purged content read
     /// "🗑 message deleted". Sealed edits and reactions stay sealed: an older peer
-    /// opens them as messages of their own.
+    /// opens them as messages of their own. A body with files
+    /// reads as text (see [`Body::without_files`]).
     pub fn to_message(&self) -> Message {
         let text = |t: String| Body::Text(t);
         let body = match &self.content {
-            Content::Message { body: Some(b), .. } => b.clone(),
+            Content::Message { body: Some(b), .. } => b.without_files(),
             Content::Edit {
-                body: Some(Body::Text(t)),
+                body: Some(Body::Text(t) | Body::Attachments(Attachments { text: t, .. })),
                 ..
             } => {
                 let mut edited = format!("✎ {t}");
@@ -333,9 +369,9 @@ impl Entry {
                 text(edited)
             }
             Content::Edit {
-                body: Some(sealed @ Body::Encrypted(_)),
+                body: Some(sealed @ (Body::Encrypted(_) | Body::SealedAttachments(_))),
                 ..
-            } => sealed.clone(),
+            } => sealed.without_files(),
             Content::Reaction {
                 reaction: Some(Reaction::Emoji(e)),
                 ..
@@ -468,6 +504,67 @@ mod tests {
                 body: None
             }
             .is_purged()
+        );
+    }
+
+    #[test]
+    fn older_peers_see_files_as_text() {
+        use crate::body::{FileId, FileRef, ImageInfo, SealedAttachmentIds};
+        use crate::frame::ServerFrame;
+        use crate::version::ProtocolVersion;
+        let v = |minor| ProtocolVersion { major: 1, minor };
+        let file = |name: &str, size| FileRef {
+            id: FileId(format!("{:032x}", size)),
+            name: name.into(),
+            size,
+            media_type: "image/png".into(),
+            image: Some(ImageInfo {
+                width: 2,
+                height: 3,
+                thumbnail: None,
+            }),
+        };
+        let plain = entry(Content::message(Body::Attachments(Attachments {
+            text: "Look".into(),
+            files: vec![file("a.png", 999), file("b.png", 1_250_000)],
+        })));
+        let expected = "Look\n📎 a.png (999 B)\n📎 b.png (1.3 MB)";
+        assert_eq!(plain.to_message().body, Body::Text(expected.into()));
+        let ServerFrame::Entry(seen) = plain.for_version(v(3)) else {
+            panic!("a 1.3 peer reads entries");
+        };
+        assert_eq!(seen.content, Content::message(Body::Text(expected.into())));
+        assert_eq!((seen.seq, seen.id), (plain.seq, plain.id));
+        assert_eq!(plain.for_version(v(4)), ServerFrame::Entry(plain.clone()));
+        assert!(matches!(plain.for_version(v(2)), ServerFrame::Message(_)));
+
+        let no_caption = entry(Content::message(Body::Attachments(Attachments {
+            text: String::new(),
+            files: vec![file("c.png", 12_345)],
+        })));
+        assert_eq!(
+            no_caption.to_message().body,
+            Body::Text("📎 c.png (12 KB)".into())
+        );
+
+        let sealed = entry(Content::message(Body::SealedAttachments(
+            SealedAttachmentIds {
+                envelope: Envelope::from(vec![1, 2, 3]),
+                files: vec![FileId("0".repeat(32)), FileId("1".repeat(32))],
+            },
+        )));
+        let ServerFrame::Entry(seen) = sealed.for_version(v(3)) else {
+            panic!("a 1.3 peer reads entries");
+        };
+        assert_eq!(
+            seen.content,
+            Content::message(Body::Text(crate::body::sealed_files_notice(2)))
+        );
+        assert!(sealed.content.envelope().is_some(), "1.4 peers open it");
+        // An entry without files is shared as it is.
+        assert_eq!(
+            entry(Content::message(Body::Text("hi".into()))).without_files(),
+            None
         );
     }
 }

@@ -25,6 +25,14 @@ pub const MAX_REACTION: usize = 64;
 pub const MAX_REACTIONS: usize = 20;
 /// Largest end-to-end encrypted envelope, in bytes.
 pub const MAX_ENVELOPE: usize = 60 * 1024;
+/// Most files in one message (since 1.4).
+pub const MAX_FILES: usize = 10;
+/// Longest file name in a message, in bytes of UTF-8.
+pub const MAX_FILE_NAME: usize = 255;
+/// Longest media type of a file in a message, in bytes.
+pub const MAX_MEDIA_TYPE: usize = 127;
+/// Largest image thumbnail in a message, in bytes.
+pub const MAX_THUMBNAIL: usize = 4 * 1024;
 /// Longest access token accepted in `hello`, in bytes.
 pub const MAX_TOKEN: usize = 4096;
 /// Longest client description in `hello`, in bytes.

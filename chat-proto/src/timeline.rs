@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::body::Body;
+use crate::body::{Attachments, Body};
 use crate::entry::{Content, Entry, Reaction};
 use crate::ids::{ClientMsgId, MessageId, Seq, Timestamp, UserId};
 
@@ -46,7 +46,8 @@ pub struct MessageView {
     pub client_msg_id: ClientMsgId,
     /// When it was sent.
     pub sent_at: Timestamp,
-    /// The current body: the latest edit's, else its own; `None` when deleted.
+    /// The current body: the latest edit's, else its own (a message with files keeps
+    /// them under an edited caption); `None` when deleted.
     pub body: Option<Body>,
     /// Whether an edit changed it.
     pub edited: bool,
@@ -160,8 +161,15 @@ impl Timeline {
         let body = if deleted {
             None
         } else {
-            match latest_edit {
-                Some((_, (Some(body), _))) => Some(body.clone()),
+            match (latest_edit, &m.body) {
+                // An edit replaces the caption; the files stay (§5.3).
+                (Some((_, (Some(Body::Text(text)), _))), Some(Body::Attachments(original))) => {
+                    Some(Body::Attachments(Attachments {
+                        text: text.clone(),
+                        files: original.files.clone(),
+                    }))
+                }
+                (Some((_, (Some(body), _))), _) => Some(body.clone()),
                 _ => m.body.clone(),
             }
         };
@@ -336,6 +344,39 @@ mod tests {
         assert_eq!(t.messages().count(), 3);
         assert_eq!(t.target_of(seq(4)), Some(seq(1)));
         assert_eq!(t.target_of(seq(8)), Some(seq(1)));
+    }
+
+    #[test]
+    fn an_edited_caption_keeps_the_files() {
+        use crate::body::{FileId, FileRef};
+        let photo = FileRef {
+            id: FileId("9f86d081884c7d659a2feaa0c55ad015".into()),
+            name: "view.jpg".into(),
+            size: 10,
+            media_type: "image/jpeg".into(),
+            image: None,
+        };
+        let with = |caption: &str| {
+            Body::Attachments(Attachments {
+                text: caption.into(),
+                files: vec![photo.clone()],
+            })
+        };
+        let mut t = Timeline::default();
+        t.apply(entry(
+            2,
+            1,
+            Content::Edit {
+                target: seq(1),
+                body: Some(text("the view")),
+            },
+        ));
+        t.apply(entry(1, 1, Content::message(with("a view"))));
+        let view = t.message(seq(1)).expect("message");
+        assert_eq!(view.body, Some(with("the view")));
+        assert!(view.edited);
+        t.apply(entry(3, 1, Content::Delete { target: seq(1) }));
+        assert_eq!(t.message(seq(1)).expect("tombstone").body, None);
     }
 
     #[test]

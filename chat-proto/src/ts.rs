@@ -57,7 +57,9 @@ pub fn header(source: &str) -> String {
 
 /// The whole generated protocol module.
 pub fn typescript() -> String {
-    use crate::body::Body;
+    use crate::body::{
+        Attachments, Body, FileRef, ImageInfo, SealedAttachmentIds, SealedAttachments, SealedFile,
+    };
     use crate::entry::{Content, Entry, Reaction, Relation};
     use crate::frame::*;
     let cfg = config();
@@ -105,6 +107,12 @@ pub fn typescript() -> String {
         export::<ServerLimits>(&cfg),
         export::<ErrorCode>(&cfg),
         export::<Body>(&cfg),
+        export::<Attachments>(&cfg),
+        export::<SealedAttachmentIds>(&cfg),
+        export::<FileRef>(&cfg),
+        export::<ImageInfo>(&cfg),
+        export::<SealedAttachments>(&cfg),
+        export::<SealedFile>(&cfg),
         export::<Cursor>(&cfg),
         export::<Message>(&cfg),
         export::<Reaction>(&cfg),

@@ -28,7 +28,7 @@ pub struct ProtocolVersion {
 
 impl ProtocolVersion {
     /// The version this crate implements.
-    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 3 };
+    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 4 };
 
     /// The first version in which `typing` frames may travel as QUIC datagrams
     /// (PROTOCOL.md §1.1): a peer that negotiated an older one never gets one.
@@ -37,6 +37,16 @@ impl ProtocolVersion {
     /// The first version with relations (PROTOCOL.md §5.2): the `relate` request and
     /// the `entry` and `entries` frames. Older peers see every entry as a `message`.
     pub const RELATIONS: ProtocolVersion = ProtocolVersion { major: 1, minor: 3 };
+
+    /// The first version with files in messages (PROTOCOL.md §5.3): the
+    /// `attachments` and `sealed_attachments` bodies. Older peers get a plain-text
+    /// stand-in (§2.2).
+    pub const FILES: ProtocolVersion = ProtocolVersion { major: 1, minor: 4 };
+
+    /// Whether a peer that negotiated this version reads bodies with files.
+    pub fn has_files(self) -> bool {
+        self >= Self::FILES
+    }
 
     /// Whether a peer that negotiated this version reads log entries (`entry`,
     /// `entries`) rather than `message` frames.
@@ -70,6 +80,8 @@ mod tests {
     #[test]
     fn negotiation_takes_the_lower_minor_of_the_same_major() {
         let server = ProtocolVersion { major: 1, minor: 3 };
+        assert!(ProtocolVersion::CURRENT.has_files());
+        assert!(!server.has_files() && server.has_relations());
         let v = |major, minor| ProtocolVersion { major, minor };
         assert_eq!(server.negotiate(v(1, 0)), Some(v(1, 0)));
         assert_eq!(server.negotiate(v(1, 3)), Some(v(1, 3)));

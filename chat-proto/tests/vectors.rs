@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use chat_proto::body::Body;
+use chat_proto::body::{Attachments, Binary, FileId, FileRef, ImageInfo};
 use chat_proto::codec::{self, StreamDecoder};
 use chat_proto::error::{DecodeError, ErrorCode};
 use chat_proto::frame::{ClientFrame, Frame, Send, ServerFrame};
@@ -87,7 +88,7 @@ fn valid<F: Frame + PartialEq + std::fmt::Debug>(
 }
 
 /// An invalid input and the code a receiver answers it with, checked against this
-/// implementation's decoders (and, for `layer: "session"`, its server session).
+/// implementation's decoders (and, for sections 9.2 and 5.3, its server session).
 struct Invalid {
     name: &'static str,
     section: &'static str,
@@ -363,12 +364,81 @@ fn invalid_inputs() -> Vec<Invalid> {
         }),
         ErrorCode::InvalidRequest,
     ));
+    // Files in messages (§5.3).
+    let file = |id: &str, name: &str, media_type: &str| FileRef {
+        id: FileId(id.into()),
+        name: name.into(),
+        size: 10,
+        media_type: media_type.into(),
+        image: None,
+    };
+    let good = "9f86d081884c7d659a2feaa0c55ad015";
+    let attachments = |files: Vec<FileRef>| {
+        send(Body::Attachments(Attachments {
+            text: String::new(),
+            files,
+        }))
+    };
+    let mut file_cases = vec![
+        ("message with no files", attachments(vec![])),
+        (
+            "message with files over MAX_FILES",
+            attachments(
+                (0..=limits::MAX_FILES)
+                    .map(|i| file(&format!("{i:032x}"), "a.txt", "text/plain"))
+                    .collect(),
+            ),
+        ),
+        (
+            "file id not 32 lowercase hex digits",
+            attachments(vec![file(
+                "9F86D081884C7D659A2FEAA0C55AD015",
+                "a.txt",
+                "text/plain",
+            )]),
+        ),
+        (
+            "same file twice in a message",
+            attachments(vec![
+                file(good, "a.txt", "text/plain"),
+                file(good, "b.txt", "text/plain"),
+            ]),
+        ),
+        (
+            "file name with a control character",
+            attachments(vec![file(good, "a\nb.txt", "text/plain")]),
+        ),
+        (
+            "file name over MAX_FILE_NAME",
+            attachments(vec![file(
+                good,
+                &"n".repeat(limits::MAX_FILE_NAME + 1),
+                "text/plain",
+            )]),
+        ),
+        (
+            "media type without a subtype",
+            attachments(vec![file(good, "a.txt", "text")]),
+        ),
+    ];
+    let mut thumb = file(good, "a.png", "image/png");
+    thumb.image = Some(ImageInfo {
+        width: 1,
+        height: 1,
+        thumbnail: Some(Binary::from(vec![0; limits::MAX_THUMBNAIL + 1])),
+    });
+    file_cases.push(("thumbnail over MAX_THUMBNAIL", attachments(vec![thumb])));
+    for (name, frame) in file_cases {
+        let mut case = session(name, frame, ErrorCode::InvalidRequest);
+        case.section = "5.3";
+        cases.push(case);
+    }
     cases
 }
 
 /// Checks each invalid input against this implementation; returns it as JSON.
 fn checked(case: &Invalid) -> Value {
-    if case.section == "9.2" {
+    if matches!(case.section, "9.2" | "5.3") {
         // Decodes, then the established session refuses it.
         let frame: ClientFrame = codec::decode_json(&case.input).expect("decodes");
         let mut session = ServerSession::new(ServerLimits::default());

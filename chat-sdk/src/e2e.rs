@@ -10,7 +10,7 @@ use base64::Engine as _;
 use chat_api::conversations::{ConversationDevices, GetConversation};
 use chat_api::devices::{RegisterDevice, RegisterDeviceRequest};
 use chat_crypto::e2e::{DevicePublicKey, DeviceSecret, OpenError, SealError, message_aad};
-use chat_proto::body::{Body, Envelope};
+use chat_proto::body::{Attachments, Body, Envelope, FileId, SealedAttachments};
 use chat_proto::entry::{Content, Entry, Reaction};
 use chat_proto::ids::{ClientMsgId, ConversationId};
 use chat_proto::limits::MAX_ENVELOPE;
@@ -159,6 +159,9 @@ struct Recipients {
     fetched: Instant,
 }
 
+/// What opens a sealed file: its key and the SHA-256 of its stored bytes.
+pub(crate) type FileSecret = ([u8; 32], [u8; 32]);
+
 /// The client's encryption state: its device key and what it knows of conversations.
 #[derive(Debug)]
 pub(crate) struct Crypto {
@@ -166,6 +169,8 @@ pub(crate) struct Crypto {
     /// Whether each conversation seen so far is encrypted (it never changes).
     encrypted: Mutex<HashMap<ConversationId, bool>>,
     recipients: Mutex<HashMap<ConversationId, Recipients>>,
+    /// The key and digest of every sealed file of the messages opened so far.
+    file_keys: Mutex<HashMap<FileId, FileSecret>>,
 }
 
 impl Crypto {
@@ -174,6 +179,7 @@ impl Crypto {
             device,
             encrypted: Mutex::default(),
             recipients: Mutex::default(),
+            file_keys: Mutex::default(),
         }
     }
 
@@ -221,14 +227,15 @@ impl Crypto {
         self.is_encrypted(auth, conversation).await
     }
 
-    /// `text` sealed for every member's every device (the list is fetched when stale).
-    pub(crate) async fn seal_text(
+    /// `plaintext` sealed for every member's every device (the list is fetched when
+    /// stale).
+    pub(crate) async fn seal(
         &self,
         auth: &Auth,
         conversation: ConversationId,
         client_msg_id: ClientMsgId,
-        text: &str,
-    ) -> Result<Body> {
+        plaintext: &[u8],
+    ) -> Result<Envelope> {
         let device = self
             .device
             .as_ref()
@@ -241,7 +248,7 @@ impl Crypto {
         );
         let own = device.public_key();
         let sealed = device
-            .seal(text.as_bytes(), recipients.iter().chain([own]), &aad)
+            .seal(plaintext, recipients.iter().chain([own]), &aad)
             .map_err(|e| match e {
                 SealError::TooManyRecipients => {
                     Error::Config(format!("{e}: the conversation has too many devices"))
@@ -254,7 +261,17 @@ impl Crypto {
                 sealed.len()
             )));
         }
-        Ok(Body::Encrypted(Envelope(sealed.into())))
+        Ok(Envelope(sealed.into()))
+    }
+
+    /// Whether `conversation` is end-to-end encrypted.
+    pub(crate) async fn encrypts(&self, auth: &Auth, conversation: ConversationId) -> Result<bool> {
+        self.is_encrypted(auth, conversation).await
+    }
+
+    /// The key and digest of a sealed file this client opened a message of.
+    pub(crate) fn file_key(&self, id: &FileId) -> Option<FileSecret> {
+        self.file_keys.lock().expect("lock").get(id).copied()
     }
 
     async fn is_encrypted(&self, auth: &Auth, conversation: ConversationId) -> Result<bool> {
@@ -300,8 +317,50 @@ impl Crypto {
         Ok(keys)
     }
 
-    /// Opens an encrypted entry in place: a sealed body becomes its text, a sealed
-    /// reaction its emoji. Plain entries pass through.
+    /// The body a sealed message with files opens to, given its plaintext (the JSON
+    /// document of PROTOCOL.md §5.3); the files' keys are kept for downloads.
+    fn open_files(
+        &self,
+        sealed: &Body,
+        plaintext: &[u8],
+    ) -> std::result::Result<Body, DecryptError> {
+        let Body::SealedAttachments(ids) = sealed else {
+            return Err(DecryptError::Malformed);
+        };
+        let doc: SealedAttachments =
+            serde_json::from_slice(plaintext).map_err(|_| DecryptError::Malformed)?;
+        let named: Vec<&FileId> = doc.files.iter().map(|f| &f.file.id).collect();
+        // The ids the server grants access by are the ones the sender sealed.
+        if named != ids.files.iter().collect::<Vec<_>>() {
+            return Err(DecryptError::Malformed);
+        }
+        let mut keys = self.file_keys.lock().expect("lock");
+        let mut files = Vec::with_capacity(doc.files.len());
+        for f in doc.files {
+            let key: [u8; 32] = f
+                .key
+                .0
+                .as_ref()
+                .try_into()
+                .map_err(|_| DecryptError::Malformed)?;
+            let digest: [u8; 32] = f
+                .digest
+                .0
+                .as_ref()
+                .try_into()
+                .map_err(|_| DecryptError::Malformed)?;
+            keys.insert(f.file.id.clone(), (key, digest));
+            files.push(f.file);
+        }
+        Ok(Body::Attachments(Attachments {
+            text: doc.text,
+            files,
+        }))
+    }
+
+    /// Opens an encrypted entry in place: a sealed body becomes its text (a sealed
+    /// message with files, the files with their caption), a sealed reaction its emoji.
+    /// Plain entries pass through.
     pub(crate) fn open(&self, entry: &mut Entry) -> std::result::Result<(), DecryptError> {
         let Some(envelope) = entry.content.envelope() else {
             return Ok(());
@@ -313,6 +372,14 @@ impl Crypto {
             entry.client_msg_id.as_bytes(),
         );
         let opened = device.open(&envelope.0, &aad)?;
+        if let Content::Message {
+            body: Some(body @ Body::SealedAttachments(_)),
+            ..
+        } = &mut entry.content
+        {
+            *body = self.open_files(body, &opened.body)?;
+            return Ok(());
+        }
         let text = std::str::from_utf8(&opened.body)
             .map_err(|_| DecryptError::NotText)?
             .to_owned();

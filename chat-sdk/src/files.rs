@@ -14,7 +14,16 @@ use http::{HeaderMap, Method, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWrite, AsyncWriteExt as _};
 
+use chat_crypto::file::{FILE_CHUNK, FileKey, FileOpener, SEALED_CHUNK};
+use chat_proto::body::{
+    Attachments, Binary, Body, FileId, FileRef, ImageInfo, SealedAttachmentIds, SealedAttachments,
+    SealedFile,
+};
+use chat_proto::frame::Ack;
+use chat_proto::ids::ConversationId;
+
 use crate::api::Auth;
+use crate::driver::Outgoing;
 use crate::error::{Error, Result};
 
 /// Bytes sent per `PATCH`.
@@ -154,29 +163,90 @@ pub(crate) async fn status(auth: &Auth, id: &str) -> Result<FileUpload> {
     })
 }
 
-/// Sends the rest of `path` to upload `upload`, chunk by chunk, telling `progress`
+/// What an upload sends: a file's bytes as they are, or sealed (PROTOCOL.md §5.3.1).
+/// Sealing is deterministic for a key, so a sealed upload resumes at any offset.
+pub(crate) enum Source<'a> {
+    /// The file's bytes.
+    Plain(&'a Path),
+    /// The file sealed under `key`.
+    Sealed {
+        /// The plaintext.
+        path: &'a Path,
+        /// Its size.
+        plain_len: u64,
+        /// The file's key.
+        key: &'a FileKey,
+    },
+}
+
+impl Source<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Source::Plain(path) | Source::Sealed { path, .. } => path,
+        }
+    }
+
+    /// `want` bytes of what is uploaded, from `offset`.
+    async fn read(&self, file: &mut tokio::fs::File, offset: u64, want: usize) -> Result<Bytes> {
+        let failed = |e: std::io::Error| {
+            Error::Config(format!(
+                "{} changed while uploading: {e}",
+                self.path().display()
+            ))
+        };
+        match self {
+            Source::Plain(_) => {
+                let mut chunk = vec![0u8; want];
+                file.seek(std::io::SeekFrom::Start(offset))
+                    .await
+                    .map_err(failed)?;
+                file.read_exact(&mut chunk).await.map_err(failed)?;
+                Ok(chunk.into())
+            }
+            Source::Sealed { plain_len, key, .. } => {
+                // The plaintext chunks the range needs, read first, then sealed.
+                let first = offset / SEALED_CHUNK as u64 * FILE_CHUNK as u64;
+                let chunks = (want as u64).div_ceil(SEALED_CHUNK as u64) + 1;
+                let len = (chunks * FILE_CHUNK as u64).min(plain_len - first) as usize;
+                let mut plain = vec![0u8; len];
+                file.seek(std::io::SeekFrom::Start(first))
+                    .await
+                    .map_err(failed)?;
+                file.read_exact(&mut plain).await.map_err(failed)?;
+                let sealed =
+                    chat_crypto::file::sealed_range(key, *plain_len, offset, want, |at, buf| {
+                        let at = (at - first) as usize;
+                        let part = plain
+                            .get(at..at + buf.len())
+                            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+                        buf.copy_from_slice(part);
+                        Ok(())
+                    })
+                    .map_err(failed)?;
+                Ok(sealed.into())
+            }
+        }
+    }
+}
+
+/// Sends the rest of `source` to upload `upload`, chunk by chunk, telling `progress`
 /// (bytes stored, total) after each; stops early when it says so.
 pub(crate) async fn send(
     auth: &Auth,
     mut upload: FileUpload,
-    path: &Path,
+    source: &Source<'_>,
     mut progress: impl FnMut(u64, u64) -> ControlFlow<()>,
 ) -> Result<FileUpload> {
+    let path = source.path();
     let mut file = tokio::fs::File::open(path)
         .await
         .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    let mut chunk = vec![0u8; CHUNK];
     let mut failures = 0;
     while !upload.is_complete() {
-        file.seek(std::io::SeekFrom::Start(upload.received))
-            .await
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let want = usize::try_from(upload.length - upload.received)
             .unwrap_or(CHUNK)
             .min(CHUNK);
-        file.read_exact(&mut chunk[..want]).await.map_err(|e| {
-            Error::Config(format!("{} changed while uploading: {e}", path.display()))
-        })?;
+        let chunk = source.read(&mut file, upload.received, want).await?;
         let token = auth.access_token().await?;
         let req = tus_headers(
             http::Request::builder()
@@ -186,7 +256,7 @@ pub(crate) async fn send(
         )
         .header(header::CONTENT_TYPE, OFFSET_OCTET_STREAM)
         .header("upload-offset", upload.received.to_string());
-        let sent = exchange(auth, req, Bytes::copy_from_slice(&chunk[..want])).await;
+        let sent = exchange(auth, req, chunk).await;
         match sent {
             Ok((StatusCode::NO_CONTENT, headers, _)) => {
                 upload.received = number(&headers, "upload-offset")?;
@@ -222,6 +292,27 @@ pub(crate) async fn download(
     id: &str,
     out: &mut (impl AsyncWrite + Unpin),
 ) -> Result<u64> {
+    let written = fetch(auth, id, out, None).await?;
+    out.flush()
+        .await
+        .map_err(|e| Error::Config(format!("writing the file: {e}")))?;
+    Ok(written)
+}
+
+async fn write(out: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> Result<()> {
+    out.write_all(bytes)
+        .await
+        .map_err(|e| Error::Config(format!("writing the file: {e}")))
+}
+
+/// Streams file `id` into `out`, through `opener` if it is sealed (whose last chunk
+/// the caller takes); returns the number of bytes written.
+async fn fetch(
+    auth: &Auth,
+    id: &str,
+    out: &mut (impl AsyncWrite + Unpin),
+    mut opener: Option<&mut FileOpener>,
+) -> Result<u64> {
     let token = auth.access_token().await?;
     let req = http::Request::builder()
         .method(Method::GET)
@@ -244,15 +335,20 @@ pub(crate) async fn download(
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Error::Unreachable(format!("reading the file: {e}")))?;
         if let Ok(data) = frame.into_data() {
-            out.write_all(&data)
-                .await
-                .map_err(|e| Error::Config(format!("writing the file: {e}")))?;
-            written += data.len() as u64;
+            let plain;
+            let bytes = match opener.as_mut() {
+                Some(opener) => {
+                    plain = opener
+                        .push(&data)
+                        .map_err(|e| Error::Protocol(format!("the file does not open: {e}")))?;
+                    &plain[..]
+                }
+                None => &data[..],
+            };
+            write(out, bytes).await?;
+            written += bytes.len() as u64;
         }
     }
-    out.flush()
-        .await
-        .map_err(|e| Error::Config(format!("writing the file: {e}")))?;
     Ok(written)
 }
 
@@ -280,7 +376,7 @@ impl crate::Client {
             .file_name()
             .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
         let upload = create(&self.inner.auth, length, &name, media_type).await?;
-        send(&self.inner.auth, upload, path, progress).await
+        send(&self.inner.auth, upload, &Source::Plain(path), progress).await
     }
 
     /// Goes on with upload `id` of the file at `path` from where the server has it.
@@ -291,7 +387,13 @@ impl crate::Client {
         progress: impl FnMut(u64, u64) -> ControlFlow<()>,
     ) -> Result<FileUpload> {
         let upload = status(&self.inner.auth, id).await?;
-        send(&self.inner.auth, upload, path.as_ref(), progress).await
+        send(
+            &self.inner.auth,
+            upload,
+            &Source::Plain(path.as_ref()),
+            progress,
+        )
+        .await
     }
 
     /// Streams finished file `id` into `out`; returns how many bytes it had.
@@ -302,4 +404,187 @@ impl crate::Client {
     ) -> Result<u64> {
         download(&self.inner.auth, id, out).await
     }
+
+    /// Sends files in one message with a caption (which may be empty): uploads each
+    /// (resumably, as [`Client::upload_file`](crate::Client::upload_file) does), then
+    /// sends the message naming them. In an end-to-end encrypted conversation each file
+    /// is sealed before it leaves this machine (PROTOCOL.md §5.3.1) under a fresh key
+    /// that travels only inside the sealed message, and its upload carries no name or
+    /// type; the server stores ciphertext. `progress(file index, stored, total)` hears
+    /// of every chunk.
+    pub async fn send_files(
+        &self,
+        conversation: ConversationId,
+        caption: &str,
+        files: &[FileToSend],
+        mut progress: impl FnMut(usize, u64, u64),
+    ) -> Result<Ack> {
+        let auth = &self.inner.auth;
+        if files.is_empty() || files.len() > chat_proto::limits::MAX_FILES {
+            return Err(Error::Config(format!(
+                "a message carries 1 to {} files",
+                chat_proto::limits::MAX_FILES
+            )));
+        }
+        let sealed = self.inner.crypto.encrypts(auth, conversation).await?;
+        if sealed && self.inner.crypto.device().is_none() {
+            return Err(Error::Config(
+                "this conversation is end-to-end encrypted and the client has no device key".into(),
+            ));
+        }
+        let mut plain = Vec::with_capacity(files.len());
+        let mut secret = Vec::with_capacity(files.len());
+        for (i, f) in files.iter().enumerate() {
+            let path = f.path.as_path();
+            let size = tokio::fs::metadata(path)
+                .await
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+                .len();
+            let name = f.name.clone().unwrap_or_else(|| {
+                path.file_name()
+                    .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned())
+            });
+            let report = |stored, total| {
+                progress(i, stored, total);
+                ControlFlow::Continue(())
+            };
+            if sealed {
+                let key = FileKey::generate();
+                let source = Source::Sealed {
+                    path,
+                    plain_len: size,
+                    key: &key,
+                };
+                let digest = sealed_digest(&source, size).await?;
+                let length = chat_crypto::file::sealed_len(size);
+                let upload = create(auth, length, "", "application/octet-stream").await?;
+                let upload = send(auth, upload, &source, report).await?;
+                let file = file_ref(upload.id, name, size, &f.media_type, f.image.clone());
+                secret.push(SealedFile {
+                    file,
+                    key: Binary::from(key.as_bytes().to_vec()),
+                    digest: Binary::from(digest.to_vec()),
+                });
+            } else {
+                let upload = create(auth, size, &name, &f.media_type).await?;
+                let upload = send(auth, upload, &Source::Plain(path), report).await?;
+                plain.push(file_ref(
+                    upload.id,
+                    name,
+                    size,
+                    &f.media_type,
+                    f.image.clone(),
+                ));
+            }
+        }
+        let client_msg_id = crate::new_client_msg_id();
+        if !sealed {
+            let body = Body::Attachments(Attachments {
+                text: caption.into(),
+                files: plain,
+            });
+            return self.send(conversation, client_msg_id, body).await;
+        }
+        let ids: Vec<FileId> = secret.iter().map(|f| f.file.id.clone()).collect();
+        let document = serde_json::to_vec(&SealedAttachments {
+            text: caption.into(),
+            files: secret,
+        })
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+        self.write_sealed(conversation, client_msg_id, &document, |envelope| {
+            Outgoing::Body(Body::SealedAttachments(SealedAttachmentIds {
+                envelope,
+                files: ids.clone(),
+            }))
+        })
+        .await
+    }
+
+    /// Streams a file of a message into `out`; returns how many bytes it wrote. A file
+    /// of an end-to-end encrypted message (opened by this client) is opened as it
+    /// arrives, each chunk checked, and the whole checked against the message's digest
+    /// at the end: on any failure the call fails, and what was written must be thrown
+    /// away.
+    pub async fn download_attachment(
+        &self,
+        file: &FileRef,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64> {
+        let Some((key, digest)) = self.inner.crypto.file_key(&file.id) else {
+            return download(&self.inner.auth, file.id.as_str(), out).await;
+        };
+        let key = FileKey::from_bytes(&key).map_err(|e| Error::Protocol(e.to_string()))?;
+        let sealed_len = chat_crypto::file::sealed_len(file.size);
+        let mut opener =
+            FileOpener::new(key, sealed_len, digest).map_err(|e| Error::Protocol(e.to_string()))?;
+        let written = fetch(&self.inner.auth, file.id.as_str(), out, Some(&mut opener)).await?;
+        let last = opener
+            .finish()
+            .map_err(|e| Error::Protocol(format!("the file does not open: {e}")))?;
+        write(out, &last).await?;
+        out.flush()
+            .await
+            .map_err(|e| Error::Config(format!("writing the file: {e}")))?;
+        Ok(written + last.len() as u64)
+    }
+}
+
+/// A file to send with [`Client::send_files`](crate::Client::send_files).
+#[derive(Clone, Debug)]
+pub struct FileToSend {
+    /// Where it is.
+    pub path: std::path::PathBuf,
+    /// The name people see; the path's file name when `None`.
+    pub name: Option<String>,
+    /// Its media type (`image/png`); `application/octet-stream` when unknown.
+    pub media_type: String,
+    /// For an image: its size in pixels and a small thumbnail (the SDK decodes no
+    /// images).
+    pub image: Option<ImageInfo>,
+}
+
+impl FileToSend {
+    /// A file at `path` of type `media_type`, named after its file name.
+    pub fn new(path: impl Into<std::path::PathBuf>, media_type: &str) -> Self {
+        Self {
+            path: path.into(),
+            name: None,
+            media_type: media_type.into(),
+            image: None,
+        }
+    }
+}
+
+fn file_ref(
+    id: String,
+    name: String,
+    size: u64,
+    media_type: &str,
+    image: Option<ImageInfo>,
+) -> FileRef {
+    FileRef {
+        id: FileId(id),
+        name,
+        size,
+        media_type: media_type.into(),
+        image,
+    }
+}
+
+/// SHA-256 of a sealed file, computed a chunk at a time.
+async fn sealed_digest(source: &Source<'_>, plain_len: u64) -> Result<[u8; 32]> {
+    use sha2::Digest as _;
+    let path = source.path();
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    let total = chat_crypto::file::sealed_len(plain_len);
+    let mut hasher = sha2::Sha256::new();
+    let mut at = 0;
+    while at < total {
+        let want = (total - at).min(CHUNK as u64) as usize;
+        hasher.update(source.read(&mut file, at, want).await?);
+        at += want as u64;
+    }
+    Ok(hasher.finalize().into())
 }

@@ -118,7 +118,7 @@ use chat_api::conversations::{
 use chat_api::devices::{ListDevices, RemoveDevice, UserDevices};
 use chat_api::users::{GetUser, Me, ProfileUpdate, SearchUsers, UpdateMe};
 pub use chat_proto;
-use chat_proto::body::Body;
+use chat_proto::body::{Body, Envelope};
 use chat_proto::entry::{Reaction, Relation};
 use chat_proto::error::ErrorCode;
 use chat_proto::frame::{Ack, Cursor, EntryPage};
@@ -136,7 +136,7 @@ use crate::driver::{Command, Driver, Outgoing};
 pub use crate::e2e::{DecryptError, Device, DeviceExt};
 pub use crate::error::{Error, Result};
 pub use crate::events::{Event, Events};
-pub use crate::files::FileUpload;
+pub use crate::files::{FileToSend, FileUpload};
 pub use crate::tls::Trust;
 pub use chat_crypto::e2e::{DeviceId, DevicePublicKey, Fingerprint};
 
@@ -448,15 +448,31 @@ impl Client {
                     .await;
             }
         };
-        // Sealed here: if the conversation's devices changed since the list was fetched,
-        // the server says so and the text is sealed again for the new list.
+        self.write_sealed(conversation, client_msg_id, text.as_bytes(), |envelope| {
+            build(Some(Body::Encrypted(envelope)))
+        })
+        .await
+    }
+
+    /// Seals `plaintext` for the conversation's devices and sends what `build` makes of
+    /// the envelope. If the devices changed since the list was fetched, the server
+    /// says so and it is sealed again for the new list.
+    async fn write_sealed(
+        &self,
+        conversation: ConversationId,
+        client_msg_id: ClientMsgId,
+        plaintext: &[u8],
+        build: impl Fn(Envelope) -> Outgoing,
+    ) -> Result<Ack> {
+        let crypto = &self.inner.crypto;
+        let auth = &self.inner.auth;
         let mut attempts = 0;
         loop {
             let sealed = crypto
-                .seal_text(auth, conversation, client_msg_id, &text)
+                .seal(auth, conversation, client_msg_id, plaintext)
                 .await?;
             match self
-                .send_as_is(conversation, client_msg_id, build(Some(sealed)))
+                .send_as_is(conversation, client_msg_id, build(sealed))
                 .await
             {
                 Err(Error::Server {

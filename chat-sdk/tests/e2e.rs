@@ -7,17 +7,7 @@ use chat_crypto::e2e::EnvelopeHeader;
 use chat_sdk::chat_proto::error::ErrorCode;
 use chat_sdk::chat_proto::prelude::*;
 use chat_sdk::{Client, DecryptError, DeviceExt as _, Error, Event, Events};
-use common::{PASSWORD, TestServer, contains, next_event, next_message, text};
-
-async fn user(server: &TestServer, name: &str, key: Option<&std::path::Path>) -> (Client, Events) {
-    let mut builder = server.ws(name).register(name, PASSWORD, None);
-    if let Some(path) = key {
-        builder = builder.device_key(path);
-    }
-    let client = builder.connect().await.expect("connects");
-    let events = client.events();
-    (client, events)
-}
+use common::{PASSWORD, TestServer, contains, next_event, next_message, text, user};
 
 async fn device(server: &TestServer, name: &str, key: &std::path::Path) -> (Client, Events) {
     let client = server

@@ -6,85 +6,10 @@ mod common;
 
 use bytes::Bytes;
 use chat_server::testing::TestDbKind;
-use common::{Account, TestServer};
+use common::TestServer;
+use common::tus::{TUS, b64, create, download, head, location, offset, patch};
 use http::{Method, StatusCode, header};
 use http_body_util::Full;
-
-const TUS: &str = "1.0.0";
-
-fn b64(s: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
-
-/// `POST /api/uploads` of `length` bytes; the reply.
-async fn create(s: &TestServer, who: &Account, length: u64, metadata: &str) -> common::Reply {
-    let req = s
-        .request(Method::POST, "/api/uploads")
-        .header("tus-resumable", TUS)
-        .header(header::AUTHORIZATION, format!("Bearer {}", who.token))
-        .header("upload-length", length.to_string())
-        .header("upload-metadata", metadata)
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    s.raw(req).await
-}
-
-/// The upload's path from a creation reply.
-fn location(r: &common::Reply) -> String {
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    r.headers[header::LOCATION]
-        .to_str()
-        .expect("location")
-        .to_owned()
-}
-
-async fn patch(
-    s: &TestServer,
-    who: &Account,
-    path: &str,
-    offset: u64,
-    bytes: &[u8],
-) -> common::Reply {
-    let req = s
-        .request(Method::PATCH, path)
-        .header("tus-resumable", TUS)
-        .header(header::AUTHORIZATION, format!("Bearer {}", who.token))
-        .header(header::CONTENT_TYPE, "application/offset+octet-stream")
-        .header("upload-offset", offset.to_string())
-        .body(Full::new(Bytes::copy_from_slice(bytes)))
-        .expect("request");
-    s.raw(req).await
-}
-
-async fn head(s: &TestServer, who: &Account, path: &str) -> common::Reply {
-    let req = s
-        .request(Method::HEAD, path)
-        .header("tus-resumable", TUS)
-        .header(header::AUTHORIZATION, format!("Bearer {}", who.token))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    s.raw(req).await
-}
-
-fn offset(r: &common::Reply) -> u64 {
-    r.headers["upload-offset"]
-        .to_str()
-        .expect("offset")
-        .parse()
-        .expect("number")
-}
-
-async fn download(s: &TestServer, who: &Account, id: &str, range: Option<&str>) -> common::Reply {
-    let mut req = s
-        .request(Method::GET, &format!("/api/files/{id}"))
-        .header(header::AUTHORIZATION, format!("Bearer {}", who.token));
-    if let Some(r) = range {
-        req = req.header(header::RANGE, r);
-    }
-    s.raw(req.body(Full::new(Bytes::new())).expect("request"))
-        .await
-}
 
 async fn uploads(kind: TestDbKind) {
     let s = TestServer::start_with(kind, |c| {

@@ -14,6 +14,19 @@ async fn server(dir: &std::path::Path) -> chat_server::RunningServer {
         .spawn()
 }
 
+/// The next log entry `events` delivers, within 20 seconds.
+async fn next_entry(events: &mut chat_sdk::Events) -> chat_sdk::chat_proto::entry::Entry {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(Event::Entry(m)) = events.recv().await {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("an entry arrives")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_checks_a_deployment_over_both_transports() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -82,15 +95,7 @@ async fn chat_cli_talks_to_a_person() {
         .write_all(b"/dm bob\nhello from the terminal\n")
         .await
         .expect("typed");
-    let got = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if let Some(Event::Entry(m)) = events.recv().await {
-                return m;
-            }
-        }
-    })
-    .await
-    .expect("bob hears from ada");
+    let got = next_entry(&mut events).await;
     assert_eq!(got.text(), Some("hello from the terminal"));
     bob.send_text(got.conversation, "hi ada")
         .await
@@ -107,5 +112,73 @@ async fn chat_cli_talks_to_a_person() {
     assert!(stdout.contains("ada: hello from the terminal"), "{stdout}");
     assert!(stdout.contains("  bob ("), "{stdout}");
     bob.close().await;
+    server.stop().await.expect("clean shutdown");
+}
+
+/// `send_file` uploads the files, sealed in an encrypted conversation, and the
+/// recipient's client reads the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_file_delivers_plain_and_sealed_files() {
+    use chat_sdk::chat_proto::body::Body;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = server(dir.path()).await;
+    let url = format!("ws://{}", server.http_addr);
+    let keys = tempfile::tempdir().expect("keys");
+    let connect = |name: &str| {
+        ClientBuilder::new(&url)
+            .register(name, "a long enough password", None)
+            .device_key(keys.path().join(format!("{name}.key")))
+            .connect()
+    };
+    let sender = connect("ada").await.expect("ada");
+    sender.close().await;
+    let grace = connect("grace").await.expect("grace");
+    let mut events = grace.events();
+    let photo = keys.path().join("photo.png");
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&photo, &bytes).expect("write");
+    for encrypted in [false, true] {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_send_file"));
+        command
+            .args(["--url", &url, "--username", "ada", "--to", "grace"])
+            .args(["--caption", "from the trip"])
+            .args([
+                "--device-key",
+                &keys.path().join("ada.key").to_string_lossy(),
+            ])
+            .env("CHAT_PASSWORD", "a long enough password")
+            .arg(&photo)
+            .kill_on_drop(true);
+        if encrypted {
+            command.arg("--encrypted");
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), command.output())
+            .await
+            .expect("finishes")
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("sent 1 file(s) to grace"), "{stdout}");
+        let entry = next_entry(&mut events).await;
+        let Some(Body::Attachments(a)) = entry.body() else {
+            panic!("files, opened: {entry:?}");
+        };
+        assert_eq!(
+            (a.text.as_str(), a.files[0].name.as_str()),
+            ("from the trip", "photo.png")
+        );
+        assert_eq!(a.files[0].media_type, "image/png");
+        let mut back = Vec::new();
+        grace
+            .download_attachment(&a.files[0], &mut back)
+            .await
+            .expect("downloads");
+        assert!(back == bytes, "the same bytes (encrypted: {encrypted})");
+    }
+    grace.close().await;
     server.stop().await.expect("clean shutdown");
 }

@@ -6,12 +6,15 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::body::Body;
+use crate::body::{Body, is_media_type};
 use crate::entry::{Reaction, Relation};
 use crate::error::ErrorCode;
 use crate::frame::{ClientFrame, Error, Hello, Ping, Pong, ServerFrame, SetTyping};
 use crate::ids::{ConversationId, RequestId, UserId};
-use crate::limits::{MAX_CLIENT_NAME, MAX_REACTION, MAX_RESUME_CURSORS, MAX_TOKEN, ServerLimits};
+use crate::limits::{
+    MAX_CLIENT_NAME, MAX_FILE_NAME, MAX_FILES, MAX_MEDIA_TYPE, MAX_REACTION, MAX_RESUME_CURSORS,
+    MAX_THUMBNAIL, MAX_TOKEN, ServerLimits,
+};
 use crate::version::ProtocolVersion;
 
 /// Where a server connection stands.
@@ -412,16 +415,36 @@ impl ServerSession {
     }
 
     fn check_body(&self, request_id: Option<RequestId>, body: &Body) -> Result<(), Rejection> {
+        let invalid = |message: String| {
+            Err(Rejection::new(
+                request_id,
+                ErrorCode::InvalidRequest,
+                message,
+            ))
+        };
+        if body.has_files()
+            && let ServerState::Established { version, .. } = self.state
+            && !version.has_files()
+        {
+            // An enumeration value the negotiated version does not define (§2).
+            return Err(Rejection::new(
+                request_id,
+                ErrorCode::BadFrame,
+                format!("bodies with files need protocol {}", ProtocolVersion::FILES),
+            ));
+        }
         let (len, max, what) = match body {
             Body::Text(t) => (t.len(), self.limits.max_text_body, "text body"),
             Body::Encrypted(e) => (e.0.len(), self.limits.max_envelope, "encrypted envelope"),
+            Body::Attachments(a) => (a.text.len(), self.limits.max_text_body, "caption"),
+            Body::SealedAttachments(s) => (
+                s.envelope.0.len(),
+                self.limits.max_envelope,
+                "encrypted envelope",
+            ),
         };
-        if len == 0 {
-            return Err(Rejection::new(
-                request_id,
-                ErrorCode::InvalidRequest,
-                format!("empty {what}"),
-            ));
+        if len == 0 && !matches!(body, Body::Attachments(_)) {
+            return invalid(format!("empty {what}"));
         }
         if len > max as usize {
             return Err(Rejection::new(
@@ -429,6 +452,11 @@ impl ServerSession {
                 ErrorCode::BodyTooLarge,
                 format!("{what} of {len} bytes exceeds {max}"),
             ));
+        }
+        if body.has_files()
+            && let Err(problem) = check_files(body)
+        {
+            return invalid(problem);
         }
         Ok(())
     }
@@ -439,8 +467,17 @@ impl ServerSession {
         relation: &Relation,
     ) -> Result<(), Rejection> {
         match relation {
-            Relation::Reply { body, .. } | Relation::Edit { body, .. } => {
-                self.check_body(request_id, body)
+            Relation::Reply { body, .. } => self.check_body(request_id, body),
+            Relation::Edit { body, .. } => {
+                self.check_body(request_id, body)?;
+                if body.has_files() {
+                    return Err(Rejection::new(
+                        request_id,
+                        ErrorCode::InvalidRequest,
+                        "an edit replaces the text; a message's files cannot be edited",
+                    ));
+                }
+                Ok(())
             }
             Relation::Delete { .. } => Ok(()),
             Relation::React { reaction, .. } => {
@@ -470,6 +507,54 @@ impl ServerSession {
         }
         Ok(())
     }
+}
+
+/// The rules of §5.3 for the files of a body: 1 to `MAX_FILES` distinct well-formed
+/// ids, and for plain files a name, media type and image description within limits.
+fn check_files(body: &Body) -> Result<(), String> {
+    let ids = body.file_ids();
+    if ids.is_empty() || ids.len() > MAX_FILES {
+        return Err(format!("a message carries 1 to {MAX_FILES} files"));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if !id.is_valid() {
+            return Err("a file id is 32 lowercase hex digits".into());
+        }
+        if ids[..i].contains(id) {
+            return Err(format!("file {id} is named twice"));
+        }
+    }
+    let Body::Attachments(a) = body else {
+        return Ok(());
+    };
+    for file in &a.files {
+        if file.name.is_empty()
+            || file.name.len() > MAX_FILE_NAME
+            || file.name.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "a file name is 1 to {MAX_FILE_NAME} bytes without control characters"
+            ));
+        }
+        if !is_media_type(&file.media_type) {
+            return Err(format!(
+                "a media type is type/subtype in at most {MAX_MEDIA_TYPE} bytes"
+            ));
+        }
+        if let Some(image) = &file.image {
+            if image.width == 0 || image.height == 0 {
+                return Err("an image is at least 1 by 1 pixel".into());
+            }
+            if image
+                .thumbnail
+                .as_ref()
+                .is_some_and(|t| t.0.is_empty() || t.0.len() > MAX_THUMBNAIL)
+            {
+                return Err(format!("a thumbnail is 1 to {MAX_THUMBNAIL} bytes"));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -506,6 +591,68 @@ mod tests {
         let user = UserId::new(1).unwrap_or_else(|_| unreachable!());
         assert_eq!(s.established(user), Ok(ProtocolVersion::CURRENT));
         s
+    }
+
+    #[test]
+    fn files_in_a_body_are_checked_and_need_version_1_4() {
+        use crate::body::{Attachments, Binary, FileId, FileRef, ImageInfo};
+        let file = |id: &str| FileRef {
+            id: FileId(id.into()),
+            name: "photo.png".into(),
+            size: 1,
+            media_type: "image/png".into(),
+            image: Some(ImageInfo {
+                width: 1,
+                height: 1,
+                thumbnail: Some(Binary::from(vec![1; MAX_THUMBNAIL])),
+            }),
+        };
+        let good = "0123456789abcdef0123456789abcdef";
+        let body = |files| {
+            Body::Attachments(Attachments {
+                text: String::new(),
+                files,
+            })
+        };
+        let mut s = ServerSession::new(ServerLimits::default());
+        assert!(matches!(s.receive(hello("t")), Ok(Inbound::Hello { .. })));
+        assert!(s.established(UserId::new(1).expect("id")).is_ok());
+        assert!(s.receive(send(1, body(vec![file(good)]))).is_ok());
+        let mut many: Vec<FileRef> = (0..MAX_FILES).map(|i| file(&format!("{i:032x}"))).collect();
+        assert!(s.receive(send(2, body(many.clone()))).is_ok());
+        many.push(file(&format!("{:032x}", MAX_FILES)));
+        assert_eq!(
+            s.receive(send(3, body(many))).map_err(|r| r.code).err(),
+            Some(ErrorCode::InvalidRequest)
+        );
+        // An edit changes the caption only.
+        let edit = relate(
+            4,
+            Relation::Edit {
+                target: Seq::new(1).expect("seq"),
+                body: body(vec![file(good)]),
+            },
+        );
+        assert_eq!(
+            s.receive(edit).map_err(|r| r.code).err(),
+            Some(ErrorCode::InvalidRequest)
+        );
+
+        // A 1.3 session does not know the body kind.
+        let mut old = ServerSession::new(ServerLimits::default());
+        let hello13 = ClientFrame::Hello(Hello {
+            version: ProtocolVersion { major: 1, minor: 3 },
+            token: "t".into(),
+            client: String::new(),
+            resume: vec![],
+        });
+        assert!(matches!(old.receive(hello13), Ok(Inbound::Hello { .. })));
+        assert!(old.established(UserId::new(1).expect("id")).is_ok());
+        let refused = old
+            .receive(send(5, body(vec![file(good)])))
+            .expect_err("refused");
+        assert_eq!((refused.code, refused.fatal), (ErrorCode::BadFrame, false));
+        assert!(old.receive(send(6, Body::Text("hi".into()))).is_ok());
     }
 
     fn relate(id: u32, relation: Relation) -> ClientFrame {

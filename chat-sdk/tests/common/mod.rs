@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chat_sdk::chat_proto::prelude::*;
-use chat_sdk::{ClientBuilder, Event, Events, Trust};
+use chat_sdk::{Client, ClientBuilder, Event, Events, Trust};
 use chat_server::RunningServer;
 use chat_server::config::Config;
 
@@ -97,6 +97,11 @@ impl TestServer {
         .await;
         self.server = Some(server);
     }
+    /// The server's data directory.
+    pub(crate) fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Every byte the server has written to its SQLite files (database and journal).
     pub(crate) fn stored_bytes(&self) -> Vec<u8> {
         let mut all = Vec::new();
@@ -140,7 +145,8 @@ pub(crate) async fn next_message(events: &mut Events) -> Entry {
 pub(crate) fn text(m: &Entry) -> &str {
     match m.body() {
         Some(Body::Text(t)) => t,
-        Some(Body::Encrypted(_)) => "<encrypted>",
+        Some(Body::Attachments(a)) => &a.text,
+        Some(Body::Encrypted(_) | Body::SealedAttachments(_)) => "<encrypted>",
         None => "<not a message>",
     }
 }
@@ -150,4 +156,20 @@ pub(crate) fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
+}
+
+/// A new account `name` connected over WebSocket, with a device key at `key` if
+/// given, and its events.
+pub(crate) async fn user(
+    server: &TestServer,
+    name: &str,
+    key: Option<&std::path::Path>,
+) -> (Client, Events) {
+    let mut builder = server.ws(name).register(name, PASSWORD, None);
+    if let Some(path) = key {
+        builder = builder.device_key(path);
+    }
+    let client = builder.connect().await.expect("connects");
+    let events = client.events();
+    (client, events)
 }

@@ -215,7 +215,8 @@ pub async fn leave(app: App, req: Request<Incoming>, params: Params) -> HandlerR
 
 /// `GET /api/conversations/{id}/messages?before=SEQ&limit=N` (`entries` false: every
 /// entry as a message, the protocol 1.2 view) and `GET …/entries` (`entries` true: the
-/// log itself): newest first, at most 200; members only.
+/// log itself; with `protocol=1.3`, bodies with files as text, the 1.3 view): newest
+/// first, at most 200; members only.
 pub async fn history(
     app: App,
     req: Request<Incoming>,
@@ -232,6 +233,21 @@ pub async fn history(
         })
         .transpose()?;
     let limit = query_param::<u32>(&pairs, "limit")?.unwrap_or(50);
+    // A client of an older minor version reads the entries as it would on the wire.
+    let files = match pairs
+        .iter()
+        .find(|(k, _)| k == "protocol")
+        .map(|(_, v)| v.as_str())
+    {
+        None | Some("1.4") => true,
+        Some("1.3") => false,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "protocol is 1.3 or 1.4",
+            ));
+        }
+    };
     if !(1..=u32::from(chat_proto::limits::MAX_PAGE)).contains(&limit) {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -244,7 +260,13 @@ pub async fn history(
         return Ok(json_response(
             StatusCode::OK,
             &EntryList {
-                entries: page,
+                entries: if files {
+                    page
+                } else {
+                    page.iter()
+                        .map(|e| e.without_files().unwrap_or_else(|| e.clone()))
+                        .collect()
+                },
                 has_more,
             },
         ));

@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use chat_api::files::{OFFSET_OCTET_STREAM, TUS_EXTENSIONS, TUS_VERSION};
-use chat_proto::ids::Timestamp;
+use chat_proto::ids::{Timestamp, UserId};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -254,19 +254,29 @@ fn progress_headers(headers: &mut HeaderMap, upload: &Upload) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
+/// The caller, and the upload the path names if there is one.
+async fn named_upload(
+    app: &App,
+    req: &Request<Incoming>,
+    params: &Params,
+) -> Result<(UserId, Option<Upload>), ApiError> {
+    let caller = request::authenticate(app, req).await?;
+    let id = params.first().map(String::as_str).unwrap_or("");
+    let upload = match crate::blobs::valid_id(id) {
+        true => app.store().upload(id).await?,
+        false => None,
+    };
+    Ok((caller.user.id, upload))
+}
+
 /// The caller's own upload named by the path, else 404 (whoever else asks).
 async fn own_upload(
     app: &App,
     req: &Request<Incoming>,
     params: &Params,
 ) -> Result<Upload, ApiError> {
-    let caller = request::authenticate(app, req).await?;
-    let id = params.first().map(String::as_str).unwrap_or("");
-    if !crate::blobs::valid_id(id) {
-        return Err(ApiError::not_found("upload"));
-    }
-    match app.store().upload(id).await? {
-        Some(u) if u.owner == caller.user.id => Ok(u),
+    match named_upload(app, req, params).await? {
+        (caller, Some(u)) if u.owner == caller => Ok(u),
         _ => Err(ApiError::not_found("upload")),
     }
 }
@@ -423,6 +433,13 @@ async fn receive(app: &App, upload: &Upload, mut body: Incoming) -> (u64, Option
 pub async fn end(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
     require_tus(req.headers())?;
     let upload = own_upload(&app, &req, &params).await?;
+    if upload.conversation.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "file_in_message",
+            "this file is in a message; deleting the message deletes it",
+        ));
+    }
     app.store().delete_upload(&upload.id).await?;
     app.blobs()
         .delete(&upload.id)
@@ -432,11 +449,15 @@ pub async fn end(app: App, req: Request<Incoming>, params: Params) -> HandlerRes
     Ok(with_tus(empty(StatusCode::NO_CONTENT)))
 }
 
-/// How often unfinished uploads past their expiry are collected.
+/// How often uploads are collected.
 const COLLECT_EVERY: Duration = Duration::from_secs(600);
 
-/// Deletes unfinished uploads past their expiry (their rows and bytes), now and then,
-/// until the task is aborted.
+/// How long a finished upload may wait to be put in a message before it is collected.
+pub const UNATTACHED_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Deletes, now and then until the task is aborted, the rows and bytes of unfinished
+/// uploads past their expiry, of finished ones no message took within
+/// [`UNATTACHED_TTL`], and of those whose message was deleted.
 pub async fn collect_expired(app: App) {
     let mut tick = tokio::time::interval(COLLECT_EVERY);
     loop {
@@ -453,14 +474,19 @@ pub async fn collect_expired(app: App) {
 pub async fn collect_once(app: &App) -> Result<usize, ApiError> {
     let mut deleted = 0;
     loop {
-        let expired = app.store().expired_uploads(Timestamp::now(), 100).await?;
+        let now = Timestamp::now();
+        let unattached_before = Timestamp(now.0 - UNATTACHED_TTL.as_millis() as i64);
+        let expired = app
+            .store()
+            .collectable_uploads(now, unattached_before, 100)
+            .await?;
         if expired.is_empty() {
             return Ok(deleted);
         }
         for id in expired {
             app.blobs().delete(&id).await.map_err(ApiError::internal)?;
             app.store().delete_upload(&id).await?;
-            metrics::counter!(crate::metrics::UPLOADS, "event" => "expired").increment(1);
+            metrics::counter!(crate::metrics::UPLOADS, "event" => "collected").increment(1);
             deleted += 1;
         }
     }
@@ -501,13 +527,35 @@ fn disposition(kind: &str, name: &str) -> String {
     format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
-/// `GET /api/files/{id}`: a finished upload's bytes, for its uploader. `Range` gives
-/// one part (206); the id names immutable content, so it is cached for long.
-pub async fn download(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
-    let upload = own_upload(&app, &req, &params).await?;
-    if upload.completed_at.is_none() {
+/// A finished file the caller may read (PROTOCOL.md §5.3): their own upload, or one in
+/// a message of a conversation they are a member of; else 404, whoever asks.
+async fn readable_file(
+    app: &App,
+    req: &Request<Incoming>,
+    params: &Params,
+) -> Result<Upload, ApiError> {
+    let (caller, upload) = named_upload(app, req, params).await?;
+    let Some(upload) = upload.filter(|u| u.completed_at.is_some() && !u.purged) else {
         return Err(ApiError::not_found("file"));
+    };
+    if upload.owner == caller {
+        return Ok(upload);
     }
+    let Some(conversation) = upload.conversation else {
+        return Err(ApiError::not_found("file"));
+    };
+    match crate::services::conversations::member_view(app, caller, conversation).await {
+        Ok(_) => Ok(upload),
+        Err(crate::services::Denied::NotFound) => Err(ApiError::not_found("file")),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// `GET /api/files/{id}`: a finished file's bytes, for its uploader and the members of
+/// the conversation whose message holds it. `Range` gives one part (206); the id
+/// names immutable content, so it is cached for long.
+pub async fn download(app: App, req: Request<Incoming>, params: Params) -> HandlerResult {
+    let upload = readable_file(&app, &req, &params).await?;
     let etag = format!("\"{}\"", upload.id);
     let mut response = Response::new(full(Bytes::new()));
     let headers = response.headers_mut();

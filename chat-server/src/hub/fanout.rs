@@ -13,33 +13,31 @@ use tokio::sync::mpsc;
 
 use crate::wire::{Outbound, Wire};
 
-use super::{Hub, SessionHandle, SharedFrame};
+use super::{Hub, SessionHandle, SharedFrame, View};
 
 /// Sessions the fan-out sends to between yields to the scheduler.
 pub(super) const FANOUT_YIELD: usize = 64;
 /// Audiences from this size on are split across the runtime's workers.
 pub(super) const FANOUT_SPLIT: usize = 256;
 
-/// Every (wire, generation) a session may read: its encoding, and whether it reads
-/// log entries (protocol 1.3 and later) or messages.
-const ENCODINGS: [(Wire, bool); SLOTS] = [
-    (Wire::WsPostcard, true),
-    (Wire::WsJson, true),
-    (Wire::Stream, true),
-    (Wire::WsPostcard, false),
-    (Wire::WsJson, false),
-    (Wire::Stream, false),
-];
-const SLOTS: usize = 6;
+/// The wires, in slot order.
+const WIRES: [Wire; 3] = [Wire::WsPostcard, Wire::WsJson, Wire::Stream];
+/// Every (wire, view) a session may read.
+const SLOTS: usize = WIRES.len() * View::ALL.len();
 
-/// Index of a session's encoding in per-encoding arrays (see [`ENCODINGS`]).
+/// The (wire, view) of a slot.
+fn encoding(slot: usize) -> (Wire, View) {
+    (WIRES[slot % WIRES.len()], View::ALL[slot / WIRES.len()])
+}
+
+/// Index of a session's encoding in per-encoding arrays (see [`encoding`]).
 fn slot(handle: &SessionHandle) -> usize {
     let wire = match handle.wire {
         Wire::WsPostcard => 0,
         Wire::WsJson => 1,
         Wire::Stream => 2,
     };
-    if handle.entries { wire } else { wire + 3 }
+    wire + WIRES.len() * handle.view.index()
 }
 
 /// Most frames one conversation's fan-out takes in while it runs.
@@ -194,10 +192,9 @@ impl Hub {
         let append = |tail: &mut Tail, entry: Entry| {
             let frame = SharedFrame::new(ServerFrame::Entry(entry));
             self.publish_fanout(&members, &frame);
-            for (at, &(wire, entries)) in ENCODINGS.iter().enumerate() {
-                if used[at]
-                    && let Some(bytes) = frame.bytes_for(wire, entries)
-                {
+            for (at, &used) in used.iter().enumerate() {
+                let (wire, view) = encoding(at);
+                if used && let Some(bytes) = frame.bytes_for(wire, view) {
                     tail.frames[at].push(Outbound::Frame(bytes));
                 }
             }

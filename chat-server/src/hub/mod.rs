@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use crate::store::Store;
 use crate::wire::QueueLimits;
 
-pub use frame::SharedFrame;
+pub use frame::{SharedFrame, View};
 pub use membership::CachedConversation;
 use rate::Bucket;
 pub use registry::SessionHandle;

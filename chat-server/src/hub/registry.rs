@@ -11,7 +11,7 @@ use crate::outbox::Outbox;
 use crate::wire::{Datagrams, Outbound, QueueLimits, Wire};
 
 use super::fanout::FANOUT_SPLIT;
-use super::{Hub, SharedFrame};
+use super::{Hub, SharedFrame, View};
 
 /// The hub's view of one live session.
 #[derive(Clone, Debug)]
@@ -22,9 +22,8 @@ pub struct SessionHandle {
     pub user: UserId,
     /// Its wire encoding.
     pub wire: Wire,
-    /// Whether it reads log entries (`entry` frames, protocol 1.3 and later) or only
-    /// messages.
-    pub entries: bool,
+    /// The form in which it reads log entries, by its protocol version.
+    pub view: View,
     /// Where frames that may be lost go instead of the queue, once the session
     /// negotiated a version that allows it.
     pub datagrams: Option<Arc<dyn Datagrams>>,
@@ -40,7 +39,7 @@ impl SessionHandle {
                 id,
                 user,
                 wire,
-                entries: true,
+                view: View::Entries,
                 datagrams: None,
                 outbox: outbox.clone(),
             },
@@ -77,7 +76,7 @@ impl SessionHandle {
         if self.send_datagram(frame) {
             return true;
         }
-        match frame.bytes_for(self.wire, self.entries) {
+        match frame.bytes_for(self.wire, self.view) {
             Some(bytes) => self.push(Outbound::Frame(bytes)),
             None => false,
         }
@@ -89,7 +88,7 @@ impl SessionHandle {
         if self.send_datagram(frame) {
             return true;
         }
-        match frame.bytes_for(self.wire, self.entries) {
+        match frame.bytes_for(self.wire, self.view) {
             Some(bytes) => self.outbox.enqueue(Outbound::Frame(bytes)),
             None => false,
         }

@@ -53,8 +53,12 @@ fn an_entry_is_encoded_once_per_wire_and_generation() {
         ..message(7, 2)
     };
     let frame = SharedFrame::new(ServerFrame::Entry(edit.clone()));
-    let new = frame.bytes_for(Wire::WsJson, true).unwrap_or_default();
-    let old = frame.bytes_for(Wire::WsJson, false).unwrap_or_default();
+    let new = frame
+        .bytes_for(Wire::WsJson, View::Entries)
+        .unwrap_or_default();
+    let old = frame
+        .bytes_for(Wire::WsJson, View::Messages)
+        .unwrap_or_default();
     assert_eq!(
         chat_proto::codec::decode_json::<ServerFrame>(&new).ok(),
         Some(ServerFrame::Entry(edit.clone()))
@@ -64,12 +68,9 @@ fn an_entry_is_encoded_once_per_wire_and_generation() {
         Some(ServerFrame::Message(edit.to_message())),
         "a 1.2 session gets the message view"
     );
-    for entries in [true, false] {
+    for view in View::ALL {
         for wire in [Wire::WsJson, Wire::WsPostcard] {
-            let (a, b) = (
-                frame.bytes_for(wire, entries),
-                frame.bytes_for(wire, entries),
-            );
+            let (a, b) = (frame.bytes_for(wire, view), frame.bytes_for(wire, view));
             assert_eq!(
                 a.map(|x| x.as_ptr()),
                 b.map(|x| x.as_ptr()),
@@ -80,8 +81,19 @@ fn an_entry_is_encoded_once_per_wire_and_generation() {
     // Frames that are the same for every version are encoded once for both.
     let ping = SharedFrame::new(ServerFrame::Ping(chat_proto::frame::Ping { nonce: 1 }));
     assert_eq!(
-        ping.bytes_for(Wire::WsJson, false),
-        ping.bytes_for(Wire::WsJson, true)
+        ping.bytes_for(Wire::WsJson, View::Messages)
+            .map(|b| b.as_ptr()),
+        ping.bytes_for(Wire::WsJson, View::Entries)
+            .map(|b| b.as_ptr())
+    );
+    // An entry without files is the same for 1.3 and 1.4 sessions: one encoding.
+    assert_eq!(
+        frame
+            .bytes_for(Wire::WsJson, View::EntriesWithoutFiles)
+            .map(|b| b.as_ptr()),
+        frame
+            .bytes_for(Wire::WsJson, View::Entries)
+            .map(|b| b.as_ptr())
     );
 }
 
@@ -90,7 +102,7 @@ async fn sessions_of_each_generation_get_their_own_form_of_a_fan_out() {
     let hub = ungated_hub();
     let (new, new_out) = hub.new_session(user(2), Wire::WsJson);
     let (mut old, old_out) = hub.new_session(user(3), Wire::WsJson);
-    old.entries = false;
+    old.view = View::Messages;
     hub.register(new);
     hub.register(old);
     // Conversation 8's members are users 2 and 3.
@@ -595,6 +607,6 @@ impl crate::store::UploadStore for NoStore {
         upload(&str) -> Option<crate::store::Upload>;
         advance_upload(&str, u64, u64, chat_proto::ids::Timestamp) -> bool;
         delete_upload(&str) -> bool;
-        expired_uploads(chat_proto::ids::Timestamp, u32) -> Vec<String>;
+        collectable_uploads(chat_proto::ids::Timestamp, chat_proto::ids::Timestamp, u32) -> Vec<String>;
     }
 }

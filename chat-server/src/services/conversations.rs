@@ -92,7 +92,7 @@ pub async fn member_view(
 /// Whether a member may send `body` here: sealed bodies only where the conversation is
 /// end-to-end encrypted.
 pub fn may_send(conversation: &CachedConversation, body: &Body) -> Result<(), Denied> {
-    if conversation.encrypted && matches!(body, Body::Text(_)) {
+    if conversation.encrypted && !body.is_sealed() {
         return Err(Denied::EncryptionRequired);
     }
     Ok(())

@@ -64,7 +64,7 @@ impl Driver {
             heads: heads.clone(),
         }));
         self.handle.user = user;
-        self.handle.entries = version.has_relations();
+        self.handle.view = crate::hub::View::of(version);
         if version >= ProtocolVersion::DATAGRAMS {
             self.handle.datagrams = self.datagrams.clone();
         }

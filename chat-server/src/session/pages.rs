@@ -63,7 +63,15 @@ impl Driver {
                 ServerFrame::Entries(EntryPage {
                     request_id,
                     conversation,
-                    entries: entries.clone(),
+                    entries: if self.version.has_files() {
+                        entries.clone()
+                    } else {
+                        // A 1.3 session reads bodies with files as text (§2.2).
+                        entries
+                            .iter()
+                            .map(|e| e.without_files().unwrap_or_else(|| e.clone()))
+                            .collect()
+                    },
                     has_more,
                 })
             } else {

@@ -220,6 +220,19 @@ impl Driver {
                         ErrorCode::ReactionLimit,
                         "that message has as many reactions as allowed",
                     ),
+                    Refusal::NoFile => (ErrorCode::NotFound, "no such file of yours"),
+                    Refusal::FileUnfinished => (
+                        ErrorCode::InvalidRequest,
+                        "a file is not completely uploaded yet",
+                    ),
+                    Refusal::FileInUse => (
+                        ErrorCode::InvalidRequest,
+                        "a file is in another message already; upload it again",
+                    ),
+                    Refusal::FileSize => (
+                        ErrorCode::InvalidRequest,
+                        "a file's size is not that of its upload",
+                    ),
                 };
                 self.error(rid, code, message)
             }

@@ -73,6 +73,8 @@ pub(crate) struct Overlay {
     pub(crate) distinct: HashMap<(i64, i64), HashSet<Vec<u8>>>,
     /// Live reactions of a user on a message, by (conversation, target, sender).
     pub(crate) per_user: HashMap<(i64, i64, i64), i64>,
+    /// Indices of the batch's messages that took files.
+    pub(crate) attached: Vec<usize>,
 }
 
 /// Implements [`MessageStore`] for a SQL store type over `$db` (see `sql.rs`).
@@ -154,8 +156,126 @@ macro_rules! impl_messages {
             }
 
             /// Checks one entry of a batch against the log and what the batch accepted
-            /// before it (PROTOCOL.md §5.2, "Rules").
+            /// before it (PROTOCOL.md §5.2, "Rules"), and takes the files of a message
+            /// for it (§5.3).
             async fn check_entry(
+                tx: &mut $crate::store::tx::WriteTx<$db>,
+                overlay: &mut $crate::store::messages::Overlay,
+                index: usize,
+                entry: &$crate::store::NewEntry,
+            ) -> Result<$crate::store::messages::Check, $crate::store::StoreError> {
+                use $crate::store::messages::Check;
+                let check = Self::check_relation(tx, overlay, index, entry).await?;
+                let chat_proto::entry::Content::Message { body: Some(body), .. } = &entry.content else {
+                    return Ok(check);
+                };
+                if !matches!(check, Check::Accept) || !body.has_files() {
+                    return Ok(check);
+                }
+                Ok(match Self::attach_files(tx, entry, body).await? {
+                    Some(refusal) => Check::Refuse(refusal),
+                    None => {
+                        overlay.attached.push(index);
+                        Check::Accept
+                    }
+                })
+            }
+
+            /// Marks the files of a new message as its conversation's, if each is a
+            /// finished upload of the sender's in no other message (and, described in
+            /// the clear, of the size it states); else takes none and says why. The
+            /// conditional update locks each row, so two batches never both take one.
+            async fn attach_files(
+                tx: &mut $crate::store::tx::WriteTx<$db>,
+                entry: &$crate::store::NewEntry,
+                body: &chat_proto::body::Body,
+            ) -> Result<Option<$crate::store::Refusal>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                use $crate::store::Refusal;
+                let sizes: Vec<(String, i64)> = match body {
+                    chat_proto::body::Body::Attachments(a) => a
+                        .files
+                        .iter()
+                        .map(|f| (f.id.0.clone(), $crate::store::uploads::to_signed(f.size)))
+                        .collect(),
+                    other => other.file_ids().into_iter().map(|id| (id.0.clone(), -1)).collect(),
+                };
+                let conversation = i64::from(entry.conversation);
+                let sender = i64::from(entry.sender);
+                let mut taken: Vec<&str> = Vec::new();
+                let mut refusal = None;
+                for (id, size) in &sizes {
+                    let done = sqlx::query(
+                        "UPDATE uploads SET conversation_id = $1 WHERE id = $2 AND owner_id = $3 \
+                         AND conversation_id IS NULL AND purged_at IS NULL AND completed_at IS NOT NULL \
+                         AND ($4 < 0 OR length = $4)",
+                    )
+                    .bind(conversation)
+                    .bind(id)
+                    .bind(sender)
+                    .bind(*size)
+                    .execute(&mut **tx)
+                    .await?;
+                    if done.rows_affected() == 1 {
+                        taken.push(id);
+                        continue;
+                    }
+                    let row = sqlx::query(
+                        "SELECT owner_id, length, completed_at, conversation_id, purged_at FROM uploads WHERE id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    refusal = Some(match row {
+                        Some(r) if r.try_get::<i64, _>("owner_id")? == sender => {
+                            if r.try_get::<Option<i64>, _>("conversation_id")?.is_some()
+                                || r.try_get::<Option<i64>, _>("purged_at")?.is_some()
+                            {
+                                Refusal::FileInUse
+                            } else if r.try_get::<Option<i64>, _>("completed_at")?.is_none() {
+                                Refusal::FileUnfinished
+                            } else {
+                                Refusal::FileSize
+                            }
+                        }
+                        _ => Refusal::NoFile,
+                    });
+                    break;
+                }
+                if refusal.is_some() {
+                    for id in taken {
+                        sqlx::query("UPDATE uploads SET conversation_id = NULL WHERE id = $1")
+                            .bind(id)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                }
+                Ok(refusal)
+            }
+
+            /// Records the seq of the message holding each file a stored message took,
+            /// and gives back those a message that was not stored took.
+            async fn settle_files(
+                tx: &mut $crate::store::tx::WriteTx<$db>,
+                entry: &$crate::store::NewEntry,
+                seq: Option<i64>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let chat_proto::entry::Content::Message { body: Some(body), .. } = &entry.content else {
+                    return Ok(());
+                };
+                for id in body.file_ids() {
+                    let q = match seq {
+                        Some(seq) => sqlx::query("UPDATE uploads SET seq = $2 WHERE id = $1").bind(&id.0).bind(seq),
+                        None => sqlx::query("UPDATE uploads SET conversation_id = NULL WHERE id = $1 AND seq IS NULL")
+                            .bind(&id.0),
+                    };
+                    q.execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            /// Checks a relation against its target (an entry without one passes).
+            async fn check_relation(
                 tx: &mut $crate::store::tx::WriteTx<$db>,
                 overlay: &mut $crate::store::messages::Overlay,
                 index: usize,
@@ -287,13 +407,25 @@ macro_rules! impl_messages {
                 conversation: i64,
                 target: i64,
                 target_kind: i16,
+                now: i64,
             ) -> Result<(), $crate::store::StoreError> {
                 sqlx::query(
-                    "UPDATE messages SET body = NULL, target = CASE WHEN kind = 0 THEN NULL ELSE target END \
+                    "UPDATE messages SET body = NULL, files = NULL, \
+                     target = CASE WHEN kind = 0 THEN NULL ELSE target END \
                      WHERE conversation_id = $1 AND seq = $2",
                 )
                 .bind(conversation)
                 .bind(target)
+                .execute(&mut **tx)
+                .await?;
+                // Its files are no longer served; the collector removes their bytes.
+                sqlx::query(
+                    "UPDATE uploads SET purged_at = $3 \
+                     WHERE conversation_id = $1 AND seq = $2 AND purged_at IS NULL",
+                )
+                .bind(conversation)
+                .bind(target)
+                .bind(now)
                 .execute(&mut **tx)
                 .await?;
                 if target_kind == $crate::store::kind::MESSAGE {
@@ -462,21 +594,26 @@ macro_rules! impl_messages {
                         .iter()
                         .map(|&(i, seq)| {
                             let m = &batch[i];
-                            let (kind, target, body_kind, body) = $crate::store::content_parts(&m.content);
+                            let parts = $crate::store::content_parts(&m.content);
                             $crate::store::NewRow {
                                 conversation: i64::from(m.conversation),
                                 seq,
                                 sender: i64::from(m.sender),
                                 client_msg_id: m.client_msg_id.as_bytes().to_vec(),
-                                kind,
-                                target,
-                                body_kind,
-                                body,
+                                kind: parts.kind,
+                                target: parts.target,
+                                body_kind: parts.body_kind,
+                                body: parts.body,
+                                files: parts.files,
                                 created_at: m.sent_at.0,
                             }
                         })
                         .collect();
                     let ids = Self::insert_messages(&mut tx, &rows).await?;
+                    for &i in &overlay.attached {
+                        let seq = rows_to_insert.iter().find(|(j, _)| *j == i).map(|&(_, seq)| seq);
+                        Self::settle_files(&mut tx, &batch[i], seq).await?;
+                    }
                     for &(i, seq) in &rows_to_insert {
                         let m = &batch[i];
                         let id = ids.get(&(i64::from(m.conversation), seq)).copied().ok_or_else(|| {
@@ -486,7 +623,7 @@ macro_rules! impl_messages {
                             let conv = i64::from(m.conversation);
                             let target = i64::from(target);
                             let target_kind = overlay.targets.get(&(conv, target)).map_or(0, |t| t.kind);
-                            Self::purge(&mut tx, conv, target, target_kind).await?;
+                            Self::purge(&mut tx, conv, target, target_kind, m.sent_at.0).await?;
                         }
                         outcome[i] = Some(Appended::New(chat_proto::entry::Entry {
                             conversation: m.conversation,

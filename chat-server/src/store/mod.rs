@@ -338,6 +338,14 @@ pub enum Refusal {
     Deleted,
     /// Too many reactions on the target.
     ReactionLimit,
+    /// A file of the message is not an upload of its sender's.
+    NoFile,
+    /// A file of the message is not completely uploaded.
+    FileUnfinished,
+    /// A file of the message is in another message already.
+    FileInUse,
+    /// A file's stated size is not the upload's.
+    FileSize,
 }
 
 /// Refresh-token rotation outcome.
@@ -436,6 +444,7 @@ pub(crate) struct NewRow {
     target: Option<i64>,
     body_kind: i16,
     body: Option<Vec<u8>>,
+    files: Option<Vec<u8>>,
     created_at: i64,
 }
 
@@ -454,55 +463,74 @@ pub(crate) mod kind {
 /// The columns of an entry row, for SELECTs (a literal, for `concat!`).
 macro_rules! entry_columns {
     () => {
-        "id, conversation_id, seq, sender_id, client_msg_id, kind, target, body_kind, body, created_at"
+        "id, conversation_id, seq, sender_id, client_msg_id, kind, target, body_kind, body, files, created_at"
     };
 }
 pub(crate) use entry_columns;
 
-/// An entry's content as (kind, target, body kind, body) columns.
-fn content_parts(content: &Content) -> (i16, Option<i64>, i16, Option<Vec<u8>>) {
+/// An entry's content as stored: its columns of `messages`.
+pub(crate) struct ContentParts {
+    kind: i16,
+    target: Option<i64>,
+    body_kind: i16,
+    body: Option<Vec<u8>>,
+    files: Option<Vec<u8>>,
+}
+
+/// An entry's content as (kind, target, body kind, body, files) columns.
+fn content_parts(content: &Content) -> ContentParts {
     let target = |s: &Seq| Some(i64::from(*s));
-    let body = |b: &Option<Body>| match b {
-        Some(b) => {
-            let (k, bytes) = body_parts(b);
-            (k, Some(bytes))
+    let parts = |kind, target, body: &Option<Body>| {
+        let (body_kind, body, files) = match body {
+            Some(b) => {
+                let (k, bytes, files) = body_parts(b);
+                (k, Some(bytes), files)
+            }
+            None => (0, None, None),
+        };
+        ContentParts {
+            kind,
+            target,
+            body_kind,
+            body,
+            files,
         }
-        None => (0, None),
     };
     match content {
-        Content::Message { body: b, reply_to } => {
-            let (k, bytes) = body(b);
-            (kind::MESSAGE, reply_to.as_ref().and_then(target), k, bytes)
+        Content::Message { body, reply_to } => {
+            parts(kind::MESSAGE, reply_to.as_ref().and_then(target), body)
         }
-        Content::Edit { target: t, body: b } => {
-            let (k, bytes) = body(b);
-            (kind::EDIT, target(t), k, bytes)
-        }
-        Content::Delete { target: t } => (kind::DELETE, target(t), 0, None),
+        Content::Edit { target: t, body } => parts(kind::EDIT, target(t), body),
+        Content::Delete { target: t } => parts(kind::DELETE, target(t), &None),
         Content::Reaction {
             target: t,
             reaction,
-        } => match reaction {
-            Some(Reaction::Emoji(e)) => (kind::REACTION, target(t), 0, Some(e.as_bytes().to_vec())),
-            Some(Reaction::Encrypted(env)) => (kind::REACTION, target(t), 1, Some(env.0.to_vec())),
-            None => (kind::REACTION, target(t), 0, None),
-        },
+        } => {
+            let body = reaction.clone().map(|r| match r {
+                Reaction::Emoji(e) => Body::Text(e),
+                Reaction::Encrypted(env) => Body::Encrypted(env),
+            });
+            parts(kind::REACTION, target(t), &body)
+        }
     }
 }
 
-/// An entry's content from its (kind, target, body kind, body) columns.
+/// An entry's content from its (kind, target, body kind, body, files) columns.
 fn content_from(
     kind: i16,
     target: Option<i64>,
     body_kind: i16,
     body: Option<Vec<u8>>,
+    files: Option<Vec<u8>>,
 ) -> Result<Content, StoreError> {
     let target_seq = || {
         target
             .ok_or_else(|| StoreError::Corrupt("relation without a target".into()))
             .and_then(seq)
     };
-    let body = body.map(|b| body_from(body_kind, b)).transpose()?;
+    let body = body
+        .map(|b| body_with_files(body_kind, b, files.as_deref()))
+        .transpose()?;
     Ok(match kind {
         kind::MESSAGE => Content::Message {
             body,
@@ -517,10 +545,13 @@ fn content_from(
         },
         kind::REACTION => Content::Reaction {
             target: target_seq()?,
-            reaction: body.map(|b| match b {
-                Body::Text(t) => Reaction::Emoji(t),
-                Body::Encrypted(e) => Reaction::Encrypted(e),
-            }),
+            reaction: body
+                .map(|b| match b {
+                    Body::Text(t) => Ok(Reaction::Emoji(t)),
+                    Body::Encrypted(e) => Ok(Reaction::Encrypted(e)),
+                    _ => Err(StoreError::Corrupt("a reaction with files".into())),
+                })
+                .transpose()?,
         },
         other => return Err(StoreError::Corrupt(format!("entry kind {other}"))),
     })
@@ -557,20 +588,45 @@ fn seq(raw: i64) -> Result<Seq, StoreError> {
     Seq::try_from(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn body_parts(body: &Body) -> (i16, Vec<u8>) {
+/// A body as (body kind, body, files) columns: text or an envelope, and the files
+/// postcard-encoded (their descriptions for a plain body, their ids for a sealed one).
+fn body_parts(body: &Body) -> (i16, Vec<u8>, Option<Vec<u8>>) {
     match body {
-        Body::Text(t) => (0, t.as_bytes().to_vec()),
-        Body::Encrypted(e) => (1, e.0.to_vec()),
+        Body::Text(t) => (0, t.as_bytes().to_vec(), None),
+        Body::Encrypted(e) => (1, e.0.to_vec(), None),
+        Body::Attachments(a) => (0, a.text.as_bytes().to_vec(), Some(encode_files(&a.files))),
+        Body::SealedAttachments(s) => (1, s.envelope.0.to_vec(), Some(encode_files(&s.files))),
     }
 }
 
+/// A list of files postcard-encoded (it cannot fail for these types).
+fn encode_files<T: serde::Serialize>(files: &[T]) -> Vec<u8> {
+    postcard::to_allocvec(files).unwrap_or_default()
+}
+
 fn body_from(kind: i16, bytes: Vec<u8>) -> Result<Body, StoreError> {
-    match kind {
-        0 => String::from_utf8(bytes)
-            .map(Body::Text)
-            .map_err(|_| StoreError::Corrupt("text body is not UTF-8".into())),
-        1 => Ok(Body::Encrypted(bytes.into())),
-        other => Err(StoreError::Corrupt(format!("body kind {other}"))),
+    body_with_files(kind, bytes, None)
+}
+
+fn body_with_files(kind: i16, bytes: Vec<u8>, files: Option<&[u8]>) -> Result<Body, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("stored {what} do not decode"));
+    let text = |bytes: Vec<u8>| {
+        String::from_utf8(bytes).map_err(|_| StoreError::Corrupt("text body is not UTF-8".into()))
+    };
+    match (kind, files) {
+        (0, None) => text(bytes).map(Body::Text),
+        (1, None) => Ok(Body::Encrypted(bytes.into())),
+        (0, Some(files)) => Ok(Body::Attachments(chat_proto::body::Attachments {
+            text: text(bytes)?,
+            files: postcard::from_bytes(files).map_err(|_| corrupt("files"))?,
+        })),
+        (1, Some(files)) => Ok(Body::SealedAttachments(
+            chat_proto::body::SealedAttachmentIds {
+                envelope: bytes.into(),
+                files: postcard::from_bytes(files).map_err(|_| corrupt("file ids"))?,
+            },
+        )),
+        (other, _) => Err(StoreError::Corrupt(format!("body kind {other}"))),
     }
 }
 

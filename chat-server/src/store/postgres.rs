@@ -56,12 +56,13 @@ impl super::Dialect for PgStore {
         let key: Vec<&[u8]> = rows.iter().map(|r| r.client_msg_id.as_slice()).collect();
         let body_kind: Vec<i16> = rows.iter().map(|r| r.body_kind).collect();
         let body: Vec<Option<&[u8]>> = rows.iter().map(|r| r.body.as_deref()).collect();
+        let files: Vec<Option<&[u8]>> = rows.iter().map(|r| r.files.as_deref()).collect();
         let created: Vec<i64> = rows.iter().map(|r| r.created_at).collect();
         let kind: Vec<i16> = rows.iter().map(|r| r.kind).collect();
         let target: Vec<Option<i64>> = rows.iter().map(|r| r.target).collect();
         let inserted = sqlx::query(
-            "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at, kind, target) \
-             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::smallint[], $6::bytea[], $7::bigint[], $8::smallint[], $9::bigint[]) \
+            "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body_kind, body, files, created_at, kind, target) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::smallint[], $6::bytea[], $7::bytea[], $8::bigint[], $9::smallint[], $10::bigint[]) \
              RETURNING id, conversation_id, seq",
         )
         .bind(&conversation)
@@ -70,6 +71,7 @@ impl super::Dialect for PgStore {
         .bind(&key)
         .bind(&body_kind)
         .bind(&body)
+        .bind(&files)
         .bind(&created)
         .bind(&kind)
         .bind(&target)

@@ -49,6 +49,7 @@ macro_rules! impl_rows {
                         row.try_get("target")?,
                         row.try_get("body_kind")?,
                         row.try_get("body")?,
+                        row.try_get("files")?,
                     )?,
                 })
             }

@@ -63,7 +63,7 @@ impl super::Dialect for SqliteStore {
         let mut ids = super::InsertedIds::with_capacity(rows.len());
         for chunk in rows.chunks(100) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body_kind, body, created_at, kind, target) ",
+                "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body_kind, body, files, created_at, kind, target) ",
             );
             q.push_values(chunk, |mut b, r| {
                 b.push_bind(r.conversation)
@@ -72,6 +72,7 @@ impl super::Dialect for SqliteStore {
                     .push_bind(r.client_msg_id.as_slice())
                     .push_bind(r.body_kind)
                     .push_bind(r.body.as_deref())
+                    .push_bind(r.files.as_deref())
                     .push_bind(r.created_at)
                     .push_bind(r.kind)
                     .push_bind(r.target);

@@ -3,7 +3,7 @@
 //! id. The trait, and its SQL for both backends (one macro, expanded for each store
 //! type in `sqlite.rs` and `postgres.rs`).
 
-use chat_proto::ids::{Timestamp, UserId};
+use chat_proto::ids::{ConversationId, Timestamp, UserId};
 
 use super::*;
 
@@ -28,6 +28,12 @@ pub struct Upload {
     pub expires_at: Timestamp,
     /// When its last byte was stored.
     pub completed_at: Option<Timestamp>,
+    /// The conversation whose message holds it, once it is in one: its members may
+    /// download it.
+    pub conversation: Option<ConversationId>,
+    /// Whether the message holding it was deleted: it is no longer served, and the
+    /// collector removes it.
+    pub purged: bool,
 }
 
 /// An upload to create.
@@ -78,8 +84,15 @@ pub trait UploadStore {
     -> StoreFuture<'_, bool>;
     /// Deletes an upload's row; `false` if there was none.
     fn delete_upload(&self, id: &str) -> StoreFuture<'_, bool>;
-    /// Unfinished uploads that expired before `now`, at most `limit`.
-    fn expired_uploads(&self, now: Timestamp, limit: u32) -> StoreFuture<'_, Vec<String>>;
+    /// Uploads to remove, at most `limit`: unfinished ones that expired before `now`,
+    /// finished ones that no message took since before `unattached_before`, and those
+    /// whose message was deleted.
+    fn collectable_uploads(
+        &self,
+        now: Timestamp,
+        unattached_before: Timestamp,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<String>>;
 }
 
 fn bytes(raw: i64) -> Result<u64, StoreError> {
@@ -111,6 +124,11 @@ where
         completed_at: row
             .try_get::<Option<i64>, _>("completed_at")?
             .map(Timestamp),
+        conversation: row
+            .try_get::<Option<i64>, _>("conversation_id")?
+            .map(conversation_id)
+            .transpose()?,
+        purged: row.try_get::<Option<i64>, _>("purged_at")?.is_some(),
     })
 }
 
@@ -152,7 +170,7 @@ macro_rules! impl_uploads {
                     let row = sqlx::query(
                         "INSERT INTO uploads (id, owner_id, length, received, name, media_type, created_at, expires_at, completed_at) \
                          VALUES ($1, $2, $3, 0, $4, $5, $6, $7, CASE WHEN $3 = 0 THEN $6 ELSE NULL END) \
-                         RETURNING id, owner_id, length, received, name, media_type, created_at, expires_at, completed_at",
+                         RETURNING id, owner_id, length, received, name, media_type, created_at, expires_at, completed_at, conversation_id, purged_at",
                     )
                     .bind(&upload.id)
                     .bind(owner)
@@ -173,8 +191,8 @@ macro_rules! impl_uploads {
                 let id = id.to_owned();
                 $crate::store::counted(async move {
                     sqlx::query(
-                        "SELECT id, owner_id, length, received, name, media_type, created_at, expires_at, completed_at \
-                         FROM uploads WHERE id = $1",
+                        "SELECT id, owner_id, length, received, name, media_type, created_at, expires_at, completed_at, \
+                         conversation_id, purged_at FROM uploads WHERE id = $1",
                     )
                     .bind(&id)
                     .fetch_optional(&self.pool)
@@ -225,17 +243,22 @@ macro_rules! impl_uploads {
                 })
             }
 
-            fn expired_uploads(
+            fn collectable_uploads(
                 &self,
                 now: chat_proto::ids::Timestamp,
+                unattached_before: chat_proto::ids::Timestamp,
                 limit: u32,
             ) -> $crate::store::StoreFuture<'_, Vec<String>> {
                 $crate::store::counted(async move {
                     Ok(sqlx::query_scalar(
                         "SELECT id FROM uploads WHERE completed_at IS NULL AND expires_at < $1 \
-                         ORDER BY expires_at LIMIT $2",
+                         UNION ALL SELECT id FROM uploads WHERE conversation_id IS NULL \
+                         AND completed_at IS NOT NULL AND completed_at < $2 \
+                         UNION ALL SELECT id FROM uploads WHERE purged_at IS NOT NULL \
+                         LIMIT $3",
                     )
                     .bind(now.0)
+                    .bind(unattached_before.0)
                     .bind(i64::from(limit))
                     .fetch_all(&self.pool)
                     .await?)

@@ -85,7 +85,11 @@ impl Ui {
         let who = self.name(m.sender).await;
         let body = |b: &Option<Body>| match b {
             Some(Body::Text(t)) => t.clone(),
-            Some(Body::Encrypted(_)) => "(encrypted)".into(),
+            Some(Body::Encrypted(_) | Body::SealedAttachments(_)) => "(encrypted)".into(),
+            // The caption, then a line per file, as older clients see it.
+            Some(files @ Body::Attachments(_)) => {
+                files.without_files().as_text().unwrap_or("").into()
+            }
             None => "(deleted)".into(),
         };
         let text = match &m.content {

@@ -13,6 +13,7 @@ import type {
   User,
   UserPage,
 } from './generated/api';
+import { HISTORY_PROTOCOL } from './protocol';
 
 // Every body and shared type comes from the Rust definitions (chat-api), generated
 // into ./generated/api.ts.
@@ -241,7 +242,7 @@ export class Api {
 
   /** A page of the log, newest first: entries with a seq below `before` (all when null). */
   history(conversation: number, before: number | null, limit: number): Promise<HistoryPage> {
-    const q = new URLSearchParams({ limit: String(limit) });
+    const q = new URLSearchParams({ limit: String(limit), protocol: HISTORY_PROTOCOL });
     if (before !== null) q.set('before', String(before));
     return this.authed('GET', `/api/conversations/${conversation}/entries?${q}`);
   }

@@ -423,6 +423,11 @@ export class Chat {
     const body = carried(e);
     if (body === null) return { text: null, unreadable: null };
     if ('text' in body) return { text: body.text, unreadable: null };
+    // Files (protocol 1.4) never reach this client while it announces 1.3: the server
+    // sends their text stand-in instead (PROTOCOL.md §2.2).
+    if ('attachments' in body || 'sealed_attachments' in body) {
+      return { text: null, unreadable: 'This message has files this app cannot show yet.' };
+    }
     return this.openSealed(e.conversation, e.sender, e.client_msg_id, body.encrypted);
   }
 

@@ -9,11 +9,16 @@ import { DEFAULT_LIMITS, VERSION } from './generated/protocol';
 export * from './generated/protocol';
 
 /**
- * The version this client announces: the newest, with relations (1.3). A server of
- * 1.2 answers with its own version and sends messages only (`entryOf` makes them
- * entries).
+ * The version this client announces: 1.3, with relations. It does not show files in
+ * messages (1.4) yet, so it announces 1.3 and a newer server sends it their text
+ * stand-in (PROTOCOL.md §2.2); `HISTORY_PROTOCOL` asks the HTTP history for the same.
+ * A server of 1.2 answers with its own version and sends messages only (`entryOf`
+ * makes them entries).
  */
-export const CLIENT_VERSION = VERSION;
+export const CLIENT_VERSION = { major: VERSION.major, minor: 3 } as const;
+
+/** The `protocol` the HTTP history is asked for: the form of `CLIENT_VERSION`. */
+export const HISTORY_PROTOCOL = `${CLIENT_VERSION.major}.${CLIENT_VERSION.minor}`;
 
 /** A message of a 1.2 server (or of `/messages`) as the entry it is. */
 export function entryOf(m: Message): Entry {

@@ -5,7 +5,7 @@
 export const SUBPROTOCOL = 'chat.v1.json';
 
 /** The newest protocol version (the reference implementation's). */
-export const VERSION = { major: 1, minor: 3 } as const;
+export const VERSION = { major: 1, minor: 4 } as const;
 
 /** Defaults of PROTOCOL.md §8, used until `welcome` announces the server's values. */
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -97,9 +97,134 @@ export type ErrorCode = "bad_frame" | "unsupported_frame" | "unsupported_version
 
 /**
  * What a message carries: plain text, or an end-to-end encrypted envelope that the
- * server stores and forwards without being able to read it.
+ * server stores and forwards without being able to read it; since 1.4 either of them
+ * with files (§5.3).
  */
-export type Body = { "text": string } | { "encrypted": string };
+export type Body = { "text": string } | { "encrypted": string } | { "attachments": Attachments } | { "sealed_attachments": SealedAttachmentIds };
+
+/**
+ * Text with files, in a conversation that is not end-to-end encrypted (§5.3).
+ */
+export type Attachments = { 
+/**
+ * The caption, at most [`MAX_TEXT_BODY`](crate::limits::MAX_TEXT_BODY) bytes; may
+ * be empty.
+ */
+text: string, 
+/**
+ * The files, 1 to [`MAX_FILES`](crate::limits::MAX_FILES).
+ */
+files: Array<FileRef>, };
+
+/**
+ * A sealed message with files: the envelope (§5.1) whose plaintext is the JSON of a
+ * [`SealedAttachments`], and the ids of its files in the clear, so that the server can
+ * let the conversation's members download them and purge them with the message.
+ */
+export type SealedAttachmentIds = { 
+/**
+ * The sealed caption and file descriptions.
+ */
+envelope: string, 
+/**
+ * The files' ids, 1 to [`MAX_FILES`](crate::limits::MAX_FILES), distinct.
+ */
+files: Array<string>, };
+
+/**
+ * A file in a message: what a client needs to show it without fetching it.
+ */
+export type FileRef = { 
+/**
+ * The upload holding its bytes (`GET /api/files/{id}`).
+ */
+id: string, 
+/**
+ * Its name for display and saving, 1 to [`MAX_FILE_NAME`](crate::limits::MAX_FILE_NAME)
+ * bytes without control characters; never a path.
+ */
+name: string, 
+/**
+ * Its size in bytes (of the plaintext, for a sealed file).
+ */
+size: number, 
+/**
+ * Its media type (`type/subtype`), at most
+ * [`MAX_MEDIA_TYPE`](crate::limits::MAX_MEDIA_TYPE) bytes.
+ */
+media_type: string, 
+/**
+ * For an image: its size in pixels and a small preview.
+ */
+image: ImageInfo | null, };
+
+/**
+ * What a client shows of an image before fetching it. The server never decodes images;
+ * the sender's client measures it and makes the thumbnail.
+ */
+export type ImageInfo = { 
+/**
+ * Width in pixels, at least 1.
+ */
+width: number, 
+/**
+ * Height in pixels, at least 1.
+ */
+height: number, 
+/**
+ * A small JPEG, PNG or WebP preview, at most
+ * [`MAX_THUMBNAIL`](crate::limits::MAX_THUMBNAIL) bytes.
+ */
+thumbnail: string | null, };
+
+/**
+ * The plaintext of a [`Body::SealedAttachments`] envelope, as JSON (§5.3): the caption
+ * and, for each file, its description and the key that opens its bytes.
+ */
+export type SealedAttachments = { 
+/**
+ * The caption; may be empty.
+ */
+text: string, 
+/**
+ * The files, in the order of the body's ids.
+ */
+files: Array<SealedFile>, };
+
+/**
+ * One file of a sealed message: its description and how to open its bytes.
+ */
+export type SealedFile = { 
+/**
+ * The 32-byte key its chunks are sealed with (§5.3.1), base64.
+ */
+key: string, 
+/**
+ * SHA-256 of the stored (encrypted) bytes, base64.
+ */
+digest: string, 
+/**
+ * The upload holding its bytes (`GET /api/files/{id}`).
+ */
+id: string, 
+/**
+ * Its name for display and saving, 1 to [`MAX_FILE_NAME`](crate::limits::MAX_FILE_NAME)
+ * bytes without control characters; never a path.
+ */
+name: string, 
+/**
+ * Its size in bytes (of the plaintext, for a sealed file).
+ */
+size: number, 
+/**
+ * Its media type (`type/subtype`), at most
+ * [`MAX_MEDIA_TYPE`](crate::limits::MAX_MEDIA_TYPE) bytes.
+ */
+media_type: string, 
+/**
+ * For an image: its size in pixels and a small preview.
+ */
+image: ImageInfo | null, };
 
 /**
  * Conversation position: "the last message I have seen here is `seq`" (in `hello`), or
