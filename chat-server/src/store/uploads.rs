@@ -67,8 +67,8 @@ pub enum UploadRefusal {
 /// Resumable uploads (the `uploads` table).
 pub trait UploadStore {
     /// Creates an upload unless it would take its owner past `quota` bytes (finished and
-    /// unfinished uploads counted at their full length) or past `max_in_progress`
-    /// unfinished uploads.
+    /// unfinished uploads counted at their full length; files of deleted messages, no
+    /// longer served, not at all) or past `max_in_progress` unfinished uploads.
     fn create_upload(
         &self,
         upload: NewUpload,
@@ -152,7 +152,7 @@ macro_rules! impl_uploads {
                     let row = sqlx::query(
                         "SELECT CAST(COALESCE(SUM(length), 0) AS BIGINT) AS used, \
                          CAST(COALESCE(SUM(CASE WHEN completed_at IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS open \
-                         FROM uploads WHERE owner_id = $1",
+                         FROM uploads WHERE owner_id = $1 AND purged_at IS NULL",
                     )
                     .bind(owner)
                     .fetch_one(&mut *tx)
