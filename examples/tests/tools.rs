@@ -100,6 +100,41 @@ async fn chat_cli_talks_to_a_person() {
     bob.send_text(got.conversation, "hi ada")
         .await
         .expect("acked");
+    // Files both ways: bob sends one, ada saves it; ada sends one, bob gets it.
+    let files = tempfile::tempdir().expect("files");
+    let sent = files.path().join("notes.txt");
+    std::fs::write(&sent, b"three things to remember").expect("write");
+    let file = chat_sdk::FileToSend::new(&sent, "text/plain");
+    let ack = bob
+        .send_files(got.conversation, "for you", &[file], |_, _, _| {})
+        .await
+        .expect("sent");
+    let saved = files.path().join("saved");
+    std::fs::create_dir(&saved).expect("dir");
+    let typed = format!(
+        "/save {} {}\n/send {} the reply\n",
+        ack.seq.get(),
+        saved.display(),
+        sent.display()
+    );
+    stdin.write_all(typed.as_bytes()).await.expect("typed");
+    let reply = loop {
+        let e = next_entry(&mut events).await;
+        if e.sender != bob.user_id() {
+            break e;
+        }
+    };
+    let Some(chat_sdk::chat_proto::body::Body::Attachments(a)) = reply.body() else {
+        panic!("files from ada: {reply:?}");
+    };
+    assert_eq!(
+        (a.text.as_str(), a.files[0].name.as_str()),
+        ("the reply", "notes.txt")
+    );
+    assert_eq!(
+        std::fs::read(saved.join("notes.txt")).expect("saved"),
+        b"three things to remember"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     stdin.write_all(b"/who\n/quit\n").await.expect("typed");
     let out = tokio::time::timeout(Duration::from_secs(20), cli.wait_with_output())
@@ -111,6 +146,10 @@ async fn chat_cli_talks_to_a_person() {
     assert!(stdout.contains("bob: hi ada"), "{stdout}");
     assert!(stdout.contains("ada: hello from the terminal"), "{stdout}");
     assert!(stdout.contains("  bob ("), "{stdout}");
+    assert!(
+        stdout.contains("bob: for you\n📎 notes.txt (24 B)"),
+        "{stdout}"
+    );
     bob.close().await;
     server.stop().await.expect("clean shutdown");
 }

@@ -12,7 +12,7 @@ use chat_sdk::chat_proto::body::Body;
 use chat_sdk::chat_proto::entry::{Content, Entry, Reaction};
 use chat_sdk::chat_proto::ids::{ConversationId, Seq, UserId};
 use chat_sdk::chat_proto::prelude::PresenceStatus;
-use chat_sdk::{Client, Event};
+use chat_sdk::{Client, Event, FileToSend};
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
@@ -47,6 +47,8 @@ commands:
   /edit N TEXT          change your message #N
   /delete N             delete message #N (yours, or any in a group you own)
   /react N EMOJI        react to message #N (again with the entry's #, /delete N undoes it)
+  /send PATH [CAPTION]  send a file (sealed end to end in an encrypted conversation)
+  /save N [DIR]         save the files of message #N (into the current directory)
   /quit                 exit
 anything else is sent to the open conversation";
 
@@ -79,6 +81,45 @@ impl Ui {
             .find(|u| u.username.eq_ignore_ascii_case(username))
             .map(|u| u.id)
             .with_context(|| format!("no user named {username}"))
+    }
+
+    /// Saves the files of message `seq` into `dir`, each under its own name (its last
+    /// path component only, so a name cannot write outside `dir`).
+    async fn save(
+        &self,
+        conversation: ConversationId,
+        seq: Seq,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        let after = Seq::new(seq.get() + 1)?;
+        let page = self.client.history(conversation, Some(after), 1).await?;
+        let entry = page
+            .entries
+            .into_iter()
+            .find(|e| e.seq == seq)
+            .with_context(|| format!("no message #{}", seq.get()))?;
+        let Some(Body::Attachments(a)) = entry.body() else {
+            anyhow::bail!("message #{} has no files this client can open", seq.get());
+        };
+        for file in &a.files {
+            let name = std::path::Path::new(&file.name)
+                .file_name()
+                .map_or_else(|| "file".into(), |n| n.to_owned());
+            let path = dir.join(name);
+            let mut out = tokio::fs::File::create(&path)
+                .await
+                .with_context(|| format!("creating {}", path.display()))?;
+            match self.client.download_attachment(file, &mut out).await {
+                Ok(n) => println!("  saved {} ({n} bytes)", path.display()),
+                Err(e) => {
+                    // What arrived of a file that failed must not pass for the file.
+                    drop(out);
+                    let _ = tokio::fs::remove_file(&path).await;
+                    return Err(e).with_context(|| format!("downloading {}", file.name));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn show(&mut self, m: &Entry) {
@@ -249,6 +290,27 @@ impl Ui {
                     _ => self.client.react(conversation, target, rest).await?,
                 };
                 println!("  (#{})", ack.seq.get());
+            }
+            "/send" => {
+                let conversation = self.open.context("no conversation open")?;
+                let path = words.next().context("/send PATH [CAPTION]")?;
+                let caption = words.collect::<Vec<_>>().join(" ");
+                let file = FileToSend::new(path, chat_examples::media_type(path.as_ref()));
+                let ack = self
+                    .client
+                    .send_files(conversation, &caption, &[file], |_, _, _| {})
+                    .await?;
+                println!("  (#{})", ack.seq.get());
+            }
+            "/save" => {
+                let conversation = self.open.context("no conversation open")?;
+                let n: u64 = words
+                    .next()
+                    .context("/save N [DIR]")?
+                    .trim_start_matches('#')
+                    .parse()?;
+                let dir = std::path::PathBuf::from(words.next().unwrap_or("."));
+                self.save(conversation, Seq::new(n)?, &dir).await?;
             }
             "/typing" => {
                 let conversation = self.open.context("no conversation open")?;

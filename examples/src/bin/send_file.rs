@@ -37,28 +37,6 @@ struct Args {
     files: Vec<std::path::PathBuf>,
 }
 
-/// A media type from a file name's extension (the common ones; anything else is
-/// `application/octet-stream`).
-fn media_type(path: &std::path::Path) -> &'static str {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    match ext.as_str() {
-        "jpg" | "jpeg" => "image/jpeg",
-        "png" => "image/png",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "pdf" => "application/pdf",
-        "txt" | "md" => "text/plain",
-        "zip" => "application/zip",
-        "mp4" => "video/mp4",
-        "mp3" => "audio/mpeg",
-        _ => "application/octet-stream",
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     chat_examples::init_logging();
@@ -88,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let files: Vec<FileToSend> = args
         .files
         .iter()
-        .map(|p| FileToSend::new(p, media_type(p)))
+        .map(|p| FileToSend::new(p, chat_examples::media_type(p)))
         .collect();
     let mut shown = (usize::MAX, 0);
     let ack = client
