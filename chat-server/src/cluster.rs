@@ -190,8 +190,9 @@ impl Roster {
             .collect()
     }
 
-    /// Forgets nodes silent since before `cutoff`; returns the users left on no node.
-    fn expire(&mut self, cutoff: Instant) -> Vec<UserId> {
+    /// Forgets nodes silent since before `cutoff`; returns how many, and the users left
+    /// on no node.
+    fn expire(&mut self, cutoff: Instant) -> (usize, Vec<UserId>) {
         let dead: Vec<u64> = self
             .nodes
             .iter()
@@ -199,6 +200,7 @@ impl Roster {
             .map(|(&node, _)| node)
             .collect();
         let mut gone = Vec::new();
+        let count = dead.len();
         for node in dead {
             tracing::warn!(
                 node = format_args!("{node:016x}"),
@@ -208,7 +210,7 @@ impl Roster {
                 gone.extend(users.into_iter().filter(|&u| self.drop_user_node(u, node)));
             }
         }
-        gone
+        (count, gone)
     }
 }
 
@@ -613,6 +615,9 @@ async fn apply(hub: &Arc<Hub>, bus: &Bus, payload: &[u8]) -> Option<bool> {
         Event::Fanout { users, frame } => match codec::decode_postcard::<ServerFrame>(&frame) {
             Ok(frame) => {
                 let is_message = matches!(frame, ServerFrame::Entry(_) | ServerFrame::Message(_));
+                if let ServerFrame::Entry(e) = &frame {
+                    hub.note_seen(e.conversation, e.seq);
+                }
                 let queued = hub.send_to_users(&users, &SharedFrame::new(frame), None);
                 if is_message {
                     metrics::counter!(crate::metrics::MESSAGES_DELIVERED).increment(queued as u64);
@@ -681,8 +686,13 @@ async fn heartbeat(hub: Arc<Hub>, bus: Arc<Bus>) {
         let Some(cutoff) = Instant::now().checked_sub(NODE_TIMEOUT) else {
             continue;
         };
-        let gone = bus.roster().expire(cutoff);
+        let (nodes, gone) = bus.roster().expire(cutoff);
         offline_here(&hub, gone).await;
+        if nodes > 0 {
+            // It may have committed entries it never published.
+            let hub = hub.clone();
+            tokio::spawn(async move { hub.catch_up().await });
+        }
     }
 }
 
@@ -724,7 +734,7 @@ mod tests {
         assert!(!r.users.contains_key(&user(10)));
         // Node 2 goes silent: user 11 is gone with it; node 1, heard later, stays.
         r.heard(1, t0 + Duration::from_secs(20));
-        assert_eq!(r.expire(t0 + Duration::from_secs(5)), vec![user(11)]);
+        assert_eq!(r.expire(t0 + Duration::from_secs(5)), (1, vec![user(11)]));
         assert!(r.users.is_empty());
         assert!(r.nodes.contains_key(&1) && !r.nodes.contains_key(&2));
     }

@@ -494,3 +494,44 @@ async fn a_redis_restart_is_survived() {
     drop((alice, bob));
     cluster.cleanup().await;
 }
+
+/// A node that commits an entry and dies before publishing it (nothing follows in that
+/// conversation): once the survivors declare it gone, their sessions get the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_node_committed_before_dying_reaches_the_survivors_sessions() {
+    use chat_server::store::NewEntry;
+    let cluster = Cluster::new().await;
+    let a = cluster.node().await;
+    let mut b = cluster.node().await;
+    let (alice, mut alice_events) = person(&a.url(), "alice").await;
+    let (bob, _bob_events) = person(&b.url(), "bob").await;
+    let dm = alice.create_direct(bob.user_id()).await.expect("dm").id;
+    bob.send_text(dm, "before").await.expect("sent");
+    assert_eq!(messages(&mut alice_events, dm, 1).await, ["before"]);
+
+    // Node B's commit, through the store it writes with, that it never publishes: it is
+    // killed at once.
+    let store = chat_server::store::open(&cluster.db.as_ref().expect("database").url)
+        .await
+        .expect("store");
+    let entry = NewEntry::message(
+        dm,
+        bob.user_id(),
+        ClientMsgId::from_bytes([7; 16]),
+        Body::Text("committed, never published".into()),
+        Timestamp::now(),
+    );
+    let stored = store.append_batch(vec![entry]).await.expect("commits");
+    assert!(matches!(stored[0], chat_server::store::Appended::New(_)));
+    b.kill().await;
+
+    // Node A declares B gone after its silence and catches its sessions up.
+    let wait = chat_server::cluster::NODE_TIMEOUT + chat_server::cluster::ALIVE_EVERY * 3;
+    let got = tokio::time::timeout(wait, messages(&mut alice_events, dm, 1))
+        .await
+        .expect("the entry arrives once node B is declared gone");
+    assert_eq!(got, ["committed, never published"]);
+    no_more_messages(&mut alice_events).await;
+    drop((alice, bob, store));
+    cluster.cleanup().await;
+}

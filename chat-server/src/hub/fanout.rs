@@ -143,6 +143,7 @@ impl Hub {
             let mut runs: Vec<(ConversationId, Vec<Entry>)> = Vec::new();
             let mut index: HashMap<ConversationId, usize> = HashMap::new();
             for message in messages {
+                self.note_seen(message.conversation, message.seq);
                 let at = *index.entry(message.conversation).or_insert_with(|| {
                     runs.push((message.conversation, Vec::new()));
                     runs.len() - 1

@@ -12,6 +12,7 @@
 //! the same conversation committed while its fan-out runs join it: sessions it has not
 //! reached yet get them in the same write, the others in one more pass over them.
 
+mod catchup;
 mod fanout;
 mod frame;
 mod membership;
@@ -74,6 +75,9 @@ pub struct Hub {
     registrations: AtomicU64,
     /// Bumped when every session should reconnect and resume (see [`Hub::resync`]).
     resync: watch::Sender<u64>,
+    /// The newest seq this node's sessions have had, per conversation (see
+    /// [`Hub::catch_up`]).
+    seen: Mutex<catchup::Seen>,
 }
 
 impl Hub {
@@ -90,6 +94,7 @@ impl Hub {
             invalidations: AtomicU64::new(0),
             registrations: AtomicU64::new(0),
             resync: watch::channel(0).0,
+            seen: Mutex::default(),
         }
     }
 

@@ -553,6 +553,7 @@ impl crate::store::ConversationStore for NoStore {
         conversation(ConversationId, UserId) -> Option<crate::store::Conversation>;
         conversations(UserId) -> Vec<crate::store::ConversationSummary>;
         heads(UserId) -> Vec<chat_proto::frame::Cursor>;
+        last_seqs(Vec<ConversationId>) -> Vec<chat_proto::frame::Cursor>;
         member_ids(ConversationId) -> Vec<UserId>;
         add_member(ConversationId, UserId, crate::store::Role, chat_proto::ids::Timestamp) -> bool;
         remove_member(ConversationId, UserId) -> bool;

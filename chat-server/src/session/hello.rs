@@ -78,6 +78,11 @@ impl Driver {
             .await
             .unwrap_or_else(|_| heads.clone());
         self.replay(&hello.resume, &heads, &now_heads).await;
+        // This session has had its conversations up to these heads: what a lost peer
+        // commits beyond them is caught up on (see `Hub::catch_up`).
+        for head in &now_heads {
+            self.app.hub().note_seen(head.conversation, head.seq);
+        }
         self.presence_on_connect(user, first, &heads).await;
         metrics::counter!(crate::metrics::HANDSHAKES, "result" => "ok").increment(1);
         tracing::info!(client = %hello.client, "session established");

@@ -36,6 +36,11 @@ pub trait ConversationStore {
     fn conversations(&self, user: UserId) -> StoreFuture<'_, Vec<ConversationSummary>>;
     /// The newest seq of every conversation `user` belongs to.
     fn heads(&self, user: UserId) -> StoreFuture<'_, Vec<chat_proto::frame::Cursor>>;
+    /// The newest seq of each of these conversations (those that exist).
+    fn last_seqs(
+        &self,
+        ids: Vec<ConversationId>,
+    ) -> StoreFuture<'_, Vec<chat_proto::frame::Cursor>>;
     /// Whether a conversation is end-to-end encrypted, and its members; `None` if it
     /// does not exist.
     fn conversation_meta(&self, id: ConversationId) -> StoreFuture<'_, Option<ConversationMeta>>;
@@ -226,6 +231,31 @@ macro_rules! impl_conversations {
                             })
                         })
                         .collect()
+                })
+            }
+
+            fn last_seqs(
+                &self,
+                ids: Vec<chat_proto::ids::ConversationId>,
+            ) -> $crate::store::StoreFuture<'_, Vec<chat_proto::frame::Cursor>> {
+                $crate::store::counted(async move {
+                    use sqlx::Row as _;
+                    let mut out = Vec::with_capacity(ids.len());
+                    for chunk in ids.chunks(500) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id, last_seq FROM conversations WHERE id IN (");
+                        let mut list = q.separated(", ");
+                        for id in chunk {
+                            list.push_bind(i64::from(*id));
+                        }
+                        q.push(")");
+                        for r in q.build().fetch_all(&self.pool).await? {
+                            out.push(chat_proto::frame::Cursor {
+                                conversation: $crate::store::conversation_id(r.try_get("id")?)?,
+                                seq: $crate::store::seq(r.try_get("last_seq")?)?,
+                            });
+                        }
+                    }
+                    Ok(out)
                 })
             }
 
