@@ -143,7 +143,6 @@ impl Hub {
             let mut runs: Vec<(ConversationId, Vec<Entry>)> = Vec::new();
             let mut index: HashMap<ConversationId, usize> = HashMap::new();
             for message in messages {
-                self.note_seen(message.conversation, message.seq);
                 let at = *index.entry(message.conversation).or_insert_with(|| {
                     runs.push((message.conversation, Vec::new()));
                     runs.len() - 1
@@ -191,6 +190,8 @@ impl Hub {
         }
         let tail = Arc::new(Mutex::new(Tail::default()));
         let append = |tail: &mut Tail, entry: Entry| {
+            // Every entry this node's sessions get, those a sweep takes in included.
+            self.note_seen(entry.conversation, entry.seq);
             let frame = SharedFrame::new(ServerFrame::Entry(entry));
             self.publish_fanout(&members, &frame);
             for (at, &used) in used.iter().enumerate() {
