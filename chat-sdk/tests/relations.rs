@@ -7,18 +7,8 @@ mod common;
 use chat_sdk::chat_proto::error::ErrorCode;
 use chat_sdk::chat_proto::prelude::*;
 use chat_sdk::chat_proto::timeline::Timeline;
-use chat_sdk::{Client, Error, Event, Events};
-use common::{PASSWORD, TestServer, contains, next_event};
-
-async fn user(server: &TestServer, name: &str, key: Option<&std::path::Path>) -> (Client, Events) {
-    let mut builder = server.ws(name).register(name, PASSWORD, None);
-    if let Some(path) = key {
-        builder = builder.device_key(path);
-    }
-    let client = builder.connect().await.expect("connects");
-    let events = client.events();
-    (client, events)
-}
+use chat_sdk::{Error, Event, Events};
+use common::{PASSWORD, TestServer, contains, next_event, user};
 
 /// Folds the next `n` entries of `conversation` into `timeline`; returns them.
 async fn fold(

@@ -56,6 +56,15 @@ async fn answer(ws: &mut WsClient, id: u32) -> Result<Seq, ErrorCode> {
     .await
 }
 
+/// The next `entry` frame a session receives.
+async fn next_entry(ws: &mut WsClient) -> chat_proto::entry::Entry {
+    ws.until(|f| match f {
+        ServerFrame::Entry(e) => Some(e),
+        _ => None,
+    })
+    .await
+}
+
 async fn live(s: &TestServer, who: &Account, version: ProtocolVersion) -> WsClient {
     let (mut ws, welcome) =
         WsClient::login_at(s.addr(), Sub::Json, &who.token, vec![], version).await;
@@ -101,23 +110,13 @@ async fn files_in_messages(kind: TestDbKind) {
     let at = answer(&mut a, 1).await.expect("stored");
 
     // A 1.4 session reads the files; 1.3 and 1.2 sessions a text stand-in, same seq.
-    let entry = b
-        .until(|f| match f {
-            ServerFrame::Entry(e) => Some(e),
-            _ => None,
-        })
-        .await;
+    let entry = next_entry(&mut b).await;
     assert_eq!(
         (entry.seq, entry.content.clone()),
         (at, Content::message(body.clone()))
     );
     let stand_in = "Our view\n📎 view.jpg (5.0 KB)\n📎 notes.txt (17 B)";
-    let old = b13
-        .until(|f| match f {
-            ServerFrame::Entry(e) => Some(e),
-            _ => None,
-        })
-        .await;
+    let old = next_entry(&mut b13).await;
     assert_eq!(
         (old.seq, old.content),
         (at, Content::message(Body::Text(stand_in.into())))

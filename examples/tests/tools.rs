@@ -14,6 +14,18 @@ async fn server(dir: &std::path::Path) -> chat_server::RunningServer {
         .spawn()
 }
 
+/// A finished tool's standard output; fails the test, showing both outputs, unless it
+/// exited successfully.
+fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The next log entry `events` delivers, within 20 seconds.
 async fn next_entry(events: &mut chat_sdk::Events) -> chat_sdk::chat_proto::entry::Entry {
     tokio::time::timeout(Duration::from_secs(20), async {
@@ -54,12 +66,7 @@ async fn simulate_checks_a_deployment_over_both_transports() {
     .await
     .expect("finishes")
     .expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("6 people (3 on QUIC, 3 on WebSocket)"),
         "{stdout}"
@@ -195,12 +202,7 @@ async fn send_file_delivers_plain_and_sealed_files() {
             .await
             .expect("finishes")
             .expect("runs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = succeeded(&out);
         assert!(stdout.contains("sent 1 file(s) to grace"), "{stdout}");
         let entry = next_entry(&mut events).await;
         let Some(Body::Attachments(a)) = entry.body() else {

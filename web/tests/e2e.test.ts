@@ -10,12 +10,7 @@ import {
 } from '../src/lib/e2e';
 // Sealed by chat-crypto (Rust); its own test checks the same file.
 import fixture from '../../chat-crypto/tests/data/envelope-interop.json';
-
-function unhex(s: string): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(s.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(i * 2, i * 2 + 2), 16);
-  return out;
-}
+import { unhex } from './hex';
 
 const PKCS8_X25519 = unhex('302e020100300506032b656e04220420');
 

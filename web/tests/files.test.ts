@@ -3,12 +3,7 @@ import { FileOpenError, SEALED_CHUNK, newFileKey, openFile, plainLen, sealFile, 
 import { toHex } from '../src/lib/e2e';
 // The vectors chat-crypto's tests check too (PROTOCOL.md §5.3.1).
 import fixture from '../../chat-crypto/tests/data/file-interop.json';
-
-function unhex(s: string): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(s.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(i * 2, i * 2 + 2), 16);
-  return out;
-}
+import { unhex } from './hex';
 
 function pattern(n: number): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(n);
