@@ -33,7 +33,7 @@ COPY --from=web /src/web/dist web/dist
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --profile dist --locked -p chat-server --features postgres,cluster \
+    cargo build --profile dist --locked -p chat-server --features postgres,cluster,s3 \
     && install -D target/dist/chat-server /out/chat-server
 
 # --- Runtime: Debian slim, no compiler, no shell tools beyond bash. ---

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Every test of the project: the Rust workspace (unit, integration, doc tests; the
 # database tests use the PostgreSQL named in README; a Python venv in target/ holds the
-# tus client the upload tests drive), then the web client: type check,
+# tus client the upload tests drive and moto, the S3-compatible server the tests of the
+# bucket file store start), then the web client: type check,
 # unit tests, and the end-to-end tests in Debian's Chromium against a real chat-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "==> Python: the tus reference client (tuspy) for the upload tests"
-if [ ! -x target/py-venv/bin/python ] || ! target/py-venv/bin/python -c "import tusclient" 2>/dev/null; then
+echo "==> Python: the tus reference client (tuspy) and an S3-compatible server (moto)"
+if [ ! -x target/py-venv/bin/moto_server ] || ! target/py-venv/bin/python -c "import tusclient, moto" 2>/dev/null; then
     python3 -m venv target/py-venv
-    target/py-venv/bin/pip install --quiet --disable-pip-version-check "tuspy==1.1.0"
+    target/py-venv/bin/pip install --quiet --disable-pip-version-check "tuspy==1.1.0" "moto[server]==5.2.6"
 fi
 
 echo "==> Rust: cargo test --workspace --all-features"

@@ -109,6 +109,20 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_HTTP_CONNECTIONS", default_value_t = 10_000)]
     pub max_http_connections: usize,
 
+    /// Where files' bytes are kept: a directory (a path or `file:///PATH`), or an
+    /// S3-compatible bucket `s3://BUCKET[/PREFIX]` (a build with the `s3` feature) that
+    /// all nodes of a deployment share, its endpoint, region and credentials from the
+    /// standard `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`). Default:
+    /// DATA_DIR/files.
+    #[arg(long, env = "CHAT_FILE_STORE")]
+    pub file_store: Option<String>,
+
+    /// Settings of an S3 file store over those of the environment (object_store's
+    /// configuration keys, such as `aws_endpoint`), for programs that embed the server.
+    #[arg(skip)]
+    pub file_store_options: Vec<(String, String)>,
+
     /// Largest file a user may upload, in bytes; a larger announced `Upload-Length` is
     /// refused (413) before any byte is stored.
     #[arg(long, env = "CHAT_MAX_FILE_SIZE", default_value_t = 100 * 1024 * 1024)]

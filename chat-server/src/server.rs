@@ -52,9 +52,12 @@ impl Server {
         tracing::info!(backend = store.backend(), database = %redact(&url), "storage ready");
         let redis = config.redis_url.clone();
         let channel = config.redis_channel.clone();
-        let files = config.data_dir.join("files");
-        let blobs = crate::blobs::Blobs::open(&files)
-            .with_context(|| format!("creating the file store {}", files.display()))?;
+        let blobs = match &config.file_store {
+            Some(setting) => crate::blobs::Blobs::from_setting(setting, &config.file_store_options),
+            None => crate::blobs::Blobs::open(&config.data_dir.join("files")),
+        }
+        .context("opening the file store")?;
+        tracing::info!(kind = blobs.kind(), "file store ready");
         let app = App::new(config, store, tokens, blobs);
         #[cfg(feature = "cluster")]
         let bus = match redis {

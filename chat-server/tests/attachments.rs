@@ -16,7 +16,7 @@ use chat_server::testing::TestDbKind;
 use common::tus::{download, upload};
 use common::ws::{Sub, WsClient};
 use common::{Account, TestServer, V1_2};
-use http::{Method, StatusCode, header};
+use http::{Method, StatusCode};
 
 const V1_3: ProtocolVersion = ProtocolVersion { major: 1, minor: 3 };
 
@@ -235,15 +235,7 @@ async fn files_in_messages(kind: TestDbKind) {
     .await;
     assert_eq!(answer(&mut a, 22).await, Ok(second));
     // A file in a message cannot be ended by its uploader; deleting the message does.
-    let end = s
-        .raw(
-            s.request(Method::DELETE, &format!("/api/uploads/{fresh}"))
-                .header("tus-resumable", common::tus::TUS)
-                .header(header::AUTHORIZATION, format!("Bearer {}", ann.token))
-                .body(http_body_util::Full::new(bytes::Bytes::new()))
-                .expect("request"),
-        )
-        .await;
+    let end = common::tus::terminate(&s, &ann, &format!("/api/uploads/{fresh}")).await;
     assert_eq!(end.status, StatusCode::CONFLICT);
     // Edits change the caption only; a 1.3 session cannot send files.
     a.send(&ClientFrame::Relate(Relate {

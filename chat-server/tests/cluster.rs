@@ -3,7 +3,11 @@
 //! resume without loss or duplicates; a Redis restart is survived.
 //!
 //! Each test runs its own `redis-server` (so it can restart it without disturbing
-//! anything else) and its own PostgreSQL schema.
+//! anything else) and its own PostgreSQL schema. With the `s3` feature, the nodes share
+//! files through a bucket on a real S3-compatible server (moto).
+
+#[cfg(feature = "s3")]
+mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -81,8 +85,15 @@ struct Node {
 
 impl Node {
     /// Starts a node; all nodes share `data_dir` (the token signing key) and the database.
-    async fn start(db: &TestDb, redis: &Redis, channel: &str, data_dir: &Path) -> Self {
+    async fn start(
+        db: &TestDb,
+        redis: &Redis,
+        channel: &str,
+        data_dir: &Path,
+        env: &[(String, String)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args(["--http-addr", "127.0.0.1:0", "--quic-addr", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
@@ -167,12 +178,14 @@ impl Drop for Balancer {
     }
 }
 
-/// What one test needs: a database, a Redis, a channel, a shared data directory.
+/// What one test needs: a database, a Redis, a channel, a shared data directory, and
+/// environment variables for every node.
 struct Cluster {
     db: Option<TestDb>,
     redis: Redis,
     channel: String,
     dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -182,6 +195,7 @@ impl Cluster {
             redis: Redis::start().await,
             channel: format!("chat-test:{:016x}", rand::random::<u64>()),
             dir: tempfile::tempdir().expect("temporary directory"),
+            env: Vec::new(),
         }
     }
 
@@ -191,6 +205,7 @@ impl Cluster {
             &self.redis,
             &self.channel,
             self.dir.path(),
+            &self.env,
         )
         .await
     }
@@ -533,5 +548,91 @@ async fn what_a_node_committed_before_dying_reaches_the_survivors_sessions() {
     assert_eq!(got, ["committed, never published"]);
     no_more_messages(&mut alice_events).await;
     drop((alice, bob, store));
+    cluster.cleanup().await;
+}
+
+/// Files in a bucket are the cluster's: an upload started on one node goes on through
+/// another, and a member on a third connection downloads it from either node.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_share_files_through_a_bucket() {
+    use chat_proto::body::{Attachments, FileId, FileRef};
+    use std::ops::ControlFlow;
+    let moto = common::s3::Moto::start().await;
+    let bucket = moto.bucket().await;
+    let mut cluster = Cluster::new().await;
+    cluster.env = bucket.env.clone();
+    cluster
+        .env
+        .push(("CHAT_FILE_STORE".into(), bucket.setting.clone()));
+    let a = cluster.node().await;
+    let b = cluster.node().await;
+    let (alice, _alice_events) = person(&a.url(), "alice").await;
+    let (bob, mut bob_events) = person(&b.url(), "bob").await;
+    let dm = alice.create_direct(bob.user_id()).await.expect("dm").id;
+
+    let content: Vec<u8> = (0..6 * 1024 * 1024 + 5).map(|i| (i % 239) as u8).collect();
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("photos.tar");
+    std::fs::write(&path, &content).expect("file");
+    // Node A stores the first chunk; alice pauses there.
+    let paused = alice
+        .upload_file(&path, "application/x-tar", |_, _| ControlFlow::Break(()))
+        .await
+        .expect("first chunk");
+    assert_eq!(paused.received, chat_sdk::files::CHUNK as u64);
+    // Her other device, on node B, finishes it.
+    let other = ClientBuilder::new(b.url())
+        .client_name("alice-laptop")
+        .login("alice", PASSWORD)
+        .connect()
+        .await
+        .expect("alice on node B");
+    let done = other
+        .resume_upload(&paused.id, &path, |_, _| ControlFlow::Continue(()))
+        .await
+        .expect("the rest");
+    assert!(done.is_complete(), "{done:?}");
+    let keys = moto.keys(&bucket, &format!("files/{}/", paused.id)).await;
+    assert_eq!(keys.len(), 2, "a part from each node: {keys:?}");
+
+    let file = FileRef {
+        id: FileId(paused.id.clone()),
+        name: "photos.tar".into(),
+        size: content.len() as u64,
+        media_type: "application/x-tar".into(),
+        image: None,
+    };
+    other
+        .send(
+            dm,
+            chat_sdk::new_client_msg_id(),
+            Body::Attachments(Attachments {
+                text: "the photos".into(),
+                files: vec![file.clone()],
+            }),
+        )
+        .await
+        .expect("sent");
+    next_event(&mut bob_events, |e| {
+        matches!(e, Event::Entry(m) if m.conversation == dm
+            && matches!(m.body(), Some(Body::Attachments(a)) if a.files.len() == 1))
+    })
+    .await;
+    // Bob, whose session is on node B, downloads through either node.
+    for node in [&a, &b] {
+        let reader = ClientBuilder::new(node.url())
+            .login("bob", PASSWORD)
+            .connect()
+            .await
+            .expect("bob");
+        let mut got = Vec::new();
+        reader
+            .download_attachment(&file, &mut got)
+            .await
+            .expect("download");
+        assert!(got == content, "node {} served other bytes", node.addr);
+    }
+    drop((alice, bob, other));
     cluster.cleanup().await;
 }

@@ -267,14 +267,14 @@ fn the_image_is_multi_stage_non_root_and_health_checked() {
             .any(|c| c.starts_with("--from=web") && c.ends_with(" web/dist")),
         "the web build is copied to web/dist for the server build"
     );
-    // The image runs in compose on PostgreSQL with the Redis bus: its build has both,
-    // with the fastest profile.
+    // The image runs in compose on PostgreSQL with the Redis bus, and can keep files in
+    // an S3 bucket: its build has all three, with the fastest profile.
     let build = of("RUN")
         .into_iter()
         .find(|r| r.contains("cargo build"))
         .expect("a cargo build");
     assert!(
-        build.contains("--features postgres,cluster") && build.contains("--profile dist"),
+        build.contains("--features postgres,cluster,s3") && build.contains("--profile dist"),
         "{build}"
     );
     // Every crate of the workspace is copied into the build stage.

@@ -1,23 +1,80 @@
-//! Files over HTTP on both backends: tus 1.0.0 uploads (creation, resume after a
-//! broken connection, wrong offsets, termination, limits and quotas, expiry) and
-//! downloads (owner only, ranges, caching, safe headers for hostile names and types).
+//! Files over HTTP on both backends and both file stores (a directory; an
+//! S3-compatible bucket on a real S3 server, moto, with the `s3` feature): tus 1.0.0
+//! uploads (creation, resume after a broken connection, wrong offsets, termination,
+//! limits and quotas, expiry) and downloads (owner only, ranges, caching, safe headers
+//! for hostile names and types).
 
 mod common;
 
 use bytes::Bytes;
+use chat_server::config::Config;
 use chat_server::testing::TestDbKind;
 use common::TestServer;
-use common::tus::{TUS, b64, create, download, head, location, offset, patch};
+use common::s3::{Bucket, Moto};
+use common::tus::{TUS, b64, create, download, head, location, offset, patch, terminate};
 use http::{Method, StatusCode, header};
 use http_body_util::Full;
 
-async fn uploads(kind: TestDbKind) {
-    let s = TestServer::start_with(kind, |c| {
+/// Where a test server keeps its files.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Store {
+    Directory,
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    Bucket,
+}
+
+/// A test server with its file store (and the S3 server behind a bucket).
+struct Files {
+    s: TestServer,
+    bucket: Option<(Moto, Bucket)>,
+}
+
+impl Files {
+    async fn start(kind: TestDbKind, store: Store, tweak: impl FnOnce(&mut Config)) -> Self {
+        let bucket = match store {
+            Store::Directory => None,
+            Store::Bucket => {
+                let moto = Moto::start().await;
+                let bucket = moto.bucket().await;
+                Some((moto, bucket))
+            }
+        };
+        let s = TestServer::start_with(kind, |c| {
+            tweak(c);
+            if let Some((_, b)) = &bucket {
+                c.file_store = Some(b.setting.clone());
+                c.file_store_options = b.options.clone();
+            }
+        })
+        .await;
+        Self { s, bucket }
+    }
+
+    /// Whether the store holds any bytes of upload `id`.
+    async fn holds(&self, id: &str) -> bool {
+        match &self.bucket {
+            None => self
+                .s
+                .server
+                .app
+                .config()
+                .data_dir
+                .join("files")
+                .join(id)
+                .exists(),
+            Some((moto, bucket)) => !moto.keys(bucket, &format!("files/{id}/")).await.is_empty(),
+        }
+    }
+}
+
+async fn uploads(kind: TestDbKind, store: Store) {
+    let files = Files::start(kind, store, |c| {
         c.max_file_size = 4096;
         c.file_quota = 6000;
         c.max_uploads = 2;
     })
     .await;
+    let s = &files.s;
     let (ann, bob) = (s.register("ann").await, s.register("bob").await);
 
     // Discovery without a token.
@@ -43,46 +100,46 @@ async fn uploads(kind: TestDbKind) {
         b64("holiday.png"),
         b64("image/png")
     );
-    let created = create(&s, &ann, content.len() as u64, &meta).await;
+    let created = create(s, &ann, content.len() as u64, &meta).await;
     let path = location(&created);
     assert!(created.headers.contains_key("upload-expires"));
     let id = path.rsplit('/').next().expect("id").to_owned();
-    assert_eq!(offset(&head(&s, &ann, &path).await), 0);
-    let r = patch(&s, &ann, &path, 0, &content[..1000]).await;
+    assert_eq!(offset(&head(s, &ann, &path).await), 0);
+    let r = patch(s, &ann, &path, 0, &content[..1000]).await;
     assert_eq!((r.status, offset(&r)), (StatusCode::NO_CONTENT, 1000));
-    let r = patch(&s, &ann, &path, 500, &content[500..1500]).await;
+    let r = patch(s, &ann, &path, 500, &content[500..1500]).await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::CONFLICT, "offset_mismatch")
     );
     assert_eq!(offset(&r), 1000, "a conflict says where the upload is");
-    let r = patch(&s, &ann, &path, 1000, &content[1000..2500]).await;
+    let r = patch(s, &ann, &path, 1000, &content[1000..2500]).await;
     assert_eq!(offset(&r), 2500);
     // Not finished: not downloadable yet, and nobody else sees it at all.
     assert_eq!(
-        download(&s, &ann, &id, None).await.status,
+        download(s, &ann, &id, None).await.status,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(head(&s, &bob, &path).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(head(s, &bob, &path).await.status, StatusCode::NOT_FOUND);
     assert_eq!(
-        patch(&s, &bob, &path, 2500, b"x").await.status,
+        patch(s, &bob, &path, 2500, b"x").await.status,
         StatusCode::NOT_FOUND
     );
     // More than announced is refused; what fits is kept.
     let mut over = content[2500..].to_vec();
     over.extend_from_slice(b"extra bytes past the end");
-    let r = patch(&s, &ann, &path, 2500, &over).await;
+    let r = patch(s, &ann, &path, 2500, &over).await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::BAD_REQUEST, "past_upload_length")
     );
-    let status = head(&s, &ann, &path).await;
+    let status = head(s, &ann, &path).await;
     assert_eq!(
         offset(&status),
         2500,
         "a body that says it goes past the end stores nothing"
     );
-    let r = patch(&s, &ann, &path, 2500, &content[2500..]).await;
+    let r = patch(s, &ann, &path, 2500, &content[2500..]).await;
     assert_eq!(offset(&r), 3000);
     assert!(
         !r.headers.contains_key("upload-expires"),
@@ -90,7 +147,7 @@ async fn uploads(kind: TestDbKind) {
     );
 
     // Downloads: the bytes, a range, caching, an inline image.
-    let r = download(&s, &ann, &id, None).await;
+    let r = download(s, &ann, &id, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(&r.raw[..], &content[..]);
     assert_eq!(r.headers[header::CONTENT_TYPE], "image/png");
@@ -108,11 +165,11 @@ async fn uploads(kind: TestDbKind) {
             .contains("immutable")
     );
     let etag = r.headers[header::ETAG].clone();
-    let r = download(&s, &ann, &id, Some("bytes=100-199")).await;
+    let r = download(s, &ann, &id, Some("bytes=100-199")).await;
     assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(&r.raw[..], &content[100..200]);
     assert_eq!(r.headers[header::CONTENT_RANGE], "bytes 100-199/3000");
-    let r = download(&s, &ann, &id, Some("bytes=5000-")).await;
+    let r = download(s, &ann, &id, Some("bytes=5000-")).await;
     assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
     let r = s
         .raw(
@@ -125,7 +182,7 @@ async fn uploads(kind: TestDbKind) {
         .await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
     assert_eq!(
-        download(&s, &bob, &id, None).await.status,
+        download(s, &bob, &id, None).await.status,
         StatusCode::NOT_FOUND
     );
     let r = s
@@ -146,11 +203,11 @@ async fn uploads(kind: TestDbKind) {
         )),
         b64("text/html")
     );
-    let hostile = location(&create(&s, &ann, 5, &meta).await);
+    let hostile = location(&create(s, &ann, 5, &meta).await);
     let hid = hostile.rsplit('/').next().expect("id").to_owned();
-    patch(&s, &ann, &hostile, 0, b"<b>x").await;
-    patch(&s, &ann, &hostile, 4, b">").await;
-    let r = download(&s, &ann, &hid, None).await;
+    patch(s, &ann, &hostile, 0, b"<b>x").await;
+    patch(s, &ann, &hostile, 4, b">").await;
+    let r = download(s, &ann, &hid, None).await;
     assert_eq!(r.headers[header::CONTENT_TYPE], "application/octet-stream");
     let disposition = r.headers[header::CONTENT_DISPOSITION]
         .to_str()
@@ -162,36 +219,29 @@ async fn uploads(kind: TestDbKind) {
     assert!(!disposition.contains('\r') && !disposition.contains('/'));
 
     // Limits: too large before any byte (413), the quota, unfinished uploads at once.
-    let r = create(&s, &ann, 4097, "").await;
+    let r = create(s, &ann, 4097, "").await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large")
     );
-    let r = create(&s, &ann, 3000, "").await;
+    let r = create(s, &ann, 3000, "").await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded")
     );
-    let first = location(&create(&s, &bob, 10, "").await);
-    location(&create(&s, &bob, 10, "").await);
-    let r = create(&s, &bob, 10, "").await;
+    let first = location(&create(s, &bob, 10, "").await);
+    location(&create(s, &bob, 10, "").await);
+    let r = create(s, &bob, 10, "").await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::TOO_MANY_REQUESTS, "too_many_uploads")
     );
     // Termination frees the slot and the bytes.
-    let r = s
-        .raw(
-            s.request(Method::DELETE, &first)
-                .header("tus-resumable", TUS)
-                .header(header::AUTHORIZATION, format!("Bearer {}", bob.token))
-                .body(Full::new(Bytes::new()))
-                .expect("request"),
-        )
-        .await;
+    let r = terminate(s, &bob, &first).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    assert_eq!(head(&s, &bob, &first).await.status, StatusCode::NOT_FOUND);
-    location(&create(&s, &bob, 10, "").await);
+    assert_eq!(head(s, &bob, &first).await.status, StatusCode::NOT_FOUND);
+    assert!(!files.holds(first.rsplit('/').next().expect("id")).await);
+    location(&create(s, &bob, 10, "").await);
 
     // The protocol version is required (400 without, 412 for another); the body type
     // too; a token always.
@@ -233,29 +283,83 @@ async fn uploads(kind: TestDbKind) {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    s.stop().await;
+    files.s.stop().await;
 }
 
 #[tokio::test]
 async fn sqlite_uploads() {
-    uploads(TestDbKind::Sqlite).await;
+    uploads(TestDbKind::Sqlite, Store::Directory).await;
 }
 
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_uploads() {
-    uploads(TestDbKind::Postgres).await;
+    uploads(TestDbKind::Postgres, Store::Directory).await;
+}
+
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_uploads_in_a_bucket() {
+    uploads(TestDbKind::Sqlite, Store::Bucket).await;
+}
+
+#[cfg(all(feature = "s3", feature = "postgres"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_uploads_in_a_bucket() {
+    uploads(TestDbKind::Postgres, Store::Bucket).await;
+}
+
+/// A file of several parts in a bucket (the server puts one per 4 MiB it receives):
+/// uploaded in pieces that do not line up with the parts, read whole and by ranges
+/// that cross them, deleted with all its parts.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_in_a_bucket() {
+    const MIB: usize = 1024 * 1024;
+    let files = Files::start(TestDbKind::Sqlite, Store::Bucket, |c| {
+        c.max_file_size = 64 * MIB as u64;
+    })
+    .await;
+    let s = &files.s;
+    let ann = s.register("ann").await;
+    let content: Vec<u8> = (0..11 * MIB + 123).map(|i| (i % 241) as u8).collect();
+    let path = location(&create(s, &ann, content.len() as u64, "").await);
+    let id = path.rsplit('/').next().expect("id").to_owned();
+    let mut at = 0;
+    for piece in [3 * MIB, 5 * MIB + 17, content.len()] {
+        let r = patch(s, &ann, &path, at as u64, &content[at..piece]).await;
+        assert_eq!(offset(&r), piece as u64);
+        at = piece;
+    }
+    let (moto, bucket) = files.bucket.as_ref().expect("bucket");
+    let parts = moto.keys(bucket, &format!("files/{id}/")).await;
+    assert_eq!(parts.len(), 4, "{parts:?}");
+    assert_eq!(&download(s, &ann, &id, None).await.raw[..], &content[..]);
+    for (first, last) in [
+        (0, 9),
+        (3 * MIB - 5, 3 * MIB + 5),
+        (MIB, 9 * MIB),
+        (11 * MIB, 11 * MIB + 122),
+    ] {
+        let r = download(s, &ann, &id, Some(&format!("bytes={first}-{last}"))).await;
+        assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(&r.raw[..], &content[first..=last], "{first}-{last}");
+    }
+    let r = terminate(s, &ann, &path).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(!files.holds(&id).await, "every part is deleted");
+    files.s.stop().await;
 }
 
 /// A connection that breaks mid-body keeps what arrived: the client asks where it
 /// stands and resumes from there.
-#[tokio::test]
-async fn a_broken_connection_keeps_what_arrived_and_resumes() {
+async fn a_broken_connection_keeps_what_arrived_and_resumes(store: Store) {
     use tokio::io::AsyncWriteExt as _;
-    let s = TestServer::start(TestDbKind::Sqlite).await;
+    let files = Files::start(TestDbKind::Sqlite, store, |_| {}).await;
+    let s = &files.s;
     let ann = s.register("ann").await;
     let content: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
-    let path = location(&create(&s, &ann, content.len() as u64, "").await);
+    let path = location(&create(s, &ann, content.len() as u64, "").await);
     // Announce the whole body, send 120,000 bytes, and drop the connection.
     let mut tcp = tokio::net::TcpStream::connect(s.addr())
         .await
@@ -274,52 +378,87 @@ async fn a_broken_connection_keeps_what_arrived_and_resumes() {
     // The server stored what arrived (durably, then recorded it).
     let mut at = 0;
     for _ in 0..50 {
-        at = offset(&head(&s, &ann, &path).await);
+        at = offset(&head(s, &ann, &path).await);
         if at == 120_000 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(at, 120_000);
-    let r = patch(&s, &ann, &path, at, &content[at as usize..]).await;
+    let r = patch(s, &ann, &path, at, &content[at as usize..]).await;
     assert_eq!(offset(&r), content.len() as u64);
     let id = path.rsplit('/').next().expect("id");
-    assert_eq!(&download(&s, &ann, id, None).await.raw[..], &content[..]);
-    s.stop().await;
+    assert_eq!(&download(s, &ann, id, None).await.raw[..], &content[..]);
+    files.s.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_connection_keeps_what_arrived_and_resumes_in_a_directory() {
+    a_broken_connection_keeps_what_arrived_and_resumes(Store::Directory).await;
+}
+
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_connection_keeps_what_arrived_and_resumes_in_a_bucket() {
+    a_broken_connection_keeps_what_arrived_and_resumes(Store::Bucket).await;
 }
 
 /// An unfinished upload past its expiry answers 410 and is collected with its bytes; a
 /// finished one stays.
-#[tokio::test]
-async fn expired_uploads_are_gone_and_collected() {
-    let s = TestServer::start_with(TestDbKind::Sqlite, |c| c.upload_expiry_hours = 0).await;
+async fn expired_uploads_are_gone_and_collected(store: Store) {
+    let files = Files::start(TestDbKind::Sqlite, store, |c| c.upload_expiry_hours = 0).await;
+    let s = &files.s;
     let ann = s.register("ann").await;
-    let unfinished = location(&create(&s, &ann, 10, "").await);
+    let unfinished = location(&create(s, &ann, 10, "").await);
+    // Bytes in the store (it expired at once, so not through a PATCH), so that there
+    // is something to collect in every store.
+    let mut writer = s
+        .server
+        .app
+        .blobs()
+        .writer(unfinished.rsplit('/').next().expect("id"), 0)
+        .await
+        .expect("writer");
+    writer
+        .write(Bytes::from_static(b"half"))
+        .await
+        .expect("write");
+    writer.sync().await.expect("sync");
     // An empty file is finished when created.
-    let finished = location(&create(&s, &ann, 0, "").await);
+    let finished = location(&create(s, &ann, 0, "").await);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let r = head(&s, &ann, &unfinished).await;
+    let r = head(s, &ann, &unfinished).await;
     assert_eq!(r.status, StatusCode::GONE);
     assert_eq!(
-        patch(&s, &ann, &unfinished, 0, b"late").await.status,
+        patch(s, &ann, &unfinished, 0, b"late").await.status,
         StatusCode::GONE
     );
-    let files = s.server.app.config().data_dir.join("files");
     let id = |p: &str| p.rsplit('/').next().expect("id").to_owned();
-    assert!(files.join(id(&unfinished)).exists());
+    assert!(files.holds(&id(&unfinished)).await);
     let collected = chat_server::http::files::collect_once(&s.server.app)
         .await
         .expect("collects");
     assert_eq!(collected, 1);
     assert!(
-        !files.join(id(&unfinished)).exists(),
+        !files.holds(&id(&unfinished)).await,
         "its bytes are deleted"
     );
     assert_eq!(
-        head(&s, &ann, &unfinished).await.status,
+        head(s, &ann, &unfinished).await.status,
         StatusCode::NOT_FOUND
     );
-    let r = download(&s, &ann, &id(&finished), None).await;
+    let r = download(s, &ann, &id(&finished), None).await;
     assert_eq!((r.status, r.raw.len()), (StatusCode::OK, 0));
-    s.stop().await;
+    files.s.stop().await;
+}
+
+#[tokio::test]
+async fn expired_uploads_are_gone_and_collected_in_a_directory() {
+    expired_uploads_are_gone_and_collected(Store::Directory).await;
+}
+
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_uploads_are_gone_and_collected_in_a_bucket() {
+    expired_uploads_are_gone_and_collected(Store::Bucket).await;
 }

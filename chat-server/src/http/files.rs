@@ -413,12 +413,12 @@ async fn receive(app: &App, upload: &Upload, mut body: Incoming) -> (u64, Option
                 format!("the body goes past Upload-Length ({})", upload.length),
             ));
             let keep = (upload.length - writer.written()) as usize;
-            if let Err(e) = writer.write(&chunk.slice(..keep)).await {
+            if let Err(e) = writer.write(chunk.slice(..keep)).await {
                 failure = Some(ApiError::internal(e));
             }
             break;
         }
-        if let Err(e) = writer.write(&chunk).await {
+        if let Err(e) = writer.write(chunk).await {
             failure = Some(ApiError::internal(e));
             break;
         }
@@ -626,14 +626,15 @@ pub async fn download(app: App, req: Request<Incoming>, params: Params) -> Handl
     if req.method() == http::Method::HEAD {
         return Ok(response);
     }
-    let file = app
+    let bytes = app
         .blobs()
-        .reader(&upload.id)
+        .read(&upload.id, start, end)
         .await
         .map_err(ApiError::internal)?;
-    *response.body_mut() = stream_file(file, start, end)
-        .await
-        .map_err(ApiError::internal)?;
+    // A body must be `Sync`; the stream is only ever polled through `&mut`.
+    let bytes = sync_wrapper::SyncStream::new(bytes);
+    let frames = futures_util::TryStreamExt::map_ok(bytes, hyper::body::Frame::data);
+    *response.body_mut() = http_body_util::StreamBody::new(frames).boxed();
     Ok(response)
 }
 
@@ -666,16 +667,6 @@ fn range(headers: &HeaderMap, length: u64) -> Result<(u64, u64), ()> {
         return Err(());
     }
     Ok((start, end))
-}
-
-/// A body that reads `[start, end)` of `file` in chunks.
-async fn stream_file(mut file: tokio::fs::File, start: u64, end: u64) -> std::io::Result<Body> {
-    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-    file.seek(std::io::SeekFrom::Start(start)).await?;
-    let limited = file.take(end - start);
-    let stream = tokio_util::io::ReaderStream::with_capacity(limited, 64 * 1024);
-    let frames = futures_util::TryStreamExt::map_ok(stream, hyper::body::Frame::data);
-    Ok(http_body_util::StreamBody::new(frames).boxed())
 }
 
 #[cfg(test)]

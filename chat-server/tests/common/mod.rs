@@ -9,6 +9,7 @@ pub const V1_2: chat_proto::version::ProtocolVersion =
     chat_proto::version::ProtocolVersion { major: 1, minor: 2 };
 
 pub mod quic;
+pub mod s3;
 pub mod tus;
 pub mod ws;
 

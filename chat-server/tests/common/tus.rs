@@ -48,6 +48,17 @@ pub async fn patch(s: &TestServer, who: &Account, path: &str, offset: u64, bytes
     s.raw(req).await
 }
 
+/// `DELETE` of an upload (tus termination).
+pub async fn terminate(s: &TestServer, who: &Account, path: &str) -> Reply {
+    let req = s
+        .request(Method::DELETE, path)
+        .header("tus-resumable", TUS)
+        .header(header::AUTHORIZATION, format!("Bearer {}", who.token))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    s.raw(req).await
+}
+
 pub async fn head(s: &TestServer, who: &Account, path: &str) -> Reply {
     let req = s
         .request(Method::HEAD, path)
