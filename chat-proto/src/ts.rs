@@ -91,6 +91,16 @@ pub fn typescript() -> String {
         limits.heartbeat_ms,
         limits.idle_timeout_ms,
     );
+    let _ = writeln!(
+        out,
+        "/** Limits of files in messages (PROTOCOL.md §5.3, §8). */\n\
+         export const FILE_LIMITS = {{\n  max_files: {},\n  max_file_name: {},\n  \
+         max_media_type: {},\n  max_thumbnail: {},\n}} as const;\n",
+        crate::limits::MAX_FILES,
+        crate::limits::MAX_FILE_NAME,
+        crate::limits::MAX_MEDIA_TYPE,
+        crate::limits::MAX_THUMBNAIL,
+    );
     let fatal: Vec<String> = ErrorCode::ALL
         .iter()
         .filter(|c| c.is_fatal())

@@ -209,6 +209,23 @@ export async function startDirect(p, other) {
   await p.page.getByRole('heading', { name: other.display, level: 2 }).waitFor();
 }
 
+/** Starts the direct conversation with `other`, end-to-end encrypted if asked. */
+export async function startConversation(p, other, encrypted) {
+  if (!encrypted) return startDirect(p, other);
+  await p.page.getByPlaceholder('Find people').fill(other.username);
+  await p.page.getByRole('button', { name: `New encrypted chat with ${other.display}` }).click();
+  await p.page.getByRole('heading', { name: other.display, level: 2 }).waitFor();
+  await p.page.getByTestId('e2e-badge').waitFor();
+}
+
+/** The message bubble whose own text (not a quote of another) includes `text`. */
+export function bubble(p, text) {
+  return p.page
+    .locator('[role="log"] article')
+    .filter({ has: p.page.locator('.text', { hasText: text }) })
+    .last();
+}
+
 /** Types and sends a message with the Enter key. */
 export async function say(p, text) {
   const box = p.page.getByRole('textbox', { name: 'Message' });

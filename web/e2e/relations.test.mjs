@@ -5,7 +5,19 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { audit, eventually, launchBrowser, messages, openConversation, person, say, startDirect, startServer } from './harness.mjs';
+import {
+  audit,
+  bubble,
+  eventually,
+  launchBrowser,
+  messages,
+  openConversation,
+  person,
+  say,
+  startConversation,
+  startDirect,
+  startServer,
+} from './harness.mjs';
 
 let server;
 let browser;
@@ -20,14 +32,6 @@ after(async () => {
   await server?.close();
 });
 
-/** The message bubble whose own text (not a quote of another) includes `text`. */
-function bubble(p, text) {
-  return p.page
-    .locator('[role="log"] article')
-    .filter({ has: p.page.locator('.text', { hasText: text }) })
-    .last();
-}
-
 /** Opens a message's menu by hovering it and runs `action` on it. */
 async function menu(p, text, action) {
   const m = bubble(p, text);
@@ -40,22 +44,11 @@ async function chips(p, text) {
   return (await bubble(p, text).locator('.reactions .chip').allInnerTexts()).map((t) => t.replace(/\s+/g, ''));
 }
 
-async function conversationWith(alice, bob, encrypted) {
-  if (encrypted) {
-    await alice.page.getByPlaceholder('Find people').fill(bob.username);
-    await alice.page.getByRole('button', { name: `New encrypted chat with ${bob.display}` }).click();
-    await alice.page.getByRole('heading', { name: bob.display, level: 2 }).waitFor();
-    await alice.page.getByTestId('e2e-badge').waitFor();
-  } else {
-    await startDirect(alice, bob);
-  }
-}
-
 for (const encrypted of [false, true]) {
   test(`two people reply, edit, react and delete, live and after a reload${encrypted ? ' (end-to-end encrypted)' : ''}`, async () => {
     const alice = await person(browser, server, 'alice', 'Alice Liddell');
     const bob = await person(browser, server, 'bob', 'Bob Builder');
-    await conversationWith(alice, bob, encrypted);
+    await startConversation(alice, bob, encrypted);
     await say(alice, 'Lunch at **noon**? See https://example.org/menu.');
     await openConversation(bob, 'Alice Liddell');
     await eventually(() => messages(bob), ['Lunch at noon? See https://example.org/menu.']);

@@ -299,7 +299,9 @@ describe('insertBySeq', () => {
     editedAt: null,
     deleted: false,
     reactions: [],
-    own: { text: '', unreadable: false, purged: false },
+    files: [],
+    uploads: null,
+    own: { text: '', unreadable: false, purged: false, files: [] },
   });
   it('keeps ascending order without duplicates', () => {
     const list: ChatMessage[] = [];
@@ -308,36 +310,41 @@ describe('insertBySeq', () => {
   });
 });
 
+/** Alice signed in with a device key, in encrypted conversation 8 with Bob's device. */
+async function encryptedChat() {
+  const alice = await DeviceKey.generate();
+  const bob = await DeviceKey.generate();
+  const keys = new Map<number, CryptoKeyPair>([[1, alice.pair]]);
+  const keyStore: KeyStore = { load: async (u) => keys.get(u) ?? null, save: async (u, p) => void keys.set(u, p) };
+  const device = (k: DeviceKey, user: number) => ({
+    id: k.device.idHex,
+    user_id: user,
+    public_key: toBase64(k.device.key),
+    name: '',
+    created_at: 0,
+  });
+  const seen = { registered: null as unknown, deviceLists: 0 };
+  const server = fakeServer({
+    'POST /api/login': () => [200, session],
+    'GET /api/conversations': () => [200, { conversations: [{ ...conversation(8, 0), encrypted: true }] }],
+    'POST /api/devices': (body) => ((seen.registered = body), [201, device(alice, 1)]),
+    'GET /api/conversations/8/devices': () => (seen.deviceLists++, [200, [device(alice, 1), device(bob, 2)]]),
+  });
+  const s = sockets();
+  const chat = new Chat({ api: server.api, wsUrl: 'ws://chat.test/ws', createSocket: s.create, keyStore });
+  await chat.login('alice', 'secret password');
+  await vi.advanceTimersByTimeAsync(0);
+  const socket = s.made[0];
+  socket.open();
+  socket.receive(welcome(1, [[8, 0]]));
+  socket.receive({ replay_done: { truncated: [] } });
+  return { chat, socket, alice, bob, seen };
+}
+
 describe('end-to-end encryption', () => {
   it('seals sends for every device, opens what arrives and says what cannot be opened', async () => {
-    const alice = await DeviceKey.generate();
-    const bob = await DeviceKey.generate();
-    const keys = new Map<number, CryptoKeyPair>([[1, alice.pair]]);
-    const keyStore: KeyStore = { load: async (u) => keys.get(u) ?? null, save: async (u, p) => void keys.set(u, p) };
-    const device = (k: DeviceKey, user: number) => ({
-      id: k.device.idHex,
-      user_id: user,
-      public_key: toBase64(k.device.key),
-      name: '',
-      created_at: 0,
-    });
-    let registered: unknown = null;
-    let deviceLists = 0;
-    const server = fakeServer({
-      'POST /api/login': () => [200, session],
-      'GET /api/conversations': () => [200, { conversations: [{ ...conversation(8, 0), encrypted: true }] }],
-      'POST /api/devices': (body) => ((registered = body), [201, device(alice, 1)]),
-      'GET /api/conversations/8/devices': () => (deviceLists++, [200, [device(alice, 1), device(bob, 2)]]),
-    });
-    const s = sockets();
-    const chat = new Chat({ api: server.api, wsUrl: 'ws://chat.test/ws', createSocket: s.create, keyStore });
-    await chat.login('alice', 'secret password');
-    await vi.advanceTimersByTimeAsync(0);
-    const socket = s.made[0];
-    socket.open();
-    socket.receive(welcome(1, [[8, 0]]));
-    socket.receive({ replay_done: { truncated: [] } });
-    expect(registered).toEqual({ public_key: toBase64(alice.device.key), name: expect.stringContaining('(web)') });
+    const { chat, socket, alice, bob, seen } = await encryptedChat();
+    expect(seen.registered).toEqual({ public_key: toBase64(alice.device.key), name: expect.stringContaining('(web)') });
     expect(chat.device?.fingerprint).toBe(alice.device.fingerprint);
 
     // A send goes out sealed for Bob's device and Alice's own.
@@ -368,11 +375,11 @@ describe('end-to-end encryption', () => {
     // A membership change makes the next send fetch the device list again.
     chat.send(8, 'second');
     await vi.waitFor(() => expect(socket.sentOf('send')).toHaveLength(2));
-    expect(deviceLists).toBe(1);
+    expect(seen.deviceLists).toBe(1);
     socket.receive({ membership: { conversation: 8, user: 3, change: 'added', by: 1 } });
     chat.send(8, 'third');
     await vi.waitFor(() => expect(socket.sentOf('send')).toHaveLength(3));
-    expect(deviceLists).toBe(2);
+    expect(seen.deviceLists).toBe(2);
 
     // The server refuses a send sealed for an outdated device list: the app fetches the
     // list again and resends, sealed anew, under the same idempotency key.
@@ -382,9 +389,62 @@ describe('end-to-end encryption', () => {
     });
     await vi.waitFor(() => expect(socket.sentOf('send')).toHaveLength(4));
     const resent = socket.sentOf('send')[3] as typeof third;
-    expect(deviceLists).toBe(3);
+    expect(seen.deviceLists).toBe(3);
     expect(resent.client_msg_id).toBe(third.client_msg_id);
     expect(resent.body.encrypted).not.toBe(third.body.encrypted);
     expect(chat.conversations[8].outbox.map((m) => m.status)).toEqual(['sending', 'sending', 'sending']);
+  });
+});
+
+describe('files', () => {
+  const photo = {
+    id: '0123456789abcdef0123456789abcdef',
+    name: 'view.jpg',
+    size: 4821,
+    media_type: 'image/jpeg',
+    image: { width: 640, height: 480, thumbnail: '/9j/4AAQ' },
+  };
+
+  it('shows the files of a message under its caption, and keeps them through an edit', async () => {
+    const { chat, socket } = await signedIn();
+    socket.receive({ entry: entry(7, 4, { message: { body: { attachments: { text: 'our view', files: [photo] } }, reply_to: null } }) });
+    const view = chat.conversations[7];
+    expect(view.messages.map((m) => [m.text, m.files.map((f) => [f.id, f.name, f.mediaType, f.image?.width])])).toEqual([
+      ['our view', [[photo.id, 'view.jpg', 'image/jpeg', 640]]],
+    ]);
+    socket.receive({ entry: entry(7, 5, { edit: { target: 4, body: { text: 'our view at dusk' } } }) });
+    expect(view.messages[0].text).toBe('our view at dusk');
+    expect(view.messages[0].files).toHaveLength(1);
+    socket.receive({ entry: entry(7, 6, { delete: { target: 4 } }) });
+    expect([view.messages[0].deleted, view.messages[0].files]).toEqual([true, []]);
+  });
+
+  it('opens sealed file descriptions with their keys, and refuses ones that do not match the clear ids', async () => {
+    const { chat, socket, alice, bob } = await encryptedChat();
+    const key = new Uint8Array(32).fill(7);
+    const digest = new Uint8Array(32).fill(9);
+    const incoming = async (seq: number, listed: string[], clear: string[]) => {
+      const m = message(8, seq, 2, '');
+      const doc = {
+        text: 'the contract',
+        files: listed.map((id) => ({ ...photo, id, image: null, media_type: 'application/pdf', name: 'contract.pdf', key: toBase64(key), digest: toBase64(digest) })),
+      };
+      const sealed = await bob.seal(new TextEncoder().encode(JSON.stringify(doc)), [alice.device.key], messageAad(8, 2, m.client_msg_id));
+      socket.receive({
+        entry: entry(8, seq, { message: { body: { sealed_attachments: { envelope: toBase64(sealed), files: clear } }, reply_to: null } }),
+      });
+    };
+    await incoming(1, [photo.id], [photo.id]);
+    await incoming(2, [photo.id], ['ffffffffffffffffffffffffffffffff']);
+    const view = chat.conversations[8];
+    await vi.waitFor(() => expect(view.messages).toHaveLength(2));
+    const [good, bad] = view.messages;
+    expect([good.text, good.encrypted, good.files.map((f) => [f.name, f.mediaType, f.sealed?.key, f.sealed?.digest])]).toEqual([
+      'the contract',
+      false,
+      [['contract.pdf', 'application/pdf', key, digest]],
+    ]);
+    expect([bad.encrypted, bad.files]).toEqual([true, []]);
+    expect(bad.text).toMatch(/described wrongly/);
   });
 });

@@ -250,5 +250,33 @@ export class Api {
   leave(conversation: number): Promise<void> {
     return this.authed('POST', `/api/conversations/${conversation}/leave`);
   }
+
+  /** A file's bytes (`GET /api/files/{id}`); an expired token is renewed once. */
+  async file(id: string): Promise<Blob> {
+    let retried = false;
+    for (;;) {
+      let response: Response;
+      try {
+        response = await this.fetch(`${this.base}/api/files/${encodeURIComponent(id)}`, {
+          headers: { authorization: `Bearer ${await this.guard(retried)}` },
+          credentials: 'same-origin',
+        });
+      } catch {
+        throw new ApiError(0, 'network', 'The server cannot be reached. Check your connection.');
+      }
+      if (response.status === 401 && !retried) {
+        retried = true;
+        continue;
+      }
+      if (!response.ok) {
+        throw new ApiError(
+          response.status,
+          response.status === 404 ? 'not_found' : 'http_error',
+          response.status === 404 ? 'This file is gone.' : `The server answered ${response.status}.`,
+        );
+      }
+      return response.blob();
+    }
+  }
 }
 

@@ -17,7 +17,30 @@ import {
   toBase64,
   unreadableText,
 } from './e2e';
-import { type Body, type Entry, type Message, type Relation, TYPING_TTL_MS, newClientMsgId } from './protocol';
+import {
+  type ShownFile,
+  type UploadState,
+  type Uploading,
+  describeImage,
+  fileName,
+  formatSize,
+  mediaType,
+  shownFromRef,
+  startUpload,
+} from './attachments';
+import { newFileKey, openFile, sealFile } from './files';
+import {
+  type Ack,
+  type Body,
+  type Entry,
+  FILE_LIMITS,
+  type FileRef,
+  type Message,
+  type Relation,
+  type SealedAttachments,
+  TYPING_TTL_MS,
+  newClientMsgId,
+} from './protocol';
 import {
   type Opened,
   type ReactionGroup,
@@ -48,8 +71,20 @@ export interface ChatMessage {
   /** Deleted: a tombstone with who and when only. */
   deleted: boolean;
   reactions: ReactionGroup[];
-  /** Its own text before any edit, and whether the server purged it. */
-  own: { text: string; unreadable: boolean; purged: boolean };
+  /** Its files (none once deleted). */
+  files: ShownFile[];
+  /** While its files are being uploaded (the user's unsent message): how far each is. */
+  uploads: UploadState[] | null;
+  /** Its own text before any edit, its files, and whether the server purged it. */
+  own: Own;
+}
+
+/** What a message itself carried, before relations. */
+interface Own {
+  text: string;
+  unreadable: boolean;
+  purged: boolean;
+  files: ShownFile[];
 }
 
 export interface ConversationView {
@@ -86,6 +121,21 @@ export interface ChatOptions {
   keyStore?: KeyStore;
 }
 
+/** A file of a message being sent, once uploaded. */
+interface SentFile {
+  ref: FileRef;
+  sealed: { key: Uint8Array<ArrayBuffer>; digest: Uint8Array<ArrayBuffer> } | null;
+}
+
+/** A message with files being sent. */
+interface FileJob {
+  files: File[];
+  /** The files uploaded so far, in order. */
+  sent: SentFile[];
+  uploads: Uploading[];
+  cancelled: boolean;
+}
+
 /** A device as the UI shows it: the fingerprint is computed here, from the key. */
 export interface DeviceView extends PublicDevice {
   name: string;
@@ -102,7 +152,7 @@ const PAGE = 50;
 /** A chat message as a message of the log shows it before relations are folded in. */
 function chatMessage(
   e: { conversation: number; seq: number | null; sender: number; sent_at: number; client_msg_id: string },
-  own: { text: string; unreadable: boolean; purged: boolean },
+  own: Own,
   replyTo: number | null,
 ): ChatMessage {
   return {
@@ -120,14 +170,19 @@ function chatMessage(
     editedAt: null,
     deleted: own.purged,
     reactions: [],
+    files: own.purged ? [] : own.files,
+    uploads: null,
     own,
   };
 }
 
 /** A message of the 1.2 view (a conversation preview) as the UI shows it. */
 function toChat(m: Message, edited = false, deleted = false): ChatMessage {
-  const text = 'text' in m.body ? m.body.text : '';
-  const msg = chatMessage(m, { text, unreadable: 'encrypted' in m.body, purged: deleted }, null);
+  const b = m.body;
+  const text = 'text' in b ? b.text : 'attachments' in b ? b.attachments.text : '';
+  const files = 'attachments' in b ? b.attachments.files.map(shownFromRef) : [];
+  const sealed = 'encrypted' in b || 'sealed_attachments' in b;
+  const msg = chatMessage(m, { text, unreadable: sealed, purged: deleted, files }, null);
   msg.edited = edited;
   return msg;
 }
@@ -142,6 +197,7 @@ function refold(relations: Relations, m: ChatMessage, me: number | null): void {
   m.editedAt = f.editedAt;
   m.deleted = f.deleted;
   m.reactions = f.reactions;
+  m.files = f.deleted ? [] : m.own.files;
 }
 
 /** The body an entry carries: a message's or an edit's body, a reaction's emoji as text. */
@@ -160,7 +216,35 @@ function carried(e: Entry): Body | null {
 function plainContent(e: Entry): Opened | null {
   const body = carried(e);
   if (body === null) return { text: null, unreadable: null };
+  if ('attachments' in body) {
+    return { text: body.attachments.text, unreadable: null, files: body.attachments.files.map(shownFromRef) };
+  }
   return 'text' in body ? { text: body.text, unreadable: null } : null;
+}
+
+/**
+ * The files of an opened `sealed_attachments` document, checked against the ids the
+ * body names in the clear (which the server grants access by); `null` if malformed.
+ */
+function sealedFiles(doc: unknown, ids: string[]): { text: string; files: ShownFile[] } | null {
+  const d = doc as Partial<SealedAttachments> | null;
+  if (!d || typeof d.text !== 'string' || !Array.isArray(d.files) || d.files.length !== ids.length) return null;
+  const files: ShownFile[] = [];
+  for (const [i, f] of d.files.entries()) {
+    if (
+      typeof f !== 'object' || f === null || f.id !== ids[i] || typeof f.name !== 'string' ||
+      typeof f.size !== 'number' || typeof f.media_type !== 'string' ||
+      typeof f.key !== 'string' || typeof f.digest !== 'string'
+    ) {
+      return null;
+    }
+    const image = f.image && typeof f.image.width === 'number' && typeof f.image.height === 'number' ? f.image : null;
+    files.push({
+      ...shownFromRef({ ...f, image }),
+      sealed: { key: fromBase64(f.key), digest: fromBase64(f.digest) },
+    });
+  }
+  return { text: d.text, files };
 }
 
 /** The stored message at `seq` in `list` (ascending), if loaded. */
@@ -196,6 +280,22 @@ export function insertBySeq(list: ChatMessage[], m: ChatMessage): boolean {
   if (lo < list.length && list[lo].seq === seq) return false;
   list.splice(lo, 0, m);
   return true;
+}
+
+/**
+ * Moves the user's message `key` from the outbox to the stored messages once its ack
+ * came (unless its echo came first and did), after `finish` completes it.
+ */
+function settle(view: ConversationView, key: string, ack: Ack, finish?: (m: ChatMessage) => void): void {
+  const i = view.outbox.findIndex((m) => m.key === key);
+  if (i < 0) return;
+  const [sent] = view.outbox.splice(i, 1);
+  sent.seq = ack.seq;
+  sent.sentAt = ack.sent_at;
+  sent.status = 'sent';
+  finish?.(sent);
+  insertBySeq(view.messages, sent);
+  newest(view, sent);
 }
 
 /** Makes a stored message the conversation's latest if it is; says whether it was. */
@@ -317,15 +417,17 @@ export class Chat {
         const edited = summary.last_message_edited ?? false;
         const deleted = summary.last_message_deleted ?? false;
         view.lastMessage = toChat(last, edited, deleted);
-        if ('encrypted' in last.body && !deleted) {
-          void this.openSealed(last.conversation, last.sender, last.client_msg_id, last.body.encrypted).then(
-            (opened) => {
-              const m = toChat(last, edited, deleted);
-              m.text = opened.text ?? opened.unreadable ?? '';
-              m.encrypted = opened.text === null;
-              view.lastMessage = m;
-            },
-          );
+        const b = last.body;
+        if (('encrypted' in b || 'sealed_attachments' in b) && !deleted) {
+          const [envelope, files] =
+            'encrypted' in b ? [b.encrypted, undefined] : [b.sealed_attachments.envelope, b.sealed_attachments.files];
+          void this.openSealed(last.conversation, last.sender, last.client_msg_id, envelope, files).then((opened) => {
+            const m = toChat(last, edited, deleted);
+            m.text = opened.text ?? opened.unreadable ?? '';
+            m.encrypted = opened.text === null;
+            m.files = opened.files ?? [];
+            view.lastMessage = m;
+          });
         }
       }
     }
@@ -407,12 +509,31 @@ export class Chat {
     }
   }
 
-  /** Opens a sealed text (a body or an emoji) with this device's key. */
-  private async openSealed(conversation: number, sender: number, clientMsgId: string, sealed: string): Promise<Opened> {
+  /**
+   * Opens a sealed text (a body or an emoji) with this device's key; with `files`, the
+   * ids of a `sealed_attachments` body, a document of a caption and files instead.
+   */
+  private async openSealed(
+    conversation: number,
+    sender: number,
+    clientMsgId: string,
+    sealed: string,
+    files?: string[],
+  ): Promise<Opened> {
     try {
       if (!this.deviceKey) throw new OpenError('no_device_key');
       const opened = await this.deviceKey.open(fromBase64(sealed), messageAad(conversation, sender, clientMsgId));
-      return { text: new TextDecoder('utf-8', { fatal: true }).decode(opened.body), unreadable: null };
+      const text = new TextDecoder('utf-8', { fatal: true }).decode(opened.body);
+      if (!files) return { text, unreadable: null };
+      let doc: unknown = null;
+      try {
+        doc = JSON.parse(text);
+      } catch {
+        // Handled as malformed below.
+      }
+      const described = sealedFiles(doc, files);
+      if (!described) return { text: null, unreadable: 'This message’s files are described wrongly and cannot be shown.' };
+      return { text: described.text, unreadable: null, files: described.files };
     } catch (e) {
       return { text: null, unreadable: unreadableText(e instanceof OpenError ? e.reason : 'rejected') };
     }
@@ -422,11 +543,10 @@ export class Chat {
   private async openEntry(e: Entry): Promise<Opened> {
     const body = carried(e);
     if (body === null) return { text: null, unreadable: null };
-    if ('text' in body) return { text: body.text, unreadable: null };
-    // Files (protocol 1.4) never reach this client while it announces 1.3: the server
-    // sends their text stand-in instead (PROTOCOL.md §2.2).
-    if ('attachments' in body || 'sealed_attachments' in body) {
-      return { text: null, unreadable: 'This message has files this app cannot show yet.' };
+    if ('text' in body || 'attachments' in body) return plainContent(e)!;
+    if ('sealed_attachments' in body) {
+      const { envelope, files } = body.sealed_attachments;
+      return this.openSealed(e.conversation, e.sender, e.client_msg_id, envelope, files);
     }
     return this.openSealed(e.conversation, e.sender, e.client_msg_id, body.encrypted);
   }
@@ -448,6 +568,7 @@ export class Chat {
         text: opened.text ?? opened.unreadable ?? '',
         unreadable: opened.text === null && opened.unreadable !== null,
         purged: c.message.body === null,
+        files: opened.files ?? [],
       };
       const msg = chatMessage(e, own, c.message.reply_to);
       refold(relations, msg, me);
@@ -496,6 +617,11 @@ export class Chat {
   /** The body to send: sealed for every member's every device in an encrypted conversation. */
   private async body(view: ConversationView, msg: { text: string; key: string }): Promise<Body> {
     if (!view.encrypted) return { text: msg.text };
+    return { encrypted: await this.seal(view, new TextEncoder().encode(msg.text), msg.key) };
+  }
+
+  /** `plaintext` sealed for every member's every device (and this one), base64. */
+  private async seal(view: ConversationView, plaintext: Uint8Array, clientMsgId: string): Promise<string> {
     const key = this.deviceKey;
     if (!key || !this.me) throw new Error('This browser cannot encrypt messages (no X25519 in WebCrypto).');
     let cached = this.recipients.get(view.id);
@@ -504,12 +630,8 @@ export class Chat {
       cached = { keys: devices.map(([, d]) => d.key), at: Date.now() };
       this.recipients.set(view.id, cached);
     }
-    const sealed = await key.seal(
-      new TextEncoder().encode(msg.text),
-      [...cached.keys, key.device.key],
-      messageAad(view.id, this.me.id, msg.key),
-    );
-    return { encrypted: toBase64(sealed) };
+    const sealed = await key.seal(plaintext, [...cached.keys, key.device.key], messageAad(view.id, this.me.id, clientMsgId));
+    return toBase64(sealed);
   }
 
   /** The devices of a user, with fingerprints computed here. */
@@ -542,6 +664,14 @@ export class Chat {
     this.readSent.clear();
     this.recipients.clear();
     this.relations.clear();
+    for (const job of this.fileJobs.values()) {
+      job.cancelled = true;
+      for (const u of job.uploads) void u.cancel();
+    }
+    this.fileJobs.clear();
+    this.fileUrls.clear();
+    for (const url of this.madeUrls) URL.revokeObjectURL(url);
+    this.madeUrls = [];
     this.deviceKey = null;
     this.device = null;
     this.connection = { kind: 'connecting', attempt: 0 };
@@ -756,7 +886,7 @@ export class Chat {
     if (!view || !me || text.trim() === '') return;
     const msg = chatMessage(
       { conversation: id, seq: null, sender: me.id, sent_at: Date.now(), client_msg_id: newClientMsgId() },
-      { text, unreadable: false, purged: false },
+      { text, unreadable: false, purged: false, files: [] },
       replyTo,
     );
     msg.status = 'sending';
@@ -772,7 +902,8 @@ export class Chat {
     if (!view || !msg || msg.status !== 'failed') return;
     msg.status = 'sending';
     msg.error = null;
-    this.transmit(view, key);
+    if (this.fileJobs.has(key)) void this.transmitFiles(view, key);
+    else this.transmit(view, key);
   }
 
   /** Removes a failed message the user gave up on. */
@@ -780,6 +911,169 @@ export class Chat {
     const view = this.conversations[id];
     if (!view) return;
     view.outbox = view.outbox.filter((m) => m.key !== key || m.status !== 'failed');
+    this.fileJobs.delete(key);
+  }
+
+  // ---- files -------------------------------------------------------------------------
+
+  /** Messages with files being sent, by key: the files and how far their uploads are. */
+  private fileJobs = new Map<string, FileJob>();
+  /** Object URLs of files fetched (and opened) in this page, by file id. */
+  private fileUrls = new Map<string, Promise<string>>();
+  private madeUrls: string[] = [];
+
+  /**
+   * Sends files with a caption (which may be empty) in one message: each file is
+   * uploaded resumably (sealed first, with a key of its own, in an end-to-end encrypted
+   * conversation), then the message naming them is sent. It shows at once with the
+   * uploads' progress; `cancelFiles` stops it.
+   */
+  sendFiles(id: number, caption: string, files: File[]): void {
+    const view = this.conversations[id];
+    const me = this.me;
+    if (!view || !me || files.length === 0) return;
+    if (files.length > FILE_LIMITS.max_files) throw new Error(`A message carries at most ${FILE_LIMITS.max_files} files.`);
+    const msg = chatMessage(
+      { conversation: id, seq: null, sender: me.id, sent_at: Date.now(), client_msg_id: newClientMsgId() },
+      { text: caption, unreadable: false, purged: false, files: [] },
+      null,
+    );
+    msg.files = files.map((f) => ({
+      id: '',
+      name: fileName(f.name),
+      size: f.size,
+      mediaType: mediaType(f.type),
+      image: null,
+      sealed: null,
+    }));
+    msg.uploads = files.map((f) => ({ name: fileName(f.name), sent: 0, total: f.size }));
+    msg.status = 'sending';
+    view.outbox.push(msg);
+    this.fileJobs.set(msg.key, { files, sent: [], uploads: [], cancelled: false });
+    this.stopTyping(id);
+    void this.transmitFiles(view, msg.key);
+  }
+
+  /** Stops sending a message with files: its uploads end, on the server too. */
+  async cancelFiles(id: number, key: string): Promise<void> {
+    const view = this.conversations[id];
+    const job = this.fileJobs.get(key);
+    if (view) view.outbox = view.outbox.filter((m) => m.key !== key);
+    if (!job) return;
+    job.cancelled = true;
+    this.fileJobs.delete(key);
+    await Promise.all(job.uploads.map((u) => u.cancel()));
+  }
+
+  private async transmitFiles(view: ConversationView, key: string, resealed = 0): Promise<void> {
+    const job = this.fileJobs.get(key);
+    const outboxed = () => view.outbox.find((m) => m.key === key);
+    if (!job || !outboxed()) return;
+    try {
+      for (let i = job.sent.length; i < job.files.length; i++) {
+        const file = job.files[i];
+        const name = fileName(file.name);
+        const type = mediaType(file.type);
+        const image = await describeImage(file);
+        let data: Blob = file;
+        let sealed: SentFile['sealed'] = null;
+        if (view.encrypted) {
+          if (!this.deviceKey) throw new Error('This browser cannot encrypt files (no X25519 in WebCrypto).');
+          const fileKey = newFileKey();
+          const out = await sealFile(fileKey, new Uint8Array(await file.arrayBuffer()));
+          data = new Blob([out.sealed]);
+          sealed = { key: fileKey, digest: out.digest };
+        }
+        const upload = startUpload(data, {
+          endpoint: '/api/uploads',
+          token: () => this.api.token(),
+          // A sealed file's upload carries no name or type: they travel sealed.
+          metadata: sealed ? {} : { filename: name, filetype: type },
+          remember: !sealed,
+          onProgress: (sent, total) => {
+            const m = outboxed();
+            if (m?.uploads) m.uploads[i] = { name, sent, total };
+          },
+        });
+        job.uploads[i] = upload;
+        const id = await upload.done;
+        if (job.cancelled) return;
+        // The sender sees its own file without fetching it back.
+        const url = URL.createObjectURL(file);
+        this.madeUrls.push(url);
+        this.fileUrls.set(id, Promise.resolve(url));
+        job.sent.push({ ref: { id, name, size: file.size, media_type: type, image }, sealed });
+      }
+      const conn = this.conn;
+      if (!conn) throw new Error('Not connected.');
+      const caption = outboxed()?.text ?? '';
+      let body: Body;
+      if (view.encrypted) {
+        const doc: SealedAttachments = {
+          text: caption,
+          files: job.sent.map((f) => ({
+            ...f.ref,
+            key: toBase64(f.sealed!.key),
+            digest: toBase64(f.sealed!.digest),
+          })),
+        };
+        const envelope = await this.seal(view, new TextEncoder().encode(JSON.stringify(doc)), key);
+        body = { sealed_attachments: { envelope, files: job.sent.map((f) => f.ref.id) } };
+      } else {
+        body = { attachments: { text: caption, files: job.sent.map((f) => f.ref) } };
+      }
+      const ack = await conn.send(view.id, key, body);
+      this.fileJobs.delete(key);
+      settle(view, key, ack, (sent) => {
+        sent.uploads = null;
+        sent.own.files = job.sent.map((f) => ({ ...shownFromRef(f.ref), sealed: f.sealed }));
+        sent.files = sent.own.files;
+      });
+    } catch (e) {
+      if (job.cancelled) return;
+      if (e instanceof RequestError && e.code === 'devices_changed' && resealed < 3) {
+        this.recipients.delete(view.id);
+        return this.transmitFiles(view, key, resealed + 1);
+      }
+      const m = outboxed();
+      if (!m) return;
+      m.status = 'failed';
+      m.error = describe(e);
+    }
+  }
+
+  /** A URL of a file's bytes for an `<img>` or a download, opened if it is sealed. */
+  fileUrl(f: ShownFile): Promise<string> {
+    let url = this.fileUrls.get(f.id);
+    if (!url) {
+      url = this.api.file(f.id).then(async (blob) => {
+        let shown = blob;
+        if (f.sealed) {
+          const plain = await openFile(f.sealed.key, new Uint8Array(await blob.arrayBuffer()), f.sealed.digest);
+          shown = new Blob([plain], { type: f.mediaType });
+        }
+        const made = URL.createObjectURL(shown);
+        this.madeUrls.push(made);
+        return made;
+      });
+      url.catch(() => this.fileUrls.delete(f.id));
+      this.fileUrls.set(f.id, url);
+    }
+    return url;
+  }
+
+  /** Saves a file under its name (the browser's download). */
+  async saveFile(f: ShownFile): Promise<void> {
+    const a = document.createElement('a');
+    a.href = await this.fileUrl(f);
+    a.download = f.name;
+    a.rel = 'noopener';
+    a.click();
+  }
+
+  /** "name (size)" for a file of a message. */
+  static describeFile(f: ShownFile): string {
+    return `${f.name} (${formatSize(f.size)})`;
   }
 
   private transmit(view: ConversationView, key: string, resealed = 0): void {
@@ -793,16 +1087,7 @@ export class Chat {
           : conn.relate(view.id, key, { reply: { target: msg.replyTo, body } }),
       )
       .then(
-      (ack) => {
-        const i = view.outbox.findIndex((m) => m.key === key);
-        if (i < 0) return;
-        const [sent] = view.outbox.splice(i, 1);
-        sent.seq = ack.seq;
-        sent.sentAt = ack.sent_at;
-        sent.status = 'sent';
-        insertBySeq(view.messages, sent);
-        newest(view, sent);
-      },
+      (ack) => settle(view, key, ack),
       (e: unknown) => {
         if (e instanceof RequestError && e.code === 'devices_changed' && resealed < 3) {
           // A member's device came or went since the list was fetched: seal again for

@@ -2,20 +2,18 @@
 // A JSON frame is an object with one member named after the frame kind.
 
 import type { ClientFrame, Entry, EntryPage, Message, Page, ServerFrame, ServerLimits } from './generated/protocol';
-import { DEFAULT_LIMITS, VERSION } from './generated/protocol';
+import { DEFAULT_LIMITS, FILE_LIMITS, VERSION } from './generated/protocol';
 
 // The wire types and constants come from the Rust definitions (chat-proto), generated
 // into ./generated/protocol.ts; this module adds what only a browser client needs.
 export * from './generated/protocol';
 
 /**
- * The version this client announces: 1.3, with relations. It does not show files in
- * messages (1.4) yet, so it announces 1.3 and a newer server sends it their text
- * stand-in (PROTOCOL.md §2.2); `HISTORY_PROTOCOL` asks the HTTP history for the same.
- * A server of 1.2 answers with its own version and sends messages only (`entryOf`
- * makes them entries).
+ * The version this client announces: 1.4, with relations (1.3) and files in messages.
+ * A server of 1.3 answers with its own version and never sends files; one of 1.2 sends
+ * messages only (`entryOf` makes them entries).
  */
-export const CLIENT_VERSION = { major: VERSION.major, minor: 3 } as const;
+export const CLIENT_VERSION = { major: VERSION.major, minor: 4 } as const;
 
 /** The `protocol` the HTTP history is asked for: the form of `CLIENT_VERSION`. */
 export const HISTORY_PROTOCOL = `${CLIENT_VERSION.major}.${CLIENT_VERSION.minor}`;
@@ -99,8 +97,37 @@ function checkMessage(m: unknown): asserts m is Message {
   m.client_msg_id = m.client_msg_id.toLowerCase();
 }
 
-const isBody = (b: unknown): boolean =>
+/** A text or sealed text body: what edits carry. */
+const isTextBody = (b: unknown): boolean =>
   isObject(b) && (typeof b.text === 'string' || typeof b.encrypted === 'string');
+
+const isFileId = (v: unknown): v is string => typeof v === 'string' && /^[0-9a-f]{32}$/.test(v);
+
+/** A file description of an `attachments` body (PROTOCOL.md §5.3). */
+export const isFileRef = (f: unknown): boolean =>
+  isObject(f) &&
+  isFileId(f.id) &&
+  typeof f.name === 'string' &&
+  isSeq(f.size) &&
+  typeof f.media_type === 'string' &&
+  (f.image === null ||
+    f.image === undefined ||
+    (isObject(f.image) &&
+      isSeq(f.image.width) &&
+      isSeq(f.image.height) &&
+      (f.image.thumbnail === null || f.image.thumbnail === undefined || typeof f.image.thumbnail === 'string')));
+
+const isFileList = (v: unknown, each: (f: unknown) => boolean): boolean =>
+  Array.isArray(v) && v.length >= 1 && v.length <= FILE_LIMITS.max_files && v.every(each);
+
+/** A message body: text, sealed, or (1.4) either with files. */
+const isBody = (b: unknown): boolean =>
+  isTextBody(b) ||
+  (isObject(b) &&
+    ((isObject(b.attachments) && typeof b.attachments.text === 'string' && isFileList(b.attachments.files, isFileRef)) ||
+      (isObject(b.sealed_attachments) &&
+        typeof b.sealed_attachments.envelope === 'string' &&
+        isFileList(b.sealed_attachments.files, isFileId))));
 
 /** Checks an entry record (PROTOCOL.md §5.2); `null` content members become explicit. */
 function checkEntry(e: unknown): asserts e is Entry {
@@ -130,7 +157,7 @@ function checkEntry(e: unknown): asserts e is Entry {
       break;
     case 'edit':
       c.body ??= null;
-      ok = isSeq(c.target) && optionalBody(c.body);
+      ok = isSeq(c.target) && (c.body === null || isTextBody(c.body));
       break;
     case 'delete':
       ok = isSeq(c.target);

@@ -4,6 +4,8 @@
 // loaded newest first), so what a reloaded page shows is what a page that stayed open
 // shows. Pure functions over plain data, so the UI's store and the tests share them.
 
+import type { ShownFile } from './attachments';
+
 /** One reaction on a message and who gave it. */
 export interface ReactionGroup {
   emoji: string;
@@ -30,6 +32,8 @@ export interface Opened {
   text: string | null;
   /** Why a sealed content could not be opened, if it could not. */
   unreadable: string | null;
+  /** A message's files (protocol 1.4), described and, for sealed ones, with their keys. */
+  files?: ShownFile[];
 }
 
 /** The relations of one conversation seen so far, whatever their targets. */

@@ -20,6 +20,14 @@ export const DEFAULT_LIMITS: ServerLimits = {
   idle_timeout_ms: 60000,
 };
 
+/** Limits of files in messages (PROTOCOL.md §5.3, §8). */
+export const FILE_LIMITS = {
+  max_files: 10,
+  max_file_name: 255,
+  max_media_type: 127,
+  max_thumbnail: 4096,
+} as const;
+
 /** Error codes after which the server closes the connection (PROTOCOL.md §7). */
 export const FATAL_CODES: ReadonlySet<string> = new Set([
   'unsupported_version',
