@@ -4,7 +4,8 @@
 //! frames of real-time sessions live in `chat-proto`.
 //!
 //! Each endpoint is a unit type implementing [`Endpoint`], grouped in one module per
-//! family ([`accounts`], [`users`], [`conversations`], [`devices`], [`files`]), in the way the
+//! family ([`accounts`], [`users`], [`conversations`], [`devices`], [`files`],
+//! [`search`]), in the way the
 //! `openapi.yaml` description of the API groups them. Path patterns name their
 //! parameters in braces (`/api/users/{id}`); [`Endpoint::path`] fills them in.
 //!
@@ -30,6 +31,7 @@ pub mod files;
 pub mod model;
 #[cfg(feature = "schema")]
 pub mod schema;
+pub mod search;
 #[cfg(feature = "ts")]
 pub mod ts;
 pub mod users;

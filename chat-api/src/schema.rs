@@ -62,6 +62,7 @@ pub fn endpoints() -> Vec<Described> {
         crate::conversations::described(),
         crate::devices::described(),
         crate::files::described(),
+        crate::search::described(),
     ]
     .concat()
 }

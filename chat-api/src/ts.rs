@@ -13,6 +13,7 @@ pub fn typescript() -> String {
     use crate::conversations::*;
     use crate::devices::*;
     use crate::model::*;
+    use crate::search::*;
     use crate::users::*;
     let cfg = config();
     let mut out = header("chat-api");
@@ -42,6 +43,9 @@ pub fn typescript() -> String {
         export::<MessagePage>(&cfg),
         export::<EntryList>(&cfg),
         export::<RegisterDeviceRequest>(&cfg),
+        export::<SearchPage>(&cfg),
+        export::<SearchResult>(&cfg),
+        export::<SnippetPart>(&cfg),
     ] {
         out.push_str(&decl);
     }

@@ -622,6 +622,34 @@ impl Client {
             .await
     }
 
+    /// Messages of the user's conversations that match `query` (the rules are
+    /// `chat_api::search`'s: words as prefixes, `"phrases"`, `-exclusions`), newest
+    /// first, only `conversation`'s if given; pass the previous page's `next` as
+    /// `before` for more. End-to-end encrypted conversations are not searched by the
+    /// server: match what this client decrypted with `chat_api::search::Query`.
+    pub async fn search(
+        &self,
+        query: &str,
+        conversation: Option<ConversationId>,
+        before: Option<&str>,
+        limit: u8,
+    ) -> Result<chat_api::search::SearchPage> {
+        let limit = limit.clamp(1, 50).to_string();
+        let conversation = conversation.map(|c| c.to_string());
+        let mut pairs = vec![("q", query), ("limit", limit.as_str())];
+        if let Some(c) = &conversation {
+            pairs.push(("conversation", c));
+        }
+        if let Some(b) = before {
+            pairs.push(("before", b));
+        }
+        let query = form_query(&pairs);
+        self.inner
+            .auth
+            .call::<chat_api::search::Search>(&[], Some(&query), None)
+            .await
+    }
+
     /// The user's conversations, most recently active first, with unread counts.
     pub async fn conversations(&self) -> Result<Vec<ConversationSummary>> {
         self.inner.auth.conversations().await

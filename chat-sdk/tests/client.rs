@@ -112,6 +112,21 @@ async fn chat_over_websocket_and_quic() {
     assert_eq!(next_message(&mut alice_events).await.id, ack.id);
     let reply = bob.send_text(dm.id, "hi alice").await.expect("acked");
     assert_eq!(text(&next_message(&mut alice_events).await), "hi alice");
+    // The server's search finds both, newest first, and says where they are.
+    let page = alice
+        .search("hi", Some(dm.id), None, 10)
+        .await
+        .expect("search");
+    let hits: Vec<(Seq, &str)> = page
+        .results
+        .iter()
+        .map(|r| (r.seq, r.text.as_str()))
+        .collect();
+    assert_eq!(hits, [(reply.seq, "hi alice"), (ack.seq, "hi bob")]);
+    assert!(matches!(
+        alice.search("  ", None, None, 10).await,
+        Err(chat_sdk::Error::Api { status: 400, .. })
+    ));
     // Bob's own copy, read before the typing below: a datagram may overtake it.
     assert_eq!(text(&next_message(&mut bob_events).await), "hi alice");
 

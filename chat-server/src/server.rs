@@ -133,6 +133,7 @@ impl Server {
         );
         let quic_task = tokio::spawn(quic.serve(app.clone()));
         let collector = tokio::spawn(crate::http::files::collect_expired(app.clone()));
+        let backfill = tokio::spawn(backfill_search(app.clone()));
         let connections = TaskTracker::new();
         let live_http = Arc::new(AtomicUsize::new(0));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -199,6 +200,7 @@ impl Server {
         tracing::info!("shutting down: draining sessions and finishing in-flight requests");
         app.begin_shutdown();
         collector.abort();
+        backfill.abort();
         let _ = stop_tx.send(true);
         connections.close();
         let drained = async {
@@ -294,6 +296,26 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("SIGINT received"),
         () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Indexes for search the messages stored before the index existed, newest first, a
+/// batch at a time with pauses between, so serving traffic comes first; done once.
+async fn backfill_search(app: App) {
+    let mut seen = 0usize;
+    loop {
+        match app.store().backfill_search(500).await {
+            Ok(0) => break,
+            Ok(n) => seen += n,
+            Err(e) => {
+                tracing::warn!(error = %e, "indexing older messages for search failed; retrying");
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if seen > 0 {
+        tracing::info!(messages = seen, "older messages indexed for search");
     }
 }
 

@@ -9,6 +9,7 @@ pub mod devices;
 pub mod error;
 pub mod files;
 pub mod request;
+pub mod search;
 pub mod static_files;
 pub mod users;
 pub mod validate;
@@ -74,6 +75,8 @@ pub enum Route {
     SearchUsers,
     /// `GET /api/users/{id}`
     GetUser,
+    /// `GET /api/search`
+    Search,
     /// `GET /api/conversations`
     ListConversations,
     /// `POST /api/conversations`
@@ -169,6 +172,11 @@ pub const ROUTES: &[(Method, &str, Route)] = &[
         api::users::GetUser::METHOD,
         api::users::GetUser::PATH,
         Route::GetUser,
+    ),
+    (
+        api::search::Search::METHOD,
+        api::search::Search::PATH,
+        Route::Search,
     ),
     (
         api::conversations::ListConversations::METHOD,
@@ -457,6 +465,7 @@ async fn dispatch(app: App, peer: SocketAddr, req: Request<Incoming>) -> Handler
         Route::ChangePassword => accounts::change_password(app, req).await,
         Route::SearchUsers => users::search(app, req).await,
         Route::GetUser => users::get(app, req, params).await,
+        Route::Search => search::search(app, req).await,
         Route::ListConversations => conversations::list(app, req).await,
         Route::CreateConversation => conversations::create(app, req).await,
         Route::GetConversation => conversations::get(app, req, params).await,

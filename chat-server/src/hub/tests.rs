@@ -602,6 +602,22 @@ impl crate::store::MessageStore for NoStore {
     }
 }
 
+impl crate::store::SearchStore for NoStore {
+    fn search<'a>(
+        &'a self,
+        _: UserId,
+        _: Option<ConversationId>,
+        _: &'a chat_api::search::Query,
+        _: Option<i64>,
+        _: u32,
+    ) -> crate::store::StoreFuture<'a, Vec<crate::store::SearchHit>> {
+        Box::pin(async { Err(StoreError::Closed) })
+    }
+    unused! {
+        backfill_search(u32) -> usize;
+    }
+}
+
 impl crate::store::UploadStore for NoStore {
     unused! {
         create_upload(crate::store::NewUpload, u64, u32) -> Result<crate::store::Upload, crate::store::UploadRefusal>;

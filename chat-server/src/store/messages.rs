@@ -636,6 +636,9 @@ macro_rules! impl_messages {
                             content: m.content.clone(),
                         }));
                     }
+                    let appended: Vec<(&$crate::store::NewEntry, i64)> =
+                        rows_to_insert.iter().map(|&(i, seq)| (&batch[i], seq)).collect();
+                    Self::index_appended(&mut tx, &appended, &ids).await?;
                     tx.commit().await?;
 
                     // 5. An idempotent relation repeating one of this batch gets its entry.

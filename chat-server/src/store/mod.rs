@@ -14,6 +14,7 @@ mod messages;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod rows;
+pub mod search;
 mod sessions;
 mod sql;
 mod sqlite;
@@ -36,6 +37,7 @@ pub use devices::DeviceStore;
 pub use messages::MessageStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PgStore;
+pub use search::{SearchHit, SearchStore};
 pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
 pub use uploads::{NewUpload, Upload, UploadRefusal, UploadStore};
@@ -385,6 +387,22 @@ pub(crate) trait Dialect {
         tx: &mut tx::WriteTx<Self::Db>,
         ids: &[i64],
     ) -> Result<(), StoreError>;
+    /// Adds rows to the search index (ids without a row there).
+    async fn index_rows(
+        tx: &mut tx::WriteTx<Self::Db>,
+        rows: &[search::IndexRow],
+    ) -> Result<(), StoreError>;
+    /// Removes the search index's rows of these message ids, if they have any.
+    async fn unindex(tx: &mut tx::WriteTx<Self::Db>, ids: &[i64]) -> Result<(), StoreError>;
+    /// The search: see [`SearchStore::search`](search::SearchStore::search).
+    async fn search_rows(
+        &self,
+        user: i64,
+        conversation: Option<i64>,
+        query: &chat_api::search::Query,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<search::SearchHit>, StoreError>;
 }
 
 /// Everything the server stores. Implemented for SQLite and PostgreSQL.
@@ -395,6 +413,7 @@ pub trait Store:
     + DeviceStore
     + MessageStore
     + UploadStore
+    + SearchStore
     + std::fmt::Debug
     + Send
     + Sync

@@ -102,6 +102,69 @@ impl super::Dialect for PgStore {
         Ok(())
     }
 
+    /// Rows with a tsvector built here from the index words (no parser, no dictionary).
+    async fn index_rows(
+        tx: &mut super::tx::WriteTx<Postgres>,
+        rows: &[super::search::IndexRow],
+    ) -> Result<(), StoreError> {
+        let id: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let conversation: Vec<i64> = rows.iter().map(|r| r.conversation).collect();
+        let seq: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        let text: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+        let doc: Vec<String> = rows
+            .iter()
+            .map(|r| super::search::tsvector(&r.text))
+            .collect();
+        sqlx::query(
+            "INSERT INTO message_search (message_id, conversation_id, seq, text, doc) \
+             SELECT i, c, s, t, d::tsvector \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS v(i, c, s, t, d)",
+        )
+        .bind(&id)
+        .bind(&conversation)
+        .bind(&seq)
+        .bind(&text)
+        .bind(&doc)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn unindex(tx: &mut super::tx::WriteTx<Postgres>, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM message_search WHERE message_id = ANY($1)")
+            .bind(ids)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The GIN index finds the matches; the newest of the caller's come first.
+    async fn search_rows(
+        &self,
+        user: i64,
+        conversation: Option<i64>,
+        query: &chat_api::search::Query,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<super::search::SearchHit>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.message_id AS id, s.conversation_id, s.seq, m.sender_id, m.created_at, s.text \
+             FROM message_search s JOIN messages m ON m.id = s.message_id \
+             WHERE s.doc @@ $1::tsquery AND s.message_id < $2 \
+             AND s.conversation_id IN (SELECT conversation_id FROM members WHERE user_id = $3) \
+             AND ($4::bigint IS NULL OR s.conversation_id = $4) \
+             ORDER BY s.message_id DESC LIMIT $5",
+        )
+        .bind(super::search::tsquery(query))
+        .bind(before)
+        .bind(user)
+        .bind(conversation)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::hit_from_row).collect()
+    }
+
     async fn begin_write(&self) -> Result<super::tx::WriteTx<Postgres>, StoreError> {
         super::tx::WriteTx::begin(&self.pool, "BEGIN").await
     }

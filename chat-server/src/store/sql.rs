@@ -13,6 +13,7 @@ macro_rules! impl_store {
         $crate::store::devices::impl_devices!($ty, $db);
         $crate::store::messages::impl_messages!($ty, $db);
         $crate::store::uploads::impl_uploads!($ty, $db);
+        $crate::store::search::impl_search!($ty, $db);
 
         impl $crate::store::Store for $ty {
             fn backend(&self) -> &'static str {

@@ -96,6 +96,70 @@ impl super::Dialect for SqliteStore {
         Ok(())
     }
 
+    /// FTS5 rows keyed by the message id, with the index words in `doc`.
+    async fn index_rows(
+        tx: &mut super::tx::WriteTx<Sqlite>,
+        rows: &[super::search::IndexRow],
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(100) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO message_search (rowid, doc, text, conversation_id, seq) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.id)
+                    .push_bind(chat_api::search::document(&r.text))
+                    .push_bind(r.text.as_str())
+                    .push_bind(r.conversation)
+                    .push_bind(r.seq);
+            });
+            q.build().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn unindex(tx: &mut super::tx::WriteTx<Sqlite>, ids: &[i64]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(500) {
+            let mut q =
+                sqlx::QueryBuilder::<Sqlite>::new("DELETE FROM message_search WHERE rowid IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// FTS5 walks its matches by rowid (the message id), newest first, and stops at
+    /// the page's end; the join keeps the caller's conversations only.
+    async fn search_rows(
+        &self,
+        user: i64,
+        conversation: Option<i64>,
+        query: &chat_api::search::Query,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<super::search::SearchHit>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT message_search.rowid AS id, m.conversation_id, m.seq, m.sender_id, m.created_at, \
+             message_search.text AS text \
+             FROM message_search JOIN messages m ON m.id = message_search.rowid \
+             WHERE message_search MATCH $1 AND message_search.rowid < $2 \
+             AND m.conversation_id IN (SELECT conversation_id FROM members WHERE user_id = $3) \
+             AND ($4 IS NULL OR m.conversation_id = $4) \
+             ORDER BY message_search.rowid DESC LIMIT $5",
+        )
+        .bind(super::search::fts5_query(query))
+        .bind(before)
+        .bind(user)
+        .bind(conversation)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::hit_from_row).collect()
+    }
+
     /// A write transaction that takes the write lock up front, so it never has to
     /// upgrade (and fail with SQLITE_BUSY) halfway.
     async fn begin_write(&self) -> Result<super::tx::WriteTx<Sqlite>, StoreError> {

@@ -564,6 +564,129 @@ async fn devices(store: &Arc<dyn Store>) {
     );
 }
 
+/// Runs SQL on the test database directly, as an older server's data would be.
+async fn raw_sql(db: &TestDb, kind: TestDbKind, statements: &[&'static str]) {
+    match kind {
+        TestDbKind::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.expect("sqlite");
+            for s in statements {
+                sqlx::query(sqlx::AssertSqlSafe(*s))
+                    .execute(&pool)
+                    .await
+                    .expect("statement");
+            }
+            pool.close().await;
+        }
+        #[cfg(feature = "postgres")]
+        TestDbKind::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.expect("postgres");
+            for s in statements {
+                sqlx::query(sqlx::AssertSqlSafe(*s))
+                    .execute(&pool)
+                    .await
+                    .expect("statement");
+            }
+            pool.close().await;
+        }
+    }
+}
+
+/// Messages stored before the search index existed are indexed by the backfill, as
+/// they read now (edited text, deleted ones left out), and then found.
+async fn search_backfill(db: &TestDb, kind: TestDbKind) {
+    let store = db.store.clone();
+    let u = users(&store, &["sid", "tia"]).await;
+    let (sid, tia) = (u[0].id, u[1].id);
+    let (dm, _) = store
+        .direct_conversation(sid, tia, false, Timestamp(9_000))
+        .await
+        .expect("dm");
+    let seq = |n: u64| Seq::new(n).expect("seq");
+    let relation = |key: u8, content: chat_proto::entry::Content| NewEntry {
+        conversation: dm.id,
+        sender: sid,
+        client_msg_id: ClientMsgId::from_bytes([key; 16]),
+        content,
+        sent_at: Timestamp(9_100 + i64::from(key)),
+        moderator: false,
+    };
+    let batch: Vec<NewEntry> = (1..=5)
+        .map(|i| send(dm.id, sid, 100 + i, &format!("archive note {i}")))
+        .collect();
+    store.append_batch(batch).await.expect("appended");
+    let batch = vec![
+        relation(
+            110,
+            chat_proto::entry::Content::Edit {
+                target: seq(2),
+                body: Some(Body::Text("archive revised".into())),
+            },
+        ),
+        relation(111, chat_proto::entry::Content::Delete { target: seq(3) }),
+    ];
+    let relations = store.append_batch(batch).await.expect("appended");
+    assert!(
+        relations.iter().all(|r| matches!(r, Appended::New(_))),
+        "{relations:?}"
+    );
+    let query = chat_api::search::Query::parse("archive").expect("query");
+    let texts = |hits: Vec<SearchHit>| hits.into_iter().map(|h| h.text).collect::<Vec<_>>();
+    let expected = [
+        "archive note 5",
+        "archive note 4",
+        "archive revised",
+        "archive note 1",
+    ];
+    assert_eq!(
+        texts(
+            store
+                .search(sid, None, &query, None, 10)
+                .await
+                .expect("search")
+        ),
+        expected
+    );
+
+    // As if the messages had been stored before the index: an empty index, all to do.
+    raw_sql(
+        db,
+        kind,
+        &[
+            "DELETE FROM message_search",
+            "UPDATE search_backfill SET below = (SELECT MAX(id) + 1 FROM messages)",
+        ],
+    )
+    .await;
+    assert!(
+        store
+            .search(sid, None, &query, None, 10)
+            .await
+            .expect("search")
+            .is_empty()
+    );
+    // Every message of the database (earlier tests' too), a few at a time.
+    let mut rounds = 0;
+    while store.backfill_search(4).await.expect("backfill") > 0 {
+        rounds += 1;
+        assert!(rounds < 1000, "the backfill ends");
+    }
+    assert!(rounds >= 2, "in several batches: {rounds}");
+    assert_eq!(
+        texts(
+            store
+                .search(sid, None, &query, None, 10)
+                .await
+                .expect("search")
+        ),
+        expected
+    );
+    assert_eq!(
+        store.backfill_search(2).await.expect("backfill"),
+        0,
+        "nothing left"
+    );
+}
+
 async fn suite(kind: TestDbKind) {
     let db = TestDb::new(kind).await;
     let store = db.store.clone();
@@ -572,6 +695,7 @@ async fn suite(kind: TestDbKind) {
     conversations_and_members(&store).await;
     appends(&store).await;
     devices(&store).await;
+    search_backfill(&db, kind).await;
     db.cleanup().await;
 }
 

@@ -426,3 +426,59 @@ public_key: string,
  * A name for the owner's device list ("laptop").
  */
 name?: string, };
+
+/**
+ * A page of results: the answer to [`Search`].
+ */
+export type SearchPage = { 
+/**
+ * The matching messages, newest first.
+ */
+results: Array<SearchResult>, 
+/**
+ * Pass as `before` to get the next (older) page; `None` on the last one.
+ */
+next: string | null, };
+
+/**
+ * One matching message, with what is needed to show it and open it in place.
+ */
+export type SearchResult = { 
+/**
+ * Its conversation.
+ */
+conversation: number, 
+/**
+ * Its position there: open the conversation at this seq.
+ */
+seq: number, 
+/**
+ * Who sent it.
+ */
+sender: number, 
+/**
+ * When it was sent.
+ */
+sent_at: number, 
+/**
+ * Its text as it reads now (the latest edit's).
+ */
+text: string, 
+/**
+ * The part of the text around the first match, in pieces; the matching words
+ * are marked. Text only: show it as text, never as markup.
+ */
+snippet: Array<SnippetPart>, };
+
+/**
+ * A piece of a snippet.
+ */
+export type SnippetPart = { 
+/**
+ * The text of the piece.
+ */
+text: string, 
+/**
+ * Whether it is a match, to be highlighted.
+ */
+matched: boolean, };
