@@ -2,12 +2,13 @@
 // attach by the button, by dropping and by pasting; images inline and opened large,
 // other files as cards that download; in a plain and in an end-to-end encrypted
 // conversation (where the server stores only ciphertext); an upload whose connection
-// drops resumes where it stopped; a cancelled one ends on the server too; every screen
-// passes the accessibility audit in both themes.
+// drops resumes where it stopped, and after a reload too; a cancelled one ends on the
+// server too; every screen passes the accessibility audit in both themes.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateSync, crc32 } from 'node:zlib';
 import { audit, bubble, eventually, launchBrowser, person, startConversation, startDirect, startServer } from './harness.mjs';
@@ -148,13 +149,14 @@ for (const encrypted of [false, true]) {
   });
 }
 
-test('an upload whose connection drops resumes where it stopped; a cancelled one ends on the server', async () => {
+test('an upload resumes where it stopped after a dropped connection or a reload; a cancelled one ends on the server', async () => {
   const ann = await person(browser, server, 'ann', 'Ann Sender');
   const ben = await person(browser, server, 'ben', 'Ben Receiver');
   await startDirect(ann, ben);
   const requests = [];
   let dropped = false;
   let holding = false;
+  let stallSecond = false;
   await ann.page.route('**/api/uploads**', async (route) => {
     const req = route.request();
     const offset = req.headers()['upload-offset'] ?? '';
@@ -165,8 +167,9 @@ test('an upload whose connection drops resumes where it stopped; a cancelled one
       await route.abort('connectionreset');
       return;
     }
-    // While `holding`, requests hang, as on a stalled network.
-    if (req.method() === 'PATCH' && holding) return;
+    // While `holding`, requests hang, as on a stalled network; with `stallSecond`, from
+    // the second chunk on.
+    if (req.method() === 'PATCH' && (holding || (stallSecond && offset !== '0'))) return;
     await route.continue();
   });
 
@@ -200,6 +203,30 @@ test('an upload whose connection drops resumes where it stopped; a cancelled one
   await uploads.getByRole('button', { name: 'Cancel sending these files' }).click();
   assert.equal((await ended).status(), 204);
   await bubble(ann, 'never mind').waitFor({ state: 'detached' });
+
+  // The page is reloaded while a file from disk is half uploaded: choosing the same file
+  // again goes on from what the server has instead of starting over.
+  holding = false;
+  stallSecond = true;
+  const onDisk = join(mkdtempSync(join(tmpdir(), 'chat-upload-')), 'resume.bin');
+  writeFileSync(onDisk, big);
+  await ann.page.getByTestId('file-input').setInputFiles(onDisk);
+  await box.fill('after a reload');
+  await box.press('Enter');
+  await eventually(() => requests.includes('PATCH 8388608'), true);
+  stallSecond = false;
+  requests.length = 0;
+  await ann.page.reload();
+  await ann.page.getByRole('navigation', { name: 'Conversation list' }).getByRole('link', { name: ben.display }).click();
+  await ann.page.getByTestId('file-input').setInputFiles(onDisk);
+  await ann.page.getByRole('textbox', { name: 'Message' }).fill('after a reload');
+  await ann.page.getByRole('textbox', { name: 'Message' }).press('Enter');
+  await bubble(ann, 'after a reload').getByRole('button', { name: 'Download resume.bin' }).waitFor({ timeout: 30000 });
+  assert.deepEqual(
+    requests.filter((r) => r !== 'OPTIONS'),
+    ['HEAD', 'PATCH 8388608'],
+    'resumed from the stored half, not uploaded again',
+  );
   assert.deepEqual(ann.problems.filter((p) => !/ERR_CONNECTION_RESET|net::ERR_FAILED/.test(p)), []);
   await ann.context.close();
   await ben.context.close();

@@ -9,6 +9,7 @@ import type {
   ConversationSummary,
   Device,
   EntryList,
+  SearchPage,
   Session,
   User,
   UserPage,
@@ -249,6 +250,13 @@ export class Api {
 
   leave(conversation: number): Promise<void> {
     return this.authed('POST', `/api/conversations/${conversation}/leave`);
+  }
+
+  /** Messages of the user's conversations that match `q`, newest first (PROTOCOL.md §5.4). */
+  searchMessages(q: string, before: string | null, limit = 20): Promise<SearchPage> {
+    const params = new URLSearchParams({ q, limit: String(limit) });
+    if (before !== null) params.set('before', before);
+    return this.authed('GET', `/api/search?${params}`);
   }
 
   /** A file's bytes (`GET /api/files/{id}`); an expired token is renewed once. */

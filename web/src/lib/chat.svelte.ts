@@ -2,7 +2,16 @@
 // presence, typing and receipts, fed by the HTTP API and the real-time connection.
 // Components read it and call its methods; they never talk to the network themselves.
 
-import { Api, ApiError, type Conversation, type Device, type Member, SignedOutError, type User } from './api';
+import {
+  Api,
+  ApiError,
+  type Conversation,
+  type Device,
+  type Member,
+  SignedOutError,
+  type SnippetPart,
+  type User,
+} from './api';
 import { Connection, type ConnectionState, RequestError, SessionEndedError, type SocketFactory } from './connection';
 import {
   DeviceKey,
@@ -29,6 +38,7 @@ import {
   startUpload,
 } from './attachments';
 import { newFileKey, openFile, sealFile } from './files';
+import { MAX_QUERY, MAX_TERMS, Query, snippet } from './search';
 import {
   type Ack,
   type Body,
@@ -119,6 +129,23 @@ export interface ChatOptions {
   typingRepeatMs?: number;
   /** Where this browser's device keys live (IndexedDB by default). */
   keyStore?: KeyStore;
+}
+
+/** A message a search found. */
+export interface FoundMessage {
+  conversation: number;
+  seq: number;
+  sender: number;
+  sentAt: number;
+  snippet: SnippetPart[];
+  /** Found by this browser among decrypted messages (encrypted conversations). */
+  local: boolean;
+}
+
+export interface SearchOutcome {
+  results: FoundMessage[];
+  /** The cursor of the server's next page, if any. */
+  next: string | null;
 }
 
 /** A file of a message being sent, once uploaded. */
@@ -1069,6 +1096,57 @@ export class Chat {
     a.download = f.name;
     a.rel = 'noopener';
     a.click();
+  }
+
+  // ---- search ------------------------------------------------------------------------
+
+  /**
+   * Messages that match `q`, newest first: the server's results for the conversations
+   * it can read, and (on the first page) this browser's own matches among the messages
+   * of encrypted conversations it has decrypted, marked `local`.
+   */
+  async searchMessages(q: string, before: string | null = null): Promise<SearchOutcome> {
+    const query = Query.parse(q);
+    if (query === 'empty') throw new Error('Type a word to look for.');
+    if (query === 'too_long') throw new Error(`A search is at most ${MAX_QUERY} bytes and ${MAX_TERMS} words.`);
+    const page = await this.api.searchMessages(q, before);
+    const results: FoundMessage[] = page.results.map((r) => ({
+      conversation: r.conversation,
+      seq: r.seq,
+      sender: r.sender,
+      sentAt: r.sent_at,
+      snippet: r.snippet,
+      local: false,
+    }));
+    if (before === null) {
+      for (const view of Object.values(this.conversations)) {
+        if (!view.encrypted) continue;
+        for (const m of view.messages) {
+          if (m.seq === null || m.deleted || m.encrypted || !query.matches(m.text)) continue;
+          results.push({
+            conversation: view.id,
+            seq: m.seq,
+            sender: m.sender,
+            sentAt: m.sentAt,
+            snippet: snippet(m.text, query, 120),
+            local: true,
+          });
+        }
+      }
+      results.sort((a, b) => b.sentAt - a.sentAt);
+    }
+    return { results, next: page.next };
+  }
+
+  /** Whether encrypted conversations have older history this browser has not read yet. */
+  get moreToDecrypt(): boolean {
+    return Object.values(this.conversations).some((v) => v.encrypted && (!v.historyLoaded || v.hasMore));
+  }
+
+  /** Fetches and decrypts a page of older history of every encrypted conversation, to search it. */
+  async decryptMore(): Promise<void> {
+    const views = Object.values(this.conversations).filter((v) => v.encrypted && (!v.historyLoaded || v.hasMore));
+    await Promise.all(views.map((v) => this.loadOlder(v.id)));
   }
 
   /** "name (size)" for a file of a message. */

@@ -3,7 +3,8 @@
 
 export type Route =
   | { page: 'home' }
-  | { page: 'chat'; id: number }
+  /** `seq`: a message to show (a search result), kept in memory, not in the path. */
+  | { page: 'chat'; id: number; seq?: number }
   | { page: 'user'; id: number }
   | { page: 'me' }
   | { page: 'new-group' };

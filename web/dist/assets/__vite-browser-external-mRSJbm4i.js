@@ -1,0 +1,1 @@
+import{t as e}from"./index-BKp0dhnu.js";var t=e(((e,t)=>{t.exports={}}));export default t();
