@@ -316,6 +316,29 @@ async fn files_in_messages(kind: TestDbKind) {
         .expect("the deleted message")
         .clone();
     assert!(purged["content"]["message"]["body"].is_null(), "{purged}");
+
+    // Deleting her account removes her files, those in messages too.
+    let r = s
+        .call(
+            Method::DELETE,
+            "/api/me",
+            Some(&ann.token),
+            Some(serde_json::json!({"password": "correct horse battery"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        download(&s, &bob, &fresh, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(dir.join(&fresh).exists());
+    chat_server::http::files::collect_once(&s.server.app)
+        .await
+        .expect("collects");
+    assert!(
+        !dir.join(&fresh).exists(),
+        "the collector removes the bytes"
+    );
     s.stop().await;
 }
 

@@ -183,6 +183,13 @@ macro_rules! impl_users {
                         .bind(i64::from(id))
                         .execute(&mut *tx)
                         .await?;
+                    // Their files go too, those in messages included: no longer served,
+                    // and the collector removes the bytes.
+                    sqlx::query("UPDATE uploads SET purged_at = $1 WHERE owner_id = $2 AND purged_at IS NULL")
+                        .bind(now.0)
+                        .bind(i64::from(id))
+                        .execute(&mut *tx)
+                        .await?;
                     tx.commit().await?;
                     Ok(())
                 })
