@@ -14,6 +14,7 @@ import { audit,
   openConversation,
   person,
   say,
+  startConversation,
   startDirect,
   startEchoBot,
   startServer,
@@ -35,14 +36,6 @@ after(async () => {
   rmSync(keys, { recursive: true, force: true });
 });
 
-/** Starts (or reopens) the end-to-end encrypted conversation with `other`. */
-async function startEncrypted(p, other) {
-  await p.page.getByPlaceholder('Find people').fill(other.username);
-  await p.page.getByRole('button', { name: `New encrypted chat with ${other.display}` }).click();
-  await p.page.getByRole('heading', { name: other.display, level: 2 }).waitFor();
-  await p.page.getByTestId('e2e-badge').waitFor();
-}
-
 /** Every byte the server wrote to its SQLite database (main file and write-ahead log). */
 function stored() {
   return Buffer.concat(
@@ -56,7 +49,7 @@ test('two browsers chat end-to-end encrypted; the server stores no plaintext', a
   const alice = await person(browser, server, 'alice', 'Alice Crypto');
   const bob = await person(browser, server, 'bob', 'Bob Crypto');
 
-  await startEncrypted(alice, bob);
+  await startConversation(alice, bob, true);
   const secret = 'the vault code is 4417 🔐';
   await say(alice, secret);
   await alice.page.locator('article[data-status="sent"]').first().waitFor();
@@ -120,7 +113,7 @@ test('a browser and the Rust SDK read each other\'s sealed messages', async () =
   try {
     const carol = await person(browser, server, 'carol', 'Carol Crypto');
     // The bot registered with its username as display name default.
-    await startEncrypted(carol, { username: botName, display: 'Echo bot' });
+    await startConversation(carol, { username: botName, display: 'Echo bot' }, true);
     // Sealed in the browser (WebCrypto + HPKE), opened by the SDK (chat-crypto); the
     // echo is sealed by the SDK for Carol's browser and opened there.
     await say(carol, 'ping from Chromium ✓');

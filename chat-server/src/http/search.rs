@@ -3,7 +3,8 @@
 //! conversations are never in the index: the server cannot read them.
 
 use chat_api::search::{
-    DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY, Query, QueryError, SearchPage, SearchResult, snippet,
+    DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY, MAX_TERMS, Query, QueryError, SearchPage, SearchResult,
+    snippet,
 };
 use chat_proto::ids::ConversationId;
 use http::{Request, StatusCode};
@@ -28,7 +29,7 @@ pub async fn search(app: App, req: Request<Incoming>) -> HandlerResult {
         }
         QueryError::TooLong => ApiError::bad_request(
             "query_too_long",
-            format!("queries are at most {MAX_QUERY} bytes and 16 terms"),
+            format!("queries are at most {MAX_QUERY} bytes and {MAX_TERMS} terms"),
         ),
     })?;
     let limit = query_param::<u32>(&pairs, "limit")?.unwrap_or(DEFAULT_LIMIT);

@@ -156,7 +156,8 @@ interface SentFile {
 
 /** A message with files being sent. */
 interface FileJob {
-  files: File[];
+  /** Each file with the name and media type the protocol accepts, made once. */
+  files: { file: File; name: string; type: string }[];
   /** The files uploaded so far, in order. */
   sent: SentFile[];
   uploads: Uploading[];
@@ -965,18 +966,19 @@ export class Chat {
       { text: caption, unreadable: false, purged: false, files: [] },
       null,
     );
-    msg.files = files.map((f) => ({
+    const described = files.map((file) => ({ file, name: fileName(file.name), type: mediaType(file.type) }));
+    msg.files = described.map((f) => ({
       id: '',
-      name: fileName(f.name),
-      size: f.size,
-      mediaType: mediaType(f.type),
+      name: f.name,
+      size: f.file.size,
+      mediaType: f.type,
       image: null,
       sealed: null,
     }));
-    msg.uploads = files.map((f) => ({ name: fileName(f.name), sent: 0, total: f.size }));
+    msg.uploads = described.map((f) => ({ name: f.name, sent: 0, total: f.file.size }));
     msg.status = 'sending';
     view.outbox.push(msg);
-    this.fileJobs.set(msg.key, { files, sent: [], uploads: [], cancelled: false });
+    this.fileJobs.set(msg.key, { files: described, sent: [], uploads: [], cancelled: false });
     this.stopTyping(id);
     void this.transmitFiles(view, msg.key);
   }
@@ -998,9 +1000,7 @@ export class Chat {
     if (!job || !outboxed()) return;
     try {
       for (let i = job.sent.length; i < job.files.length; i++) {
-        const file = job.files[i];
-        const name = fileName(file.name);
-        const type = mediaType(file.type);
+        const { file, name, type } = job.files[i];
         const image = await describeImage(file);
         let data: Blob = file;
         let sealed: SentFile['sealed'] = null;
@@ -1140,13 +1140,17 @@ export class Chat {
 
   /** Whether encrypted conversations have older history this browser has not read yet. */
   get moreToDecrypt(): boolean {
-    return Object.values(this.conversations).some((v) => v.encrypted && (!v.historyLoaded || v.hasMore));
+    return this.undecrypted().length > 0;
   }
 
   /** Fetches and decrypts a page of older history of every encrypted conversation, to search it. */
   async decryptMore(): Promise<void> {
-    const views = Object.values(this.conversations).filter((v) => v.encrypted && (!v.historyLoaded || v.hasMore));
-    await Promise.all(views.map((v) => this.loadOlder(v.id)));
+    await Promise.all(this.undecrypted().map((v) => this.loadOlder(v.id)));
+  }
+
+  /** The encrypted conversations with history this browser has not fetched yet. */
+  private undecrypted(): ConversationView[] {
+    return Object.values(this.conversations).filter((v) => v.encrypted && (!v.historyLoaded || v.hasMore));
   }
 
   /** "name (size)" for a file of a message. */

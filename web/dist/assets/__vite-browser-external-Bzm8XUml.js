@@ -1,0 +1,1 @@
+import{t as e}from"./index-CFV8yTs5.js";var t=e(((e,t)=>{t.exports={}}));export default t();
